@@ -1,0 +1,147 @@
+"""Retrying an upstream call: exponential backoff with full jitter, within a deadline.
+
+Only failures that another attempt (usually on another worker) may fix are
+retried, and only while nothing has reached the client; the caller guarantees
+the second part by wrapping only the phase before the first byte. Which
+failures qualify is decided by the error's class, never by its text:
+
+* retryable: :class:`~tollway.errors.UpstreamError` subclasses whose
+  ``retryable`` flag is set: connect errors and "no reachable worker"
+  (``UpstreamUnavailable``, and the upstream's 503), timeouts before the first
+  byte (``UpstreamTimeout``, the upstream's 504 and 408), a broken connection
+  or the upstream's 502 (``UpstreamError``, ``UpstreamStreamBroken``), and the
+  upstream's 429 (``UpstreamRateLimited``);
+* never retried: the upstream's own 4xx (``UpstreamRejected``), its 500, 501,
+  505 and other 5xx (``UpstreamServerError``: the request may be what breaks
+  it), every error the gateway raises itself (400s, auth, its own rate limits
+  and budgets, draining), and anything that is not a
+  :class:`~tollway.errors.TollwayError`.
+
+Typical use (the attempt number lets the caller pick a different worker)::
+
+    tried: set[str] = set()
+    response = await retry_call(
+        lambda n: send_once(request, avoid=tried),   # adds the worker it used to ``tried``
+        policy,
+        deadline=time.monotonic() + timeouts.total_s,
+        on_retry=lambda n, exc, delay: retries.labels(pool_name, exc.code or "").inc(),
+    )
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tollway.errors import TollwayError, UpstreamError
+
+T = TypeVar("T")
+
+#: Called before each retry with the number of the attempt that failed, its error and
+#: the delay about to be slept.
+RetryHook = Callable[[int, TollwayError, float], None]
+
+
+class RetryPolicy(BaseModel):
+    """How often and how patiently a failed upstream call is tried again.
+
+    The delay before attempt ``n + 1`` is drawn from ``[0, cap]`` (``jitter:
+    full``) or is ``cap`` itself (``jitter: none``), where ``cap = min(max_delay_s,
+    base_delay_s * 2 ** (n - 1))``. Full jitter spreads the retries of many
+    clients that failed together, so a recovering worker is not hit in lockstep.
+
+    Example (a pool's ``retry:`` section)::
+
+        pools:
+          h100-small:
+            retry:
+              max_attempts: 3       # the first try included; 1 turns retries off
+              base_delay_s: 0.1
+              max_delay_s: 2.0
+              jitter: full
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_attempts: int = Field(
+        default=3, ge=1, le=10, description="Attempts in all, the first one included."
+    )
+    base_delay_s: float = Field(
+        default=0.1, ge=0, le=60, description="Backoff cap before the second attempt."
+    )
+    max_delay_s: float = Field(
+        default=2.0, ge=0, le=300, description="Largest backoff cap, whatever the attempt."
+    )
+    jitter: Literal["full", "none"] = Field(
+        default="full", description="full: uniform in [0, cap]; none: exactly the cap."
+    )
+
+    @model_validator(mode="after")
+    def _check_delays(self) -> RetryPolicy:
+        if self.max_delay_s < self.base_delay_s:
+            raise ValueError("max_delay_s must be at least base_delay_s")
+        return self
+
+    def delays(self, rand: Callable[[], float] = random.random) -> Iterator[float]:
+        """The ``max_attempts - 1`` delays before the second, third, ... attempt.
+
+        ``rand`` returns a float in ``[0, 1)``; inject one for deterministic tests.
+        """
+        for retry in range(self.max_attempts - 1):
+            cap = min(self.max_delay_s, self.base_delay_s * (2.0**retry))
+            yield cap * rand() if self.jitter == "full" else cap
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether another attempt may succeed where ``exc`` failed.
+
+    True only for upstream failures whose class is flagged ``retryable``; the
+    gateway's own refusals (validation, auth, its rate limits, draining) and the
+    upstream's own 4xx are final.
+    """
+    return isinstance(exc, UpstreamError) and exc.retryable
+
+
+async def retry_call(
+    attempt: Callable[[int], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    deadline: float | None = None,
+    on_retry: RetryHook | None = None,
+    retryable: Callable[[BaseException], bool] = is_retryable,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    rand: Callable[[], float] = random.random,
+) -> T:
+    """Await ``attempt(1)``, then ``attempt(2)``, ... until one returns; return its value.
+
+    A :class:`~tollway.errors.TollwayError` that ``retryable`` accepts leads to a
+    backoff sleep and the next attempt; anything else propagates at once, as does
+    the last attempt's error. ``deadline`` is a ``clock()`` instant: a retry whose
+    backoff would end at or after it is not made (the last error is raised
+    instead), so this function never sleeps past the deadline. Cancellation is
+    never caught.
+    """
+    backoff = policy.delays(rand)
+    number = 1
+    while True:
+        try:
+            return await attempt(number)
+        except TollwayError as exc:
+            if not retryable(exc):
+                raise
+            delay = next(backoff, None)
+            if delay is None:
+                raise
+            if deadline is not None and clock() + delay >= deadline:
+                raise
+            if on_retry is not None:
+                on_retry(number, exc, delay)
+            if delay > 0:
+                await sleep(delay)
+            number += 1

@@ -1,0 +1,155 @@
+"""Configuration schema of one SGLang pool (the ``pools:`` entries of the YAML file).
+
+Parsed strictly (unknown keys are errors) and frozen; the gateway's config
+module composes these models into the whole file's schema.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from backends.retry import RetryPolicy
+from backends.sglang.circuit import CircuitConfig
+
+WeightsDtype = Literal["fp16", "bf16", "fp8", "int8", "int4"]
+KvDtype = Literal["fp16", "bf16", "fp8"]
+GpuName = Literal["h100", "h200", "a100", "l4"]
+PolicyName = Literal["round_robin", "least_load", "power_of_two", "cache_aware"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PoolModelConfig(_Strict):
+    """The model a pool serves and how it is laid out on the GPUs."""
+
+    name: str = Field(
+        min_length=1, description="Catalog name of the model, e.g. llama-3.1-8b-instruct."
+    )
+    weights_dtype: WeightsDtype = "bf16"
+    kv_dtype: KvDtype = "bf16"
+    tp: int = Field(default=1, ge=1, le=64, description="Tensor-parallel size per worker.")
+    served_name: str | None = Field(
+        default=None,
+        description="The model name the workers expect in requests (SGLang's --served-model-name). "
+        "Defaults to `name`.",
+    )
+
+    @property
+    def upstream_name(self) -> str:
+        """The ``model`` value sent to the workers."""
+        return self.served_name or self.name
+
+
+class HealthConfig(_Strict):
+    """Active health checks on each worker's ``/health``, with up/down hysteresis."""
+
+    interval_s: float = Field(default=2.0, gt=0, le=300)
+    timeout_s: float = Field(default=1.0, gt=0, le=60)
+    path: str = "/health"
+    unhealthy_threshold: int = Field(
+        default=2, ge=1, le=100, description="Consecutive failures that mark a worker down."
+    )
+    healthy_threshold: int = Field(
+        default=2, ge=1, le=100, description="Consecutive successes that mark a down worker up."
+    )
+
+
+class TimeoutConfig(_Strict):
+    """Upstream timeouts, in seconds."""
+
+    connect_s: float = Field(default=2.0, gt=0, le=120)
+    first_byte_s: float = Field(default=120.0, gt=0, le=3600)
+    total_s: float = Field(default=900.0, gt=0, le=86400)
+
+
+class AdmissionConfig(_Strict):
+    """The pool's KV-admission queue."""
+
+    queue_size: int = Field(default=1024, ge=0, le=1_000_000, description="Waiters at most.")
+    max_wait_s: float = Field(
+        default=30.0, gt=0, le=3600, description="Longest wait before 429 with Retry-After."
+    )
+    quantum_tokens: int = Field(
+        default=8192, ge=1, description="Deficit-round-robin quantum across tenants, in tokens."
+    )
+
+
+class PoolConfig(_Strict):
+    """One pool of SGLang workers serving the same model on the same kind of GPU."""
+
+    gpu: GpuName
+    model: PoolModelConfig
+    workers: list[str] = Field(min_length=1, description="Base URLs, e.g. http://10.0.1.10:30000.")
+    policy: PolicyName = "cache_aware"
+    overflow_factor: float = Field(
+        default=2.0,
+        ge=1.0,
+        le=100,
+        description="cache_aware: a worker over this multiple of the mean load is skipped.",
+    )
+    kv_headroom: float = Field(default=0.8, gt=0, le=1)
+    max_total_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="KV capacity per worker in tokens when workers do not report it.",
+    )
+    priority_scheduling: bool = Field(
+        default=False,
+        description="Pass the agent type's priority to workers (SGLang's `priority` field; "
+        "launch them with priority scheduling enabled).",
+    )
+    admission: AdmissionConfig = AdmissionConfig()
+    max_requests_per_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Requests per second this replica sends the pool at most; a burst waits "
+        "up to `max_wait_s` (aiolimiter), then 429 `upstream_saturated`.",
+    )
+    max_wait_s: float = Field(default=2.0, ge=0, le=60)
+    gpu_hour_usd: Decimal | None = Field(
+        default=None,
+        ge=0,
+        description="What one GPU-hour of this pool costs you; with each request's GPU-second "
+        "share this gives the internal cost and the margin per request.",
+    )
+    max_connections_per_worker: int = Field(default=1024, ge=1, le=100_000)
+    health: HealthConfig = HealthConfig()
+    timeouts: TimeoutConfig = TimeoutConfig()
+    circuit: CircuitConfig = Field(
+        default=CircuitConfig(),
+        description="Each worker's circuit breaker: when it stops getting traffic and how it "
+        "comes back.",
+    )
+    retry: RetryPolicy = Field(
+        default=RetryPolicy(),
+        description="Retries of a failed request on another worker, before anything reached the "
+        "client, within `timeouts.total_s`.",
+    )
+
+    @field_validator("workers")
+    @classmethod
+    def _check_workers(cls, workers: list[str]) -> list[str]:
+        seen: set[str] = set()
+        cleaned: list[str] = []
+        for url in workers:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"worker {url!r} is not an http(s) URL with a host")
+            if parts.path not in ("", "/") or parts.query or parts.fragment:
+                raise ValueError(f"worker {url!r} must be a base URL without a path or query")
+            try:
+                parts.port  # noqa: B018 - raises ValueError on a bad port
+            except ValueError as exc:
+                raise ValueError(f"worker {url!r} has an invalid port") from exc
+            base = f"{parts.scheme}://{parts.netloc}"
+            if base in seen:
+                raise ValueError(f"worker {base!r} is listed twice")
+            seen.add(base)
+            cleaned.append(base)
+        return cleaned

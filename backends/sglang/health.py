@@ -1,0 +1,122 @@
+"""Health checks, load scraping and capacity discovery for a pool's workers.
+
+Every ``health.interval_s`` each worker's ``/health`` is probed and its
+``/get_load`` scraped (requests and KV tokens, across every gateway replica).
+Each result after the first also goes to ``on_probe`` (the pool feeds its
+circuit breakers with it). At start each worker's KV capacity comes from ``/get_server_info``
+(``max_total_num_tokens``), else from the pool's configuration or the
+capacity model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import aiohttp
+import orjson
+
+from backends.sglang.config import HealthConfig
+from backends.sglang.worker import Worker
+
+log = logging.getLogger("tollway.health")
+
+#: Called with each worker and its probe's result (after the initial probe).
+ProbeHook = Callable[[Worker, bool], None]
+
+
+async def _get_json(session: aiohttp.ClientSession, url: str, timeout_s: float) -> Any:
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            if resp.status != 200:
+                return None
+            return orjson.loads(await resp.read())
+    except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError):
+        return None
+
+
+async def probe(session: aiohttp.ClientSession, worker: Worker, cfg: HealthConfig) -> bool:
+    """One probe: True when the worker answered its health path with 200."""
+    try:
+        async with session.get(
+            worker.url + cfg.path, timeout=aiohttp.ClientTimeout(total=cfg.timeout_s)
+        ) as resp:
+            await resp.read()
+            return resp.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
+async def scrape_load(session: aiohttp.ClientSession, worker: Worker, timeout_s: float) -> None:
+    """Update the worker's reported load from ``/get_load`` (summed over DP ranks)."""
+    data = await _get_json(session, worker.url + "/get_load", timeout_s)
+    ranks = data if isinstance(data, list) else [data] if isinstance(data, dict) else []
+    requests = tokens = 0
+    for rank in ranks:
+        if isinstance(rank, dict):
+            requests += int(rank.get("num_reqs") or 0)
+            tokens += int(rank.get("num_tokens") or 0)
+    if ranks:
+        worker.reported_requests = requests
+        worker.reported_tokens = tokens
+        worker.others_requests = max(0, requests - worker.in_flight)
+
+
+async def discover_capacity(
+    session: aiohttp.ClientSession, worker: Worker, timeout_s: float, fallback: int | None
+) -> None:
+    """Set the worker's KV capacity from ``/get_server_info``, else ``fallback``."""
+    info = await _get_json(session, worker.url + "/get_server_info", timeout_s)
+    reported = info.get("max_total_num_tokens") if isinstance(info, dict) else None
+    if isinstance(reported, int) and reported > 0:
+        worker.capacity_tokens = reported
+    elif worker.capacity_tokens is None:
+        worker.capacity_tokens = fallback
+
+
+async def probe_all(
+    session: aiohttp.ClientSession,
+    workers: Sequence[Worker],
+    cfg: HealthConfig,
+    *,
+    initial: bool = False,
+    on_probe: ProbeHook | None = None,
+) -> None:
+    """Probe every worker once, concurrently, and record the results.
+
+    ``on_probe`` hears every result except the ``initial`` probe's.
+    """
+    results = await asyncio.gather(*(probe(session, w, cfg) for w in workers))
+    for worker, ok in zip(workers, results, strict=True):
+        was = worker.healthy
+        worker.record_probe(ok, initial=initial)
+        if on_probe is not None and not initial:
+            on_probe(worker, ok)
+        if worker.healthy != was:
+            log.warning("worker %s is now %s", worker.url, "up" if worker.healthy else "down")
+
+
+async def run_health_checks(
+    session: aiohttp.ClientSession,
+    workers: Sequence[Worker],
+    cfg: HealthConfig,
+    on_change: Callable[[], None],
+    capacity_fallback: int | None = None,
+    on_probe: ProbeHook | None = None,
+) -> None:
+    """Probe and scrape forever, every ``cfg.interval_s``; cancelled by the pool's ``stop``."""
+    while True:
+        await asyncio.sleep(cfg.interval_s)
+        await probe_all(session, workers, cfg, on_probe=on_probe)
+        live = [w for w in workers if w.healthy]
+        await asyncio.gather(*(scrape_load(session, w, cfg.timeout_s) for w in live))
+        await asyncio.gather(
+            *(
+                discover_capacity(session, w, cfg.timeout_s, capacity_fallback)
+                for w in live
+                if w.capacity_tokens is None
+            )
+        )
+        on_change()

@@ -1,0 +1,448 @@
+"""A pool of SGLang workers behind the :class:`backends.base.Backend` interface.
+
+For each request the pool's policy orders the usable workers (healthy, and
+their circuit breaker admits traffic; cache-aware by default), KV admission
+takes the first with room under the ceiling (or queues the request fairly),
+and the request is forwarded over a pooled keep-alive connection.
+
+Reliability, per request:
+
+* A worker that refuses the connection is marked down and the request goes to
+  the next one at once (nothing left the gateway, so no backoff is needed).
+* Any other retryable failure (:func:`backends.retry.is_retryable`: the
+  worker's 429, 502, 503, 504 or 408, a timeout, a dropped connection) is
+  retried by :func:`backends.retry.retry_call` with backoff and jitter, on a
+  worker not tried yet when there is one, within ``timeouts.total_s``. The
+  worker's 4xx and its 500 are final.
+* :meth:`SGLangPool.send` returns once the response headers are in (a whole
+  body for a non-streaming call). That is the point of no return: from there
+  on bytes may reach the client, and nothing is retried.
+* Each worker has a :class:`~backends.sglang.circuit.CircuitBreaker`, fed by
+  request outcomes and health checks. A worker whose breaker is open gets no
+  traffic; when every healthy worker's breaker is open the pool answers 503
+  with ``Retry-After`` at once instead of queueing. A streaming request's
+  outcome is known only when its stream ends (a broken stream is a failure).
+  The worker's own 4xx counts as a success: the worker is fine, the request
+  was not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from backends.base import ShareClock, ShareMeter, UpstreamRequest, UpstreamResponse
+from backends.http1 import Http1Pool
+from backends.ratelimit import UpstreamRateLimiter
+from backends.retry import is_retryable, retry_call
+from backends.sglang.admission import KvAdmission
+from backends.sglang.capacity import Deployment, kv_pool
+from backends.sglang.catalog import GPUS, MODELS
+from backends.sglang.circuit import CircuitBreaker, CircuitState
+from backends.sglang.config import PoolConfig
+from backends.sglang.health import discover_capacity, probe_all, run_health_checks
+from backends.sglang.picking import make_picker
+from backends.sglang.transport import (
+    ConnectFailed,
+    error_from_upstream,
+    iter_chunks,
+    make_session,
+    translate_errors,
+)
+from backends.sglang.worker import Worker
+from tollway.errors import (
+    TollwayError,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
+
+log = logging.getLogger("tollway.pool")
+
+
+def modelled_capacity(config: PoolConfig) -> int | None:
+    """KV tokens per worker from the configuration, else the capacity model."""
+    if config.max_total_tokens is not None:
+        return config.max_total_tokens
+    gpu, model = GPUS.get(config.gpu), MODELS.get(config.model.name)
+    if gpu is None or model is None:
+        return None
+    m = config.model
+    deployment = Deployment(gpu, model, m.tp, m.weights_dtype, m.kv_dtype)
+    return kv_pool(deployment).max_total_num_tokens or None
+
+
+def _with_priority(body: bytes, priority: int) -> bytes:
+    """Splice SGLang's ``priority`` field into a JSON object body without re-encoding it."""
+    return b'{"priority":%d,' % priority + body[1:] if body[:1] == b"{" else body
+
+
+class _Verdict:
+    """Reports one admitted request's outcome to its worker's breaker, exactly once."""
+
+    __slots__ = ("_breaker", "_given")
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self._breaker = breaker
+        self._given = False
+
+    def _give(self) -> bool:
+        given, self._given = self._given, True
+        return not given
+
+    def success(self) -> None:
+        if self._give():
+            self._breaker.record_success()
+
+    def failure(self) -> None:
+        if self._give():
+            self._breaker.record_failure()
+
+    def release(self) -> None:
+        """No verdict (the client went away): only free a half-open probe slot."""
+        if self._give():
+            self._breaker.release()
+
+
+async def _watched(stream: AsyncIterator[bytes], verdict: _Verdict) -> AsyncIterator[bytes]:
+    """Relay ``stream``; how it ends is the verdict on its worker."""
+    try:
+        async for block in stream:
+            yield block
+    except UpstreamError:
+        verdict.failure()
+        raise
+    else:
+        verdict.success()
+    finally:
+        verdict.release()
+
+
+@dataclass(slots=True)
+class _Tries:
+    """What one request has been through, across its attempts."""
+
+    deadline: float
+    #: Workers already sent this request (the next attempt prefers the others).
+    tried: set[str] = field(default_factory=set)
+    #: No usable worker was left: another attempt would fail the same way.
+    exhausted: bool = False
+
+
+class SGLangPool:
+    """Workers serving one model; the backend for routes ``pool:<name>``."""
+
+    def __init__(
+        self,
+        name: str,
+        config: PoolConfig,
+        session: aiohttp.ClientSession | None = None,
+        share_meter: ShareMeter | None = None,
+    ) -> None:
+        self.name = name
+        self.share_meter = share_meter
+        self.config = config
+        self.route = f"pool:{name}"
+        self.upstream_model = config.model.upstream_name
+        self.workers = [Worker(url=url, health=config.health) for url in config.workers]
+        #: Each worker's circuit breaker, by URL.
+        self.breakers = {w.url: self._make_breaker(w) for w in self.workers}
+        self.picker = make_picker(config.policy, config.overflow_factor)
+        a = config.admission
+        self.admission = KvAdmission(
+            headroom=config.kv_headroom,
+            queue_size=a.queue_size,
+            max_wait_s=a.max_wait_s,
+            quantum_tokens=a.quantum_tokens,
+        )
+        self.capacity_fallback = modelled_capacity(config)
+        self.rate_limiter = (
+            UpstreamRateLimiter(name, config.max_requests_per_s, max_wait_s=config.max_wait_s)
+            if config.max_requests_per_s is not None
+            else None
+        )
+        self._session = session
+        self._owns_session = session is None
+        self._health_task: asyncio.Task[None] | None = None
+        #: Upstream request connections, one keep-alive pool per worker (health checks
+        #: use the aiohttp session).
+        self._clients: dict[str, Http1Pool] = {}
+
+    def _make_breaker(self, worker: Worker) -> CircuitBreaker:
+        def changed(old: CircuitState, new: CircuitState) -> None:
+            log.warning(
+                "worker %s circuit %s -> %s", worker.url, old.name.lower(), new.name.lower()
+            )
+            worker.circuit_state = int(new)
+            self._wake_soon()
+
+        return CircuitBreaker(self.config.circuit, on_change=changed)
+
+    def _wake_soon(self) -> None:
+        """Re-check the admission queue on the next loop turn.
+
+        Not at once: a breaker can change state while the queue is being
+        dispatched (reading it half-opens an expired open breaker).
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        loop.call_soon(self.admission.wake)
+
+    def _probed(self, worker: Worker, ok: bool) -> None:
+        self.breakers[worker.url].record_probe(ok)
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError(f"pool {self.name} is not started")
+        return self._session
+
+    async def start(self) -> None:
+        """Open the connection pool, probe every worker, learn capacities, start checks."""
+        if self._session is None:
+            self._session = make_session(self.config.max_connections_per_worker)
+        t = self.config.timeouts
+        self._clients = {
+            w.url: Http1Pool(
+                w.url,
+                max_connections=self.config.max_connections_per_worker,
+                connect_timeout_s=t.connect_s,
+            )
+            for w in self.workers
+        }
+        cfg = self.config.health
+        await probe_all(self.session, self.workers, cfg, initial=True)
+        await asyncio.gather(
+            *(
+                discover_capacity(self.session, w, cfg.timeout_s, self.capacity_fallback)
+                for w in self.workers
+            )
+        )
+        self._health_task = asyncio.create_task(
+            run_health_checks(
+                self.session,
+                self.workers,
+                cfg,
+                on_change=self.admission.wake,
+                capacity_fallback=self.capacity_fallback,
+                on_probe=self._probed,
+            ),
+            name=f"health:{self.name}",
+        )
+
+    async def stop(self) -> None:
+        """Stop health checks and close the connections this pool opened."""
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
+            self._health_task = None
+        await asyncio.gather(*(client.close() for client in self._clients.values()))
+        self._clients = {}
+        if self._session is not None and self._owns_session:
+            await self._session.close()
+            self._session = None
+
+    def is_ready(self) -> bool:
+        return any(w.healthy for w in self.workers)
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        """Admit, forward, fail over and retry; return once the response headers are in.
+
+        Returning is the point of no return (see the module docstring): every
+        retry happens inside this call, none after it.
+        """
+        if self.rate_limiter is not None:
+            await self.rate_limiter.acquire()
+        body = request.body
+        if self.config.priority_scheduling:
+            body = _with_priority(body, request.priority)
+        total = request.total_timeout_s or self.config.timeouts.total_s
+        tries = _Tries(deadline=time.monotonic() + total)
+
+        def retryable(exc: BaseException) -> bool:
+            return is_retryable(exc) and not tries.exhausted
+
+        def retrying(number: int, exc: TollwayError, delay: float) -> None:
+            log.info(
+                "request %s: attempt %d failed (%s); retrying in %.2fs",
+                request.request_id,
+                number,
+                exc.code,
+                delay,
+            )
+
+        return await retry_call(
+            lambda number: self._attempt(request, body, tries, number),
+            self.config.retry,
+            deadline=tries.deadline,
+            on_retry=retrying,
+            retryable=retryable,
+        )
+
+    async def _attempt(
+        self, request: UpstreamRequest, body: bytes, tries: _Tries, number: int
+    ) -> UpstreamResponse:
+        """One attempt: admit to a usable worker, failing over at once on a refused connection."""
+        excluded: set[str] = set()
+
+        def order() -> list[Worker]:
+            usable = [
+                w
+                for w in self.workers
+                if w.healthy and w.url not in excluded and self.breakers[w.url].available()
+            ]
+            if not usable:
+                return []
+            ranked = self.picker.order(usable, request.affinity)
+            if not tries.tried:
+                return ranked
+            fresh = [w for w in ranked if w.url not in tries.tried]
+            return fresh + [w for w in ranked if w.url in tries.tried]
+
+        total = request.total_timeout_s or self.config.timeouts.total_s
+        timeout = total if number == 1 else self._remaining(tries.deadline, total)
+        refused: ConnectFailed | None = None
+        while True:
+            try:
+                worker = await self.admission.acquire(
+                    order,
+                    tokens=request.kv_tokens,
+                    tenant=request.tenant,
+                    priority=request.priority,
+                )
+            except UpstreamUnavailable as exc:
+                tries.exhausted = True
+                raise self._no_usable_worker(refused is not None) from (refused or exc)
+            breaker = self.breakers[worker.url]
+            if not breaker.allow():
+                # A half-open breaker's probe slot went to another request meanwhile.
+                self.admission.release(worker, request.kv_tokens)
+                excluded.add(worker.url)
+                continue
+            verdict = _Verdict(breaker)
+            tries.tried.add(worker.url)
+            try:
+                response = await self._send_to(worker, request, body, verdict, timeout)
+            except ConnectFailed as exc:
+                log.warning("worker %s refused a connection; marking it down", worker.url)
+                verdict.failure()
+                worker.mark_down()
+                excluded.add(worker.url)
+                refused = exc
+                continue
+            except UpstreamRejected:
+                verdict.success()  # the worker is fine; the request was not
+                raise
+            except UpstreamError:
+                verdict.failure()
+                raise
+            except BaseException:
+                verdict.release()
+                raise
+            if response.stream is None:
+                verdict.success()
+            return response
+
+    @staticmethod
+    def _remaining(deadline: float, total: float) -> float:
+        """The total timeout, cut to what is left until ``deadline``."""
+        return max(0.001, min(total, deadline - time.monotonic()))
+
+    def _no_usable_worker(self, refused: bool) -> UpstreamUnavailable:
+        """The 503 for a request that found no worker to go to."""
+        healthy = [w for w in self.workers if w.healthy]
+        blocked = [self.breakers[w.url] for w in healthy]
+        if healthy and not any(b.available() for b in blocked):
+            wait = min(b.retry_after_s() for b in blocked)
+            return UpstreamUnavailable(
+                f"pool {self.name}: every worker's circuit breaker is open",
+                headers={"retry-after": str(max(1, math.ceil(wait)))},
+            )
+        why = "reachable" if refused else "healthy"
+        return UpstreamUnavailable(f"pool {self.name} has no {why} worker")
+
+    async def _send_to(
+        self,
+        worker: Worker,
+        request: UpstreamRequest,
+        body: bytes,
+        verdict: _Verdict,
+        total_s: float,
+    ) -> UpstreamResponse:
+        """Forward to ``worker``, which holds a KV reservation; release it when done.
+
+        A stream's end gives ``verdict``; the caller gives it otherwise.
+        """
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"x-request-id", request.request_id.encode("latin-1")),
+        ]
+        worker.in_flight += 1
+        share = ShareClock(self.share_meter, worker.url)
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                share.stop()
+                worker.in_flight -= 1
+                self.admission.release(worker, request.kv_tokens)
+
+        route = f"{self.route}/{worker.url}"
+        try:
+            with translate_errors(worker.url):
+                resp = await self._clients[worker.url].request(
+                    "POST",
+                    request.path,
+                    headers,
+                    body,
+                    first_byte_timeout_s=(
+                        request.first_byte_timeout_s or self.config.timeouts.first_byte_s
+                    ),
+                    total_timeout_s=total_s,
+                )
+                if resp.status >= 300 or not request.stream:
+                    try:
+                        content = await resp.read()  # gives the connection back itself
+                    finally:
+                        resp.release()
+                    if resp.status >= 300:
+                        raise error_from_upstream(
+                            resp.status, content, worker.url, resp.header_map()
+                        )
+                    release()
+                    return UpstreamResponse(
+                        status=resp.status,
+                        route=route,
+                        worker=worker.url,
+                        body=content,
+                        share=share,
+                    )
+        except BaseException:
+            release()
+            raise
+
+        async def close() -> None:
+            resp.release()
+            release()
+            verdict.release()
+
+        return UpstreamResponse(
+            status=resp.status,
+            route=route,
+            worker=worker.url,
+            stream=_watched(iter_chunks(resp, worker.url), verdict),
+            share=share,
+            _close=close,
+        )

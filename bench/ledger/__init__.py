@@ -1,0 +1,1 @@
+"""Benchmarks of the usage ledger: SQL ingest and the request-path durability cost."""

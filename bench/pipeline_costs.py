@@ -1,0 +1,699 @@
+"""What authentication, Redis-backed limits and metering add to one request.
+
+Five gateways (``python -m gateway serve``, one uvicorn worker each, all pinned to
+core 0, ``REDIS_URL`` set) run side by side in front of one canned upstream
+(``bench.upstream``, core 1); the load generator (wrk when installed) runs on core 1:
+
+- **A** ``auth: {mode: none}``, no price book, ``metering.durable_before_response:
+  false``: the baseline, authentication and limits switched off (metering cannot be
+  switched off; its cost is measured separately by D and E);
+- **B** key authentication: a tenant and a key made through the admin API, the key
+  without limits or budgets;
+- **C** B, the key with rpm, tpm and max_concurrent limits and a daily budget, all
+  too high ever to refuse (one ``EVALSHA`` admission, settlement in the background);
+- **D** C plus a price book and ``metering.durable_before_response: true`` (the
+  response waits for the usage record's ``XADD``);
+- **E** C plus a price book, ``durable_before_response: false``.
+
+Every variant has ``metering.writer: external`` (no ledger writer inside the gateway),
+so the usage records stay in a Redis stream, which is trimmed after every
+measurement. Redis is, by default, a private ``redis-server`` (no persistence) pinned
+to core 1 like the upstream, so that it neither competes with the gateway for core 0
+nor carries other people's traffic; ``--redis-url`` uses a given one instead (pick a
+logical database no gateway uses: the usage stream's key does not follow
+``limits.key_prefix``); this script's keys are then deleted on exit.
+
+Each round measures every variant (order rotated and reversed from round to round):
+concurrency 1 for latency p50/p99, concurrency 64 for requests/s and CPU per request,
+the gateway process's ``utime + stime`` (``/proc/<pid>/stat``, all threads) over the
+measured phase divided by the requests served, which other work on the machine does
+not inflate. Added latency is the median over rounds of the paired, same-round
+difference between two variants.
+
+``--profile C,D`` then samples the named gateways with py-spy (``-f raw``) under load
+at concurrency 1 and prints where their time goes, in microseconds per request.
+
+    python -m bench.pipeline_costs [--repeat 5] [--duration 5] [--warmup 2] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import statistics
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+import yaml
+
+from bench.gateway_overhead import (
+    MODEL,
+    gateway_argv,
+    gateway_config,
+    merge,
+    request_body,
+)
+from bench.loadgen import Generator, Load, Sample, Target, available_generator, run
+from bench.machine import describe, load_average
+from bench.pipeline_profile import profile, profile_report, summarize_profile
+from bench.processes import Children, free_port, python
+
+GATEWAY_CPU = 0
+UPSTREAM_CPU = 1
+LOAD_CPU = 1
+REDIS_CPU = 1
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).with_name("pipeline_costs_RESULTS.md")
+START_MARK = "<!-- pipeline-costs:start -->"
+END_MARK = "<!-- pipeline-costs:end -->"
+TARGET_AUTH_LIMITS_US = 150.0
+TARGET_METERING_US = 50.0
+HIGH_CONCURRENCY = 64
+USAGE_STREAM_PREFIX = "tollway:{usage}:"  # metering's stream keys (not under key_prefix)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+NO_LIMITS: dict[str, Any] = {}
+HIGH_LIMITS: dict[str, Any] = {
+    "limits": {"rpm": 10_000_000, "tpm": 10_000_000_000, "max_concurrent": 100_000},
+    "budgets": {"daily_usd": "10000000"},
+}
+PRICE_BOOK: dict[str, Any] = {
+    "books": [
+        {
+            "name": "bench",
+            "effective_from": "2020-01-01T00:00:00Z",
+            "rates": [
+                {"id": "default", "input_per_million": "0.50", "output_per_million": "1.50"},
+                {
+                    "id": "bench-model",
+                    "model": MODEL,
+                    "input_per_million": "0.20",
+                    "cached_input_per_million": "0.05",
+                    "output_per_million": "0.60",
+                    "per_request": "0.0001",
+                },
+            ],
+        }
+    ]
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One gateway configuration under test."""
+
+    name: str
+    label: str
+    key_auth: bool
+    key_body: dict[str, Any]
+    pricing: bool
+    durable: bool
+
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant("A", "auth off, no limits, metering non-durable (baseline)", False, {}, False, False),
+    Variant("B", "key auth (admin-API key, no limits)", True, NO_LIMITS, False, False),
+    Variant("C", "key auth + Redis limits and daily budget", True, HIGH_LIMITS, False, False),
+    Variant("D", "C + price book, metering durable (awaited XADD)", True, HIGH_LIMITS, True, True),
+    Variant("E", "C + price book, metering non-durable", True, HIGH_LIMITS, True, False),
+)
+
+#: (label, variant, baseline, target in µs or None): the differences reported.
+COMPARISONS: tuple[tuple[str, str, str, float | None], ...] = (
+    ("authentication", "B", "A", None),
+    ("authentication + limits", "C", "A", TARGET_AUTH_LIMITS_US),
+    ("limits alone", "C", "B", None),
+    ("metering, durable (awaited XADD) + pricing", "D", "C", TARGET_METERING_US),
+    ("metering, non-durable + pricing", "E", "C", TARGET_METERING_US),
+)
+
+
+@dataclass
+class Gateway:
+    """A running gateway variant."""
+
+    variant: Variant
+    port: int
+    pid: int
+    authorization: str | None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One load run against one gateway, with its CPU cost."""
+
+    sample: Sample
+    cpu_s: float
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        """Gateway CPU time (all threads) per request served, in microseconds."""
+        return self.cpu_s / self.sample.requests * 1e6 if self.sample.requests else float("nan")
+
+
+@dataclass
+class Results:
+    """Measurements by (variant, connections), one per round."""
+
+    runs: dict[tuple[str, int], list[Measurement]] = field(default_factory=dict)
+
+    def add(self, variant: str, connections: int, m: Measurement) -> None:
+        self.runs.setdefault((variant, connections), []).append(m)
+
+    def series(
+        self, variant: str, connections: int, what: Callable[[Measurement], float]
+    ) -> list[float]:
+        return [what(m) for m in self.runs[(variant, connections)]]
+
+    def median(self, variant: str, connections: int, what: Callable[[Measurement], float]) -> float:
+        return statistics.median(self.series(variant, connections, what))
+
+    def paired(
+        self, variant: str, base: str, connections: int, what: Callable[[Measurement], float]
+    ) -> float:
+        """Median over rounds of (variant − base), each pair measured in the same round."""
+        a = self.series(variant, connections, what)
+        b = self.series(base, connections, what)
+        return statistics.median(x - y for x, y in zip(a, b, strict=True))
+
+    def errors(self) -> int:
+        return sum(m.sample.errors for ms in self.runs.values() for m in ms)
+
+
+def p50_us(m: Measurement) -> float:
+    return m.sample.p50_ms * 1000
+
+
+def p99_us(m: Measurement) -> float:
+    return m.sample.p99_ms * 1000
+
+
+def cpu_us(m: Measurement) -> float:
+    return m.cpu_us_per_request
+
+
+def rps(m: Measurement) -> float:
+    return m.sample.rps
+
+
+# --- processes and HTTP ------------------------------------------------------------------
+
+
+def process_cpu_s(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    # After the command name: state is field 3, utime field 14, stime field 15.
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _http(
+    method: str, url: str, body: Any = None, token: str | None = None, timeout: float = 10.0
+) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = body if isinstance(body, bytes) else (json.dumps(body).encode() if body else None)
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with _OPENER.open(request, timeout=timeout) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def create_key(port: int, admin_token: str, tenant: str, key_body: dict[str, Any]) -> str:
+    """A tenant and one key through the admin API; returns the key's secret."""
+    base = f"http://127.0.0.1:{port}/admin/v1"
+    status, body = _http("POST", f"{base}/tenants", {"name": tenant}, admin_token)
+    if status != 201:
+        raise RuntimeError(f"creating the tenant: {status} {body[:300]!r}")
+    tenant_id = json.loads(body)["id"]
+    key_request = {"name": f"{tenant}-key", **key_body}
+    status, body = _http("POST", f"{base}/tenants/{tenant_id}/keys", key_request, admin_token)
+    if status != 201:
+        raise RuntimeError(f"creating the key: {status} {body[:300]!r}")
+    return str(json.loads(body)["key"])
+
+
+def check_answer(gateway: Gateway) -> None:
+    """One JSON request through the gateway must answer 200 with choices."""
+    url = f"http://127.0.0.1:{gateway.port}/v1/chat/completions"
+    token = gateway.authorization.removeprefix("Bearer ") if gateway.authorization else None
+    status, body = _http("POST", url, request_body(False), token)
+    if status != 200 or not json.loads(body).get("choices"):
+        raise RuntimeError(f"variant {gateway.variant.name}: {status} {body[:300]!r}")
+
+
+def redis_errors(port: int) -> float:
+    """``tollway_redis_errors_total`` from the gateway's /metrics (0 when absent)."""
+    status, body = _http("GET", f"http://127.0.0.1:{port}/metrics")
+    if status != 200:
+        return float("nan")
+    for line in body.decode().splitlines():
+        if line.startswith("tollway_redis_errors_total"):
+            return float(line.split()[-1])
+    return 0.0
+
+
+class RedisScratch:
+    """The logical Redis database the gateways use: checked, trimmed, cleaned."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.client = redis.Redis.from_url(url)
+        existing = [*self.client.scan_iter(match=f"{USAGE_STREAM_PREFIX}*", count=1000)]
+        if existing:
+            raise RuntimeError(
+                f"{url} already holds usage-stream keys ({existing[0]!r}); another gateway may "
+                "use this database: pick another one with --redis-url"
+            )
+
+    def trim_usage(self) -> None:
+        """Empty the usage streams (no writer reads them), keeping any consumer group."""
+        for key in self.client.scan_iter(match=f"{USAGE_STREAM_PREFIX}*", count=1000):
+            if self.client.type(key) == b"stream":
+                self.client.xtrim(key, maxlen=0, approximate=False)
+
+    def cleanup(self) -> int:
+        """Delete every key this run made; return how many."""
+        keys = [
+            *self.client.scan_iter(match=f"{self.prefix}*", count=1000),
+            *self.client.scan_iter(match=f"{USAGE_STREAM_PREFIX}*", count=1000),
+        ]
+        if keys:
+            self.client.delete(*keys)
+        self.client.close()
+        return len(keys)
+
+
+def start_redis(children: Children) -> str:
+    """A private redis-server (no persistence) pinned to its own core; returns its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed; pass --redis-url")
+    port = free_port()
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    argv += ["--appendonly", "no", "--dir", str(children.log_dir)]
+    proc = children.start("redis", argv, cpu=REDIS_CPU)
+    client = redis.Redis(host="127.0.0.1", port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError as exc:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = children.log_tail("redis")
+                raise RuntimeError(f"redis-server did not start:\n{tail}") from exc
+            time.sleep(0.05)
+    client.close()
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def variant_config(
+    variant: Variant, upstream_port: int, admin_token: str, prefix: str, pricing: Path
+) -> dict[str, Any]:
+    """The generated gateway config for one variant."""
+    overlay: dict[str, Any] = {
+        "admin_token": admin_token,
+        "auth": {"mode": "keys", "keys": []} if variant.key_auth else {"mode": "none"},
+        "limits": {"key_prefix": f"{prefix}{variant.name}:"},
+        "metering": {"durable_before_response": variant.durable, "writer": "external"},
+    }
+    if variant.pricing:
+        overlay["pricing"] = str(pricing)
+    # gateway_config's static key is replaced: B..E authenticate with admin-API keys.
+    return merge(gateway_config(upstream_port, "unused-" + secrets.token_hex(8)), overlay)
+
+
+def start_gateways(
+    children: Children,
+    variants: Iterable[Variant],
+    upstream_port: int,
+    redis_url: str,
+    prefix: str,
+    log_level: str,
+) -> list[Gateway]:
+    """Start every variant's gateway, make its key, check one answer."""
+    pricing = children.log_dir / "pricing.yaml"
+    pricing.write_text(yaml.safe_dump(PRICE_BOOK))
+    admin_token = "bench-admin-" + secrets.token_hex(16)
+    gateways = []
+    for variant in variants:
+        config_path = children.log_dir / f"tollway-{variant.name}.yaml"
+        config = variant_config(variant, upstream_port, admin_token, prefix, pricing)
+        config_path.write_text(yaml.safe_dump(config))
+        port = free_port()
+        name = f"gateway-{variant.name}"
+        proc = children.start(
+            name,
+            gateway_argv("cli", config_path, port, log_level),
+            cpu=GATEWAY_CPU,
+            env={
+                "TOLLWAY_CONFIG": str(config_path),
+                "TOLLWAY_DATA_DIR": str(children.log_dir / f"data-{variant.name}"),
+                "REDIS_URL": redis_url,
+            },
+            cwd=ROOT,
+        )
+        children.wait_ready(name, f"http://127.0.0.1:{port}/readyz", timeout=60, proc=proc)
+        authorization = None
+        if variant.key_auth:
+            secret = create_key(port, admin_token, f"bench-{variant.name}", variant.key_body)
+            authorization = f"Bearer {secret}"
+        gateway = Gateway(variant, port, proc.pid, authorization)
+        try:
+            check_answer(gateway)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n{children.log_tail(name, 30)}") from None
+        print(f"gateway {variant.name} ready on port {port} (pid {proc.pid})", file=sys.stderr)
+        gateways.append(gateway)
+    return gateways
+
+
+# --- measuring ---------------------------------------------------------------------------
+
+
+def measure_once(
+    gateway: Gateway, connections: int, duration: float, warmup: float, generator: Generator
+) -> Measurement:
+    """Warm up, then one measured run with the gateway's CPU time around it."""
+    target = Target(gateway.port, request_body(False), authorization=gateway.authorization)
+    if warmup > 0:
+        run(target, Load(connections, warmup, 0.0), generator, cpu=LOAD_CPU)
+    before = process_cpu_s(gateway.pid)
+    sample = run(target, Load(connections, duration, 0.0), generator, cpu=LOAD_CPU)
+    after = process_cpu_s(gateway.pid)
+    return Measurement(sample, after - before)
+
+
+def round_order(gateways: list[Gateway], round_: int) -> list[Gateway]:
+    """Rotate by the round number and reverse every other round."""
+    shift = round_ % len(gateways)
+    order = gateways[shift:] + gateways[:shift]
+    return order[::-1] if round_ % 2 else order
+
+
+def measure(
+    gateways: list[Gateway],
+    scratch: RedisScratch,
+    repeat: int,
+    duration: float,
+    warmup: float,
+    generator: Generator,
+) -> Results:
+    """Every variant at concurrency 1 and 64, ``repeat`` rounds, alternating."""
+    results = Results()
+    for round_ in range(repeat):
+        for gateway in round_order(gateways, round_):
+            for connections in (1, HIGH_CONCURRENCY):
+                m = measure_once(gateway, connections, duration, warmup, generator)
+                scratch.trim_usage()
+                results.add(gateway.variant.name, connections, m)
+                s = m.sample
+                print(
+                    f"round {round_ + 1}/{repeat} {gateway.variant.name} c={connections:<2} "
+                    f"[{s.generator}] {s.rps:8,.0f}/s p50 {s.p50_ms * 1000:7.1f} µs "
+                    f"p99 {s.p99_ms * 1000:8.1f} µs cpu {m.cpu_us_per_request:6.1f} µs/req "
+                    f"errors {s.errors} (load {load_average()})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    return results
+
+
+# --- profiling ---------------------------------------------------------------------------
+
+
+def _fmt(value: float, digits: int = 1) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def report(
+    results: Results,
+    repeat: int,
+    duration: float,
+    warmup: float,
+    machine: str,
+    command: str,
+    redis_where: str,
+    notes: list[str],
+) -> str:
+    """The markdown section: method, machine, tables, targets."""
+    generator = results.runs[("A", 1)][0].sample.generator
+    lines = [
+        "## Cost of authentication, limits and metering on the request path",
+        "",
+        f"Command: `{command}` (from the repository root, in the project's virtualenv).",
+        "",
+        f"Method: five gateways (`python -m gateway serve`, one uvicorn worker each, "
+        f"`REDIS_URL` set, SQLite under a fresh data directory) pinned to core {GATEWAY_CPU}, "
+        f"in front of `bench.upstream` on core {UPSTREAM_CPU}; load generator `{generator}` "
+        f"on core {LOAD_CPU}. JSON request `{request_body(False).decode()}`. Each of "
+        f"{repeat} rounds measures every variant (order rotated and reversed from round to "
+        f"round) at concurrency 1 (latency) and {HIGH_CONCURRENCY} (requests/s, CPU), "
+        f"{duration:g} s after {warmup:g} s of warm-up. CPU per request = the gateway "
+        "process's utime + stime (`/proc/<pid>/stat`, all threads) over the measured "
+        "phase / requests served. Figures are medians over rounds; added = median of the "
+        "same-round differences. Every variant uses `metering.writer: external`; the "
+        "usage stream is trimmed after each measurement.",
+        "",
+        f"Machine: {machine.rstrip('.')}; Redis: {redis_where}, on loopback; "
+        f"load average at the end: {load_average()}.",
+        "",
+        f"Failed or non-2xx requests in all runs: {results.errors()}.",
+        "",
+        "| variant | configuration | c=1 p50 µs | c=1 p99 µs | c=64 requests/s "
+        "| CPU µs/request, c=64 | CPU µs/request, c=1 |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for v in VARIANTS:
+        if (v.name, 1) not in results.runs:
+            continue
+        lines.append(
+            f"| {v.name} | {v.label} | {_fmt(results.median(v.name, 1, p50_us))} "
+            f"| {_fmt(results.median(v.name, 1, p99_us))} "
+            f"| {_fmt(results.median(v.name, HIGH_CONCURRENCY, rps), 0)} "
+            f"| {_fmt(results.median(v.name, HIGH_CONCURRENCY, cpu_us))} "
+            f"| {_fmt(results.median(v.name, 1, cpu_us))} |"
+        )
+    lines += [
+        "",
+        "| what is added | difference | added p50 µs, c=1 | added p99 µs, c=1 "
+        "| added CPU µs/request, c=64 | target (p50) | per-round p50 differences µs |",
+        "| --- | --- | ---: | ---: | ---: | --- | --- |",
+    ]
+    verdicts = []
+    for label, name, base, target in COMPARISONS:
+        if (name, 1) not in results.runs or (base, 1) not in results.runs:
+            continue
+        added = results.paired(name, base, 1, p50_us)
+        per_round = [
+            x - y
+            for x, y in zip(
+                results.series(name, 1, p50_us), results.series(base, 1, p50_us), strict=True
+            )
+        ]
+        verdict = "—"
+        if target is not None:
+            held = added <= target
+            caveat = (
+                f"; the rounds ({min(per_round):+.0f} to {max(per_round):+.0f} µs) fall on "
+                "both sides of the target: not resolved by this run"
+                if min(per_round) <= target < max(per_round)
+                else ""
+            )
+            verdict = f"≤ {target:g}: {'**met**' if held else '**not met**'}"
+            verdicts.append(
+                f"- {label} ({name} − {base}): **{added:+.1f} µs** p50 at c=1 "
+                f"(target ≤ {target:g} µs: {'met' if held else '**not met**'}{caveat})."
+            )
+        added_p99 = results.paired(name, base, 1, p99_us)
+        added_cpu = results.paired(name, base, HIGH_CONCURRENCY, cpu_us)
+        lines.append(
+            f"| {label} | {name} − {base} | {added:+.1f} | {added_p99:+.1f} "
+            f"| {added_cpu:+.1f} | {verdict} "
+            f"| {', '.join(f'{d:+.0f}' for d in per_round)} |"
+        )
+    lines += ["", *verdicts]
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(section: str, path: Path = RESULTS) -> None:
+    """Put ``section`` between the markers of ``path`` (the rest of the file stays)."""
+    block = f"{START_MARK}\n{section}{END_MARK}"
+    if not path.exists():
+        path.write_text(f"# Pipeline costs: results\n\n{block}\n", encoding="utf-8")
+        return
+    text = path.read_text(encoding="utf-8")
+    start, end = text.find(START_MARK), text.find(END_MARK)
+    if start < 0 or end < start:
+        raise RuntimeError(f"{path} has no {START_MARK} ... {END_MARK} markers")
+    path.write_text(text[:start] + block + text[end + len(END_MARK) :], encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description="Cost of auth, limits and metering")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds; medians are reported")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each one")
+    parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument(
+        "--variants", default="ABCDE", help="which variants to run (letters, default ABCDE)"
+    )
+    parser.add_argument(
+        "--redis-url",
+        help="use this Redis (a database no other gateway uses, e.g. redis://127.0.0.1:6379/11) "
+        f"instead of a private redis-server pinned to core {REDIS_CPU}",
+    )
+    parser.add_argument(
+        "--redis-max-connections",
+        type=int,
+        default=1024,
+        help="the gateways' Redis pool size (in REDIS_URL); 0: the client's default (100), "
+        "which runs out at concurrency 64 and makes limits fall back to in-process ones",
+    )
+    parser.add_argument("--profile", default="", help="variants to profile with py-spy, e.g. CD")
+    parser.add_argument("--profile-seconds", type=float, default=10.0)
+    parser.add_argument("--profile-rate", type=int, default=1000, help="py-spy samples/s")
+    parser.add_argument("--profile-connections", type=int, default=1)
+    parser.add_argument("--profile-dir", type=Path, help="keep py-spy's raw output here")
+    parser.add_argument("--skip-measure", action="store_true", help="only profile")
+    parser.add_argument("--log-level", default="warning", help="the gateways' log level")
+    parser.add_argument("--log-dir", type=Path, help="keep the children's logs here")
+    parser.add_argument("--write", action="store_true", help=f"write {RESULTS.name}")
+    args = parser.parse_args(argv)
+    repeat = max(1, min(args.repeat, 20))
+    duration = min(max(args.duration, 1.0), 60.0)
+    warmup = min(max(args.warmup, 0.0), 30.0)
+    wanted = {c.upper() for c in args.variants}
+    variants = [v for v in VARIANTS if v.name in wanted]
+    to_profile = [v for v in variants if v.name in {c.upper() for c in args.profile}]
+    if not variants:
+        parser.error("no variant selected")
+    machine = describe()
+    generator = available_generator(args.generator)
+    prefix = f"bench-pipeline:{uuid.uuid4().hex[:8]}:"
+    notes: list[str] = []
+    profiles: dict[str, dict[str, float]] = {}
+    scratch: RedisScratch | None = None
+    try:
+        if args.log_dir is not None:
+            args.log_dir.mkdir(parents=True, exist_ok=True)
+        with Children(args.log_dir) as children:
+            redis_url = args.redis_url or start_redis(children)
+            client_url = redis_url
+            if args.redis_max_connections:
+                joiner = "&" if "?" in redis_url else "?"
+                client_url += f"{joiner}max_connections={args.redis_max_connections}"
+            scratch = RedisScratch(redis_url, prefix)
+            info = scratch.client.info("server")
+            redis_where = (
+                f"private redis-server {info.get('redis_version', '?')} pinned to core "
+                f"{REDIS_CPU}, no persistence"
+                if args.redis_url is None
+                else f"shared Redis server {info.get('redis_version', '?')} (not pinned)"
+            )
+            if args.redis_max_connections:
+                redis_where += (
+                    f"; gateways' REDIS_URL with `?max_connections={args.redis_max_connections}`"
+                )
+            upstream_port = free_port()
+            upstream = children.start(
+                "upstream",
+                [python(), "-m", "bench.upstream", "--port", str(upstream_port)],
+                cpu=UPSTREAM_CPU,
+                cwd=ROOT,
+            )
+            children.wait_ready(
+                "upstream", f"http://127.0.0.1:{upstream_port}/health", proc=upstream
+            )
+            gateways = start_gateways(
+                children, variants, upstream_port, client_url, prefix, args.log_level
+            )
+            results = Results()
+            if not args.skip_measure:
+                results = measure(gateways, scratch, repeat, duration, warmup, generator)
+            for gateway in gateways:
+                errors = redis_errors(gateway.port)
+                if errors:
+                    notes.append(
+                        f"Variant {gateway.variant.name} counted {errors:g} Redis errors "
+                        "(its limits may have fallen back to in-process ones)."
+                    )
+                tail = children.log_tail(f"gateway-{gateway.variant.name}", 200)
+                if "Traceback" in tail or "ERROR" in tail:
+                    print(
+                        f"gateway {gateway.variant.name} log tail:\n{tail[-3000:]}", file=sys.stderr
+                    )
+            out = args.profile_dir or children.log_dir
+            out.mkdir(parents=True, exist_ok=True)
+            for gateway in gateways:
+                if gateway.variant not in to_profile:
+                    continue
+                target = Target(
+                    gateway.port, request_body(False), authorization=gateway.authorization
+                )
+                raw, requests = profile(
+                    gateway.variant.name,
+                    gateway.pid,
+                    target,
+                    args.profile_seconds,
+                    args.profile_rate,
+                    out,
+                    args.profile_connections,
+                )
+                scratch.trim_usage()
+                profiles[gateway.variant.name] = summarize_profile(
+                    raw, args.profile_rate, args.profile_seconds, requests
+                )
+                print(
+                    f"profile of {gateway.variant.name}: {raw} ({requests} requests)",
+                    file=sys.stderr,
+                )
+    except KeyboardInterrupt:
+        print("interrupted; child processes stopped", file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:
+        if scratch is not None and args.redis_url is not None:
+            removed = scratch.cleanup()
+            print(f"removed {removed} Redis keys", file=sys.stderr)
+    command = (
+        f"python -m bench.pipeline_costs --repeat {repeat} --duration {duration:g} "
+        f"--warmup {warmup:g}"
+    )
+    if args.redis_max_connections != 1024:
+        command += f" --redis-max-connections {args.redis_max_connections}"
+    if args.variants.upper() != "ABCDE":
+        command += f" --variants {args.variants.upper()}"
+    section = ""
+    if results.runs:
+        section = report(results, repeat, duration, warmup, machine, command, redis_where, notes)
+        print(section)
+    if profiles:
+        baseline = "C" if "C" in profiles else None
+        print(profile_report(profiles, baseline, 25))
+    if args.write and section:
+        write_results(section)
+        print(f"written to {RESULTS.relative_to(ROOT)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""Billing: usage records, GPU-second shares, price books, the durable ledger, Stripe.
+
+The request path builds a :class:`billing.usage.UsageRecord`, prices it
+(:func:`billing.cost.with_cost`) and makes it durable in a
+:class:`billing.buffer.UsageBuffer` (Redis stream, else a local spool); a
+:class:`billing.writer.LedgerWriter` moves it into the SQL ledger exactly once.
+"""

@@ -1,0 +1,262 @@
+"""``tollway pricing|usage|billing``: price books, usage and Stripe from the shell.
+
+Every command works against the billing database directly: ``DATABASE_URL``, else a
+SQLite file ``tollway.db`` in ``TOLLWAY_DATA_DIR`` (default ``.tollway``). Output is
+rich tables; ``--json`` prints JSON for scripts. Register with :func:`register`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from billing.database import DEFAULT_DATA_DIR, create_engine, default_database_url
+from billing.pricing import PriceBook, document_json, load_price_book
+from billing.pricing_store import PriceBookStore
+from billing.queries import GroupBy, UsageFilter, usage_totals
+from billing.tables import create_all
+from tollway.errors import ConfigError, TollwayError
+
+T = TypeVar("T")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def data_dir() -> Path:
+    """``TOLLWAY_DATA_DIR`` (default ``.tollway``)."""
+    return Path(os.environ.get("TOLLWAY_DATA_DIR", str(DEFAULT_DATA_DIR)))
+
+
+def fail(message: str) -> typer.Exit:
+    """Print an error and give the exit to raise (status 2)."""
+    console = Console(stderr=True, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    return typer.Exit(code=2)
+
+
+def run(work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """Run ``work`` with an engine on the billing database; errors exit with status 2."""
+
+    async def main() -> T:
+        engine = create_engine(default_database_url())
+        try:
+            if engine.dialect.name == "sqlite":
+                await create_all(engine)  # the embedded default; PostgreSQL uses Alembic
+            return await work(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(main())
+    except ConfigError as exc:
+        raise fail(exc.message) from None
+    except TollwayError as exc:
+        raise fail(exc.message) from None
+
+
+def print_json(data: Any) -> None:
+    """Print JSON for scripts."""
+    typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def parse_time(value: str | None, name: str) -> dt.datetime | None:
+    """An ISO 8601 option value as an aware datetime (UTC when no zone is given)."""
+    if value is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise fail(f"--{name}: not an ISO 8601 date or date-time: {value!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _rates(book: PriceBook) -> list[dict[str, str]]:
+    rows = []
+    for entry in document_json(book)["books"]:
+        for rate in entry["rates"]:
+            rows.append(
+                {
+                    "book": entry["name"],
+                    "tenant": entry.get("tenant", ""),
+                    "from": entry["effective_from"],
+                    "to": entry.get("effective_to", ""),
+                    **{key: str(value) for key, value in rate.items()},
+                }
+            )
+    return rows
+
+
+def _rates_table(title: str, rows: list[dict[str, str]]) -> Table:
+    columns = ["book", "tenant", "from", "to", "id", "model", "pool", "agent_type"]
+    prices = sorted({k for row in rows for k in row} - set(columns))
+    table = Table(title=title)
+    for column in columns + prices:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(row.get(column, "") for column in columns + prices))
+    return table
+
+
+# -- pricing ----------------------------------------------------------------------------
+
+pricing_app = typer.Typer(help="Price books: show, apply and diff.", no_args_is_help=True)
+
+
+@pricing_app.command("show")
+def pricing_show(
+    version: Annotated[int | None, typer.Option(help="A stored version (default: latest).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the active (latest stored) price book, or a given version."""
+    book = run(lambda engine: PriceBookStore(engine).get(version))
+    if book is None:
+        raise fail("no price book is stored; use `tollway pricing apply pricing.yaml`")
+    if as_json:
+        print_json({"version": book.version, "document": document_json(book)})
+        return
+    Console().print(_rates_table(f"price book version {book.version}", _rates(book)))
+    if book.document.discounts:
+        Console().print(
+            "discounts: "
+            + ", ".join(f"{t} {d}" for t, d in sorted(book.document.discounts.items()))
+        )
+
+
+@pricing_app.command("apply")
+def pricing_apply(
+    file: Annotated[Path, typer.Argument(help="The price book YAML file.")],
+    note: Annotated[str | None, typer.Option(help="A note stored with the version.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Validate a price book file and store it as the next version (all replicas see it)."""
+    try:
+        book = load_price_book(file)
+    except ConfigError as exc:
+        raise fail(f"price book refused: {exc.message}") from None
+    source = file.read_text(encoding="utf-8")
+    stored = run(lambda engine: PriceBookStore(engine).apply(book, source=source, note=note))
+    if as_json:
+        print_json({"version": stored.version})
+    else:
+        Console().print(f"price book version {stored.version} is active")
+
+
+def _diff(old: PriceBook | None, new: PriceBook) -> list[dict[str, str]]:
+    def keyed(book: PriceBook | None) -> dict[str, dict[str, str]]:
+        return {f"{r['book']}/{r['id']}": r for r in _rates(book)} if book else {}
+
+    before, after = keyed(old), keyed(new)
+    changes = []
+    for rate_id in sorted(set(before) | set(after)):
+        first, second = before.get(rate_id, {}), after.get(rate_id, {})
+        if first == second:
+            continue
+        change = "added" if not first else "removed" if not second else "changed"
+        fields = sorted(k for k in set(first) | set(second) if first.get(k) != second.get(k))
+        for field in fields if change == "changed" else [""]:
+            changes.append(
+                {
+                    "rate": rate_id,
+                    "change": change,
+                    "field": field,
+                    "old": first.get(field, "") if field else "",
+                    "new": second.get(field, "") if field else "",
+                }
+            )
+    old_discounts = dict(old.document.discounts) if old else {}
+    for tenant in sorted(set(old_discounts) | set(new.document.discounts)):
+        a, b = old_discounts.get(tenant), new.document.discounts.get(tenant)
+        if a != b:
+            changes.append(
+                {
+                    "rate": f"discounts/{tenant}",
+                    "change": "changed",
+                    "field": "discount",
+                    "old": "" if a is None else str(a),
+                    "new": "" if b is None else str(b),
+                }
+            )
+    return changes
+
+
+@pricing_app.command("diff")
+def pricing_diff(
+    file: Annotated[Path, typer.Argument(help="The price book YAML file.")],
+    as_json: JsonOption = False,
+) -> None:
+    """What applying a file would change against the active stored version."""
+    try:
+        new = load_price_book(file)
+    except ConfigError as exc:
+        raise fail(f"price book refused: {exc.message}") from None
+    old = run(lambda engine: PriceBookStore(engine).get())
+    changes = _diff(old, new)
+    if as_json:
+        print_json({"from_version": old.version if old else None, "changes": changes})
+        return
+    if not changes:
+        Console().print("no changes")
+        return
+    table = Table(title=f"changes against version {old.version if old else 'none'}")
+    for column in ("rate", "change", "field", "old", "new"):
+        table.add_column(column)
+    for change in changes:
+        table.add_row(*change.values())
+    Console().print(table)
+
+
+# -- usage ------------------------------------------------------------------------------
+
+
+def usage(
+    tenant: Annotated[str | None, typer.Option(help="Tenant id.")] = None,
+    key: Annotated[str | None, typer.Option(help="API key id.")] = None,
+    model: Annotated[str | None, typer.Option(help="Public model name.")] = None,
+    agent_type: Annotated[str | None, typer.Option(help="Agent type.")] = None,
+    start: Annotated[str | None, typer.Option("--from", help="From (inclusive), ISO 8601.")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="To (exclusive), ISO 8601.")] = None,
+    group_by: Annotated[GroupBy, typer.Option(help="Group rows by.")] = GroupBy.DAY,
+    as_json: JsonOption = False,
+) -> None:
+    """Usage totals from the ledger, grouped and filtered."""
+    where = UsageFilter(
+        tenant_id=tenant,
+        key_id=key,
+        model=model,
+        agent_type=agent_type,
+        start=parse_time(start, "from"),
+        end=parse_time(end, "to"),
+    )
+    rows = run(lambda engine: usage_totals(engine, where, group_by))
+    if as_json:
+        print_json({"group_by": group_by.value, "data": [row.to_dict() for row in rows]})
+        return
+    table = Table(title=f"usage by {group_by.value}")
+    headers = list(rows[0].to_dict()) if rows else ["group", "requests", "cost_usd"]
+    for header in headers:
+        table.add_column(header, justify="left" if header == "group" else "right")
+    for row in rows:
+        table.add_row(
+            *(str(value) if value is not None else "-" for value in row.to_dict().values())
+        )
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``pricing``, ``usage`` and ``billing`` to the ``tollway`` command line."""
+    from billing.cli_billing import billing_app
+
+    app.add_typer(pricing_app, name="pricing")
+    app.command("usage")(usage)
+    app.add_typer(billing_app, name="billing")

@@ -1,0 +1,190 @@
+"""``tollway billing export|reconcile|worker``: Stripe and the ledger writer."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from billing.cli import JsonOption, data_dir, fail, parse_time, print_json, run
+from billing.customers import customers_from_tenants
+from billing.ledger import Ledger
+from billing.meters import StripeSettings
+from billing.reconcile import reconcile
+from billing.spool import Spool
+from billing.stripe_export import StripeExporter, connect_stripe
+from billing.writer import LedgerWriter
+
+billing_app = typer.Typer(
+    help="Stripe export, reconciliation, the ledger writer.", no_args_is_help=True
+)
+
+StripeOption = Annotated[
+    Path,
+    typer.Option("--stripe", help="YAML with the Stripe settings (a `stripe:` mapping or bare)."),
+]
+CustomersOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--customers",
+        help="YAML/JSON mapping of tenant id to Stripe customer id "
+        "(default: each tenant's stripe_customer_id in the database).",
+    ),
+]
+
+
+def _yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise fail(f"{path}: {exc}") from None
+
+
+def _settings(path: Path) -> StripeSettings:
+    data = _yaml(path)
+    if isinstance(data, dict) and "stripe" in data:
+        data = data["stripe"]
+    try:
+        return StripeSettings.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"])
+        raise fail(f"{path}:{where}: {error['msg']}") from None
+
+
+async def _mapping(path: Path | None, engine: AsyncEngine) -> dict[str, str]:
+    return _customers(path) if path is not None else await customers_from_tenants(engine)
+
+
+def _customers(path: Path) -> dict[str, str]:
+    data = _yaml(path)
+    if not isinstance(data, dict):
+        raise fail(f"{path}: expected a mapping of tenant id to Stripe customer id")
+    return {str(k): str(v) for k, v in data.items()}
+
+
+@billing_app.command("export")
+def export(
+    stripe: StripeOption, customers: CustomersOption = None, as_json: JsonOption = False
+) -> None:
+    """Send closed usage buckets to Stripe meters (idempotent; safe to re-run)."""
+    settings = _settings(stripe)
+
+    async def work(engine: AsyncEngine) -> dict[str, Any]:
+        mapping = await _mapping(customers, engine)
+        connection = connect_stripe(settings)
+        try:
+            report = await StripeExporter(engine, connection.client, settings, mapping).export()
+        finally:
+            await connection.aclose()
+        return report.to_dict()
+
+    result = run(work)
+    if as_json:
+        print_json(result)
+        return
+    table = Table(title="Stripe export")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    for name, value in result.items():
+        table.add_row(name, ", ".join(value) if isinstance(value, list) else str(value))
+    Console().print(table)
+    if result["failed"] or result["review"]:
+        raise typer.Exit(code=1)
+
+
+@billing_app.command("reconcile")
+def reconcile_command(
+    stripe: StripeOption,
+    start: Annotated[str, typer.Option("--from", help="Period start (whole hour/day, UTC).")],
+    end: Annotated[str, typer.Option("--to", help="Period end, exclusive.")],
+    customers: CustomersOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Ledger totals against sent batches and Stripe's event summaries; exit 1 on mismatch."""
+    settings = _settings(stripe)
+    period_start, period_end = parse_time(start, "from"), parse_time(end, "to")
+    assert period_start is not None and period_end is not None
+
+    async def work(engine: AsyncEngine) -> list[dict[str, Any]]:
+        mapping = await _mapping(customers, engine)
+        connection = connect_stripe(settings)
+        try:
+            rows = await reconcile(
+                engine, connection.client, settings, mapping, period_start, period_end
+            )
+        finally:
+            await connection.aclose()
+        return [row.to_dict() for row in rows]
+
+    rows = run(work)
+    if as_json:
+        print_json({"rows": rows, "matches": all(r["matches"] for r in rows)})
+    else:
+        table = Table(title=f"reconcile {start} .. {end}")
+        for column in ("customer_id", "meter", "ledger_value", "exported_value", "stripe_value"):
+            table.add_column(column)
+        table.add_column("ok")
+        for row in rows:
+            table.add_row(
+                row["customer_id"],
+                row["meter"],
+                str(row["ledger_value"]),
+                str(row["exported_value"]),
+                "-" if row["stripe_value"] is None else str(row["stripe_value"]),
+                "yes" if row["matches"] else "[bold red]NO[/]",
+            )
+        Console().print(table)
+    if not all(r["matches"] for r in rows):
+        raise typer.Exit(code=1)
+
+
+@billing_app.command("worker")
+def worker(
+    spool_dir: Annotated[
+        Path | None, typer.Option(help="Local spool directory (default: <data dir>/spool).")
+    ] = None,
+    once: Annotated[bool, typer.Option("--once", help="One round, then exit.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Move buffered usage (Redis stream at REDIS_URL, local spool) into the ledger."""
+    directory = spool_dir or data_dir() / "spool"
+    redis_url = os.environ.get("REDIS_URL")
+
+    async def work(engine: AsyncEngine) -> int:
+        import redis.asyncio as aioredis
+
+        from billing.leader import LeaderLock
+        from billing.stream import RedisStream
+
+        client = aioredis.Redis.from_url(redis_url) if redis_url else None
+        stream = RedisStream(client) if client is not None else None
+        leader = LeaderLock(client, "tollway:{usage}:leader") if client is not None else None
+        writer = LedgerWriter(Ledger(engine), spool=Spool(directory), stream=stream, leader=leader)
+        try:
+            if once:
+                return await writer.run_once()
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await writer.run(stop)
+            return 0
+        finally:
+            if client is not None:
+                await client.aclose()
+
+    moved = run(work)
+    if as_json:
+        print_json({"moved": moved})
+    elif once:
+        Console().print(f"moved {moved} usage records into the ledger")

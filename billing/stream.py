@@ -1,0 +1,185 @@
+"""The Redis usage stream: the shared, durable buffer between requests and the ledger.
+
+Producers ``XADD`` records (pipelined: concurrent appends share one round trip);
+the ledger writer reads them through a consumer group, writes them to SQL, and only
+after the commit ``XACK``s (and ``XDEL``s) them. Entries delivered to a consumer
+that died before acknowledging stay pending and are reclaimed with ``XAUTOCLAIM``
+after ``claim_idle_ms``. The key carries a hash tag so Redis Cluster works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from billing.boundary import foreign_errors
+
+FIELD = b"r"
+Entry = tuple[bytes, bytes]  # (stream entry id, record payload)
+
+
+async def _call(value: Any) -> Any:
+    # redis-py types its asyncio methods as ``Awaitable[T] | T``.
+    return await cast(Awaitable[Any], value)
+
+
+class RedisStream:
+    """A usage stream in Redis with one consumer group (the ledger writers)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "tollway:",
+        group: str = "ledger",
+        max_pipeline: int = 1000,
+    ) -> None:
+        self.client = client
+        self.key = f"{prefix}{{usage}}:stream"
+        self.dead_key = f"{prefix}{{usage}}:dead"
+        self.group = group
+        self.max_pipeline = max_pipeline
+        self._pending: list[tuple[bytes, asyncio.Future[bytes]]] = []
+        self._wake = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+
+    # -- producing -----------------------------------------------------------------------
+
+    def submit(self, payload: bytes) -> asyncio.Future[bytes]:
+        """Queue an ``XADD``; the future gives the entry id once Redis has it."""
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_loop(), name="usage-stream-xadd")
+        waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._pending.append((payload, waiter))
+        self._wake.set()
+        return waiter
+
+    async def append(self, payload: bytes) -> bytes:
+        """``XADD`` one record (batched with concurrent appends); returns its entry id.
+
+        Raises :class:`~tollway.errors.ServiceUnavailable` when Redis fails.
+        """
+        return await self.submit(payload)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch = self._pending[: self.max_pipeline]
+                del self._pending[: self.max_pipeline]
+                await self._send(batch)
+
+    async def _send(self, batch: list[tuple[bytes, asyncio.Future[bytes]]]) -> None:
+        try:
+            with foreign_errors("appending to the usage stream"):
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for payload, _ in batch:
+                        pipe.xadd(self.key, {FIELD: payload})
+                    ids = await pipe.execute()
+        except Exception as exc:  # every waiter learns of the failure
+            for _, waiter in batch:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            return
+        for (_, waiter), entry_id in zip(batch, ids, strict=True):
+            if not waiter.done():
+                waiter.set_result(entry_id)
+
+    async def close(self) -> None:
+        """Stop the pipelining task (pending appends are failed)."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            try:
+                await self._flusher
+            except asyncio.CancelledError:
+                pass
+            self._flusher = None
+        for _, waiter in self._pending:
+            if not waiter.done():
+                waiter.set_exception(RuntimeError("the usage stream was closed"))
+        self._pending.clear()
+
+    # -- consuming -----------------------------------------------------------------------
+
+    async def ensure_group(self) -> None:
+        """Create the stream and its consumer group if they do not exist."""
+        with foreign_errors("creating the usage consumer group"):
+            try:
+                await _call(self.client.xgroup_create(self.key, self.group, id="0", mkstream=True))
+            except redis.exceptions.ResponseError as exc:
+                # BUSYGROUP is Redis's error code (the reply's first word): it exists.
+                if not str(exc).startswith("BUSYGROUP"):
+                    raise
+
+    async def read_own_pending(self, consumer: str, count: int) -> list[Entry]:
+        """Entries delivered to ``consumer`` and not acknowledged (after a failed write)."""
+        return await self._read(consumer, "0", count, None)
+
+    async def read_new(self, consumer: str, count: int, block_ms: int | None) -> list[Entry]:
+        """Entries never delivered to any consumer (waits up to ``block_ms``)."""
+        return await self._read(consumer, ">", count, block_ms)
+
+    async def _read(
+        self, consumer: str, start: str, count: int, block_ms: int | None
+    ) -> list[Entry]:
+        with foreign_errors("reading the usage stream"):
+            reply = await _call(
+                self.client.xreadgroup(
+                    self.group, consumer, {self.key: start}, count=count, block=block_ms
+                )
+            )
+        entries: list[Entry] = []
+        for _stream, items in reply or []:
+            for entry_id, fields in items:
+                if fields:  # a deleted entry still pending shows with no fields
+                    entries.append((entry_id, fields.get(FIELD, b"")))
+                else:
+                    entries.append((entry_id, b""))
+        return entries
+
+    async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Entry]:
+        """Take over entries pending on other (dead) consumers for ``min_idle_ms`` or more."""
+        with foreign_errors("reclaiming usage stream entries"):
+            reply = await _call(
+                self.client.xautoclaim(self.key, self.group, consumer, min_idle_ms, "0-0", count)
+            )
+        items = reply[1] if reply else []
+        return [(entry_id, (fields or {}).get(FIELD, b"")) for entry_id, fields in items]
+
+    async def ack(self, entry_ids: Sequence[bytes]) -> None:
+        """Acknowledge and delete entries (call only after the SQL commit)."""
+        if not entry_ids:
+            return
+        with foreign_errors("acknowledging usage stream entries"):
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.xack(self.key, self.group, *entry_ids)
+                pipe.xdel(self.key, *entry_ids)
+                await pipe.execute()
+
+    async def dead_letter(self, entries: Sequence[Entry], reason: str) -> None:
+        """Move unreadable entries aside (kept for inspection) and acknowledge them."""
+        if not entries:
+            return
+        with foreign_errors("dead-lettering usage stream entries"):
+            async with self.client.pipeline(transaction=True) as pipe:
+                for entry_id, payload in entries:
+                    pipe.xadd(self.dead_key, {FIELD: payload, b"id": entry_id, b"why": reason})
+                pipe.xack(self.key, self.group, *[entry_id for entry_id, _ in entries])
+                pipe.xdel(self.key, *[entry_id for entry_id, _ in entries])
+                await pipe.execute()
+
+    async def length(self) -> int:
+        """Entries in the stream (acknowledged entries are deleted)."""
+        with foreign_errors("reading the usage stream"):
+            return int(await _call(self.client.xlen(self.key)))
+
+    async def pending_count(self) -> int:
+        """Entries delivered but not acknowledged."""
+        with foreign_errors("reading the usage stream"):
+            summary = await _call(self.client.xpending(self.key, self.group))
+        return int(summary["pending"]) if summary else 0

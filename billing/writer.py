@@ -1,0 +1,169 @@
+"""The ledger writer: moves buffered usage records into the SQL ledger, idempotently.
+
+It runs inside the gateway (in the lifespan, as a background task) or as
+``tollway billing worker``. Each round it
+
+1. drains this host's local spool (every replica does this for its own host),
+2. when it leads (a Redis lock; always true without a lock), moves the Redis stream:
+   first entries delivered to it earlier and not acknowledged (a failed SQL write),
+   then entries pending on dead consumers for ``claim_idle_ms`` (``XAUTOCLAIM``),
+   then new entries; each batch is written to SQL, committed, and only then
+   acknowledged.
+
+When SQL is down nothing is acknowledged and the spool segment's checkpoint does not
+advance; the writer backs off and retries, and the buffers hold the records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import time
+from dataclasses import dataclass
+
+from billing.leader import LeaderLock
+from billing.ledger import Ledger
+from billing.spool import Spool
+from billing.stream import Entry, RedisStream
+from billing.usage import UsageRecord
+from tollway.errors import TollwayError
+
+log = logging.getLogger("tollway.billing.writer")
+
+
+def consumer_name() -> str:
+    """A consumer name unique to this process: ``host:pid:random``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{random.randrange(16**6):06x}"
+
+
+@dataclass(frozen=True, slots=True)
+class WriterSettings:
+    """Tuning of the ledger writer."""
+
+    batch_size: int = 1000
+    claim_idle_ms: int = 30_000
+    block_ms: int = 1000
+    idle_sleep_s: float = 0.5
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+
+
+class LedgerWriter:
+    """Moves records from the spool and the Redis stream into the ledger."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        spool: Spool | None = None,
+        stream: RedisStream | None = None,
+        leader: LeaderLock | None = None,
+        consumer: str | None = None,
+        settings: WriterSettings | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.spool = spool
+        self.stream = stream
+        self.leader = leader
+        self.consumer = consumer or consumer_name()
+        self.settings = settings or WriterSettings()
+        self._group_ready = False
+        #: Monotonic time of the last round that finished without error (ledger lag).
+        self.last_round_at = time.monotonic()
+
+    async def _write_payloads(self, payloads: list[bytes]) -> None:
+        records = []
+        for payload in payloads:
+            try:
+                records.append(UsageRecord.from_bytes(payload))
+            except ValueError:
+                log.error("skipping an unreadable spooled usage record (%d bytes)", len(payload))
+        await self.ledger.write(records)
+
+    async def _write_entries(self, entries: list[Entry]) -> int:
+        if not entries or self.stream is None:
+            return 0
+        records: list[UsageRecord] = []
+        good: list[bytes] = []
+        bad: list[Entry] = []
+        for entry_id, payload in entries:
+            try:
+                records.append(UsageRecord.from_bytes(payload))
+                good.append(entry_id)
+            except ValueError:
+                bad.append((entry_id, payload))
+        await self.ledger.write(records)  # committed before anything is acknowledged
+        await self.stream.ack(good)
+        await self.stream.dead_letter(bad, "unreadable usage record")
+        return len(records)
+
+    async def drain_spool(self) -> int:
+        """Move every claimable spool segment into the ledger; returns records moved."""
+        if self.spool is None:
+            return 0
+        return await self.spool.drain(self._write_payloads, batch_size=self.settings.batch_size)
+
+    async def drain_stream(self, *, block_ms: int | None = None) -> int:
+        """Move the Redis stream into the ledger (own pending, reclaimed, then new)."""
+        if self.stream is None:
+            return 0
+        if not self._group_ready:
+            await self.stream.ensure_group()
+            self._group_ready = True
+        size = self.settings.batch_size
+        moved = 0
+        while entries := await self.stream.read_own_pending(self.consumer, size):
+            moved += await self._write_entries(entries)
+        while entries := await self.stream.reclaim(
+            self.consumer, self.settings.claim_idle_ms, size
+        ):
+            moved += await self._write_entries(entries)
+        first = True
+        while entries := await self.stream.read_new(
+            self.consumer, size, block_ms if first else None
+        ):
+            first = False
+            moved += await self._write_entries(entries)
+        return moved
+
+    async def run_once(self, *, block_ms: int | None = None) -> int:
+        """One round: the spool, then the stream when leading; returns records moved."""
+        moved = await self.drain_spool()
+        if self.stream is not None and (
+            self.leader is None or await self.leader.acquire_or_renew()
+        ):
+            moved += await self.drain_stream(block_ms=block_ms)
+        return moved
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Rounds until ``stop`` is set; errors back off exponentially with jitter."""
+        delay = self.settings.backoff_initial_s
+        try:
+            while not stop.is_set():
+                try:
+                    moved = await self.run_once(block_ms=self.settings.block_ms)
+                    self.last_round_at = time.monotonic()
+                except TollwayError as exc:
+                    log.warning("ledger writer: %s; retrying in %.1fs", exc.message, delay)
+                    await _sleep_or_stop(stop, delay * random.uniform(0.5, 1.0))
+                    delay = min(delay * 2, self.settings.backoff_max_s)
+                    continue
+                delay = self.settings.backoff_initial_s
+                if moved == 0:
+                    await _sleep_or_stop(stop, self.settings.idle_sleep_s)
+        finally:
+            if self.leader is not None:
+                try:
+                    await self.leader.release()
+                except TollwayError:
+                    pass  # the lock expires on its own
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass

@@ -1,0 +1,156 @@
+"""Rate limits and budgets on the request path: admit before forwarding, settle after.
+
+Turns a principal's limits and budgets into one :class:`AdmissionRequest` (one
+Redis round trip, or none when nothing applies), reserving the request's
+maximum cost; settles with the real tokens and cost once the request ends,
+in the background so the response never waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from decimal import Decimal
+
+from billing.money import usd_to_micros
+from gateway.auth import Principal
+from gateway.config import AgentLimitsConfig
+from gateway.limits import AdmissionRequest, BudgetSpec, LimitSpec, Ticket
+from gateway.limits.admission import Admission
+from gateway.metering import Metering
+from gateway.outcome import RequestRecord
+from gateway.tenancy.schemas import Budgets, Limits
+from tollway.errors import TollwayError
+
+log = logging.getLogger("tollway.limits")
+
+
+def limit_spec(limits: Limits) -> LimitSpec:
+    """The engine's view of a tenant's or key's rate limits."""
+    return LimitSpec(rpm=limits.rpm, tpm=limits.tpm, max_concurrent=limits.max_concurrent)
+
+
+def budget_spec(budgets: Budgets) -> BudgetSpec:
+    """The engine's view of budgets, in micro-USD."""
+
+    def micros(usd: Decimal | None) -> int | None:
+        return None if usd is None else usd_to_micros(usd)
+
+    return BudgetSpec(
+        daily_micro_usd=micros(budgets.daily_usd), monthly_micro_usd=micros(budgets.monthly_usd)
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Specs:
+    tenant_limits: LimitSpec
+    key_limits: LimitSpec
+    tenant_budget: BudgetSpec
+    key_budget: BudgetSpec
+    has_budget: bool
+    has_any: bool
+
+
+def _specs_of(principal: Principal) -> _Specs:
+    tl, kl = limit_spec(principal.tenant_limits), limit_spec(principal.key_limits)
+    tb, kb = budget_spec(principal.tenant_budgets), budget_spec(principal.key_budgets)
+    has_budget = any(
+        v is not None
+        for v in (
+            tb.daily_micro_usd,
+            tb.monthly_micro_usd,
+            kb.daily_micro_usd,
+            kb.monthly_micro_usd,
+        )
+    )
+    has_limits = any(
+        v is not None for spec in (tl, kl) for v in (spec.rpm, spec.tpm, spec.max_concurrent)
+    )
+    return _Specs(tl, kl, tb, kb, has_budget, has_budget or has_limits)
+
+
+class Admitter:
+    """Admits requests against their limits and settles them afterwards."""
+
+    def __init__(self, admission: Admission, metering: Metering | None) -> None:
+        self.admission = admission
+        self.metering = metering
+        self._settling: set[asyncio.Task[None]] = set()
+        # The engine's view of each principal, computed once (principals are immutable;
+        # a changed key gets a new principal object from the key cache).
+        self._specs: dict[tuple[str, str], tuple[Principal, _Specs]] = {}
+
+    def _specs_for(self, principal: Principal) -> _Specs:
+        key = (principal.tenant_id, principal.key_id)
+        cached = self._specs.get(key)
+        if cached is not None and cached[0] is principal:
+            return cached[1]
+        if len(self._specs) > 100_000:
+            self._specs.clear()
+        specs = _specs_of(principal)
+        self._specs[key] = (principal, specs)
+        return specs
+
+    def _max_cost(self, record: RequestRecord, prompt: int, output: int) -> int:
+        """The most this request can cost: its prompt and all of ``max_tokens``."""
+        if self.metering is None:
+            return 0
+        probe = dataclasses.replace(
+            record,
+            status="ok",
+            usage={"prompt_tokens": prompt, "completion_tokens": output},
+        )
+        return self.metering.quote(probe, 0.0).cost_micros
+
+    async def admit(
+        self, record: RequestRecord, principal: Principal, prompt: int, output: int
+    ) -> Ticket | None:
+        """Admit (or raise 429/503); None when no limit or budget applies at all."""
+        specs = self._specs_for(principal)
+        if not specs.has_any:
+            return None
+        request = AdmissionRequest(
+            request_id=record.request_id,
+            tenant_id=principal.tenant_id,
+            key_id=principal.key_id,
+            tenant_limits=specs.tenant_limits,
+            key_limits=specs.key_limits,
+            tenant_budget=specs.tenant_budget,
+            key_budget=specs.key_budget,
+            estimated_tokens=prompt + output,
+            reserve_micro_usd=self._max_cost(record, prompt, output) if specs.has_budget else 0,
+        )
+        return await self.admission.admit(request)
+
+    async def admit_agent_type(
+        self, record: RequestRecord, tenant_id: str, limits: AgentLimitsConfig, tokens: int
+    ) -> Ticket:
+        """Admit against an agent type's per-tenant limits (a scope of its own)."""
+        spec = LimitSpec(rpm=limits.rpm, tpm=limits.tpm, max_concurrent=limits.max_concurrent)
+        request = AdmissionRequest(
+            request_id=record.request_id,
+            tenant_id=tenant_id,
+            key_id=f"agent-type:{record.agent_type}",
+            key_limits=spec,
+            estimated_tokens=tokens,
+        )
+        return await self.admission.admit(request)
+
+    def settle(self, ticket: Ticket, record: RequestRecord) -> None:
+        """Settle in the background with the request's real tokens and cost."""
+        prompt, _, completion = record.tokens()
+        task = asyncio.create_task(self._settle(ticket, prompt + completion, record.cost_micros))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _settle(self, ticket: Ticket, tokens: int, cost: int) -> None:
+        try:
+            await self.admission.settle(ticket, tokens, cost)
+        except TollwayError as exc:
+            log.warning("settling %s failed: %s", ticket.request_id, exc.message)
+
+    async def drain(self) -> None:
+        """Wait for pending settlements (at shutdown)."""
+        while self._settling:
+            await asyncio.gather(*list(self._settling), return_exceptions=True)

@@ -1,0 +1,114 @@
+"""The ``tollway`` command line (also ``python -m gateway``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from tollway.errors import ConfigError
+
+app = typer.Typer(
+    name="tollway",
+    help="Tollway: an OpenAI-compatible inference gateway for AI-agent traffic.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str) -> typer.Exit:
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def serve(
+    config: Annotated[Path, typer.Option("--config", "-c", help="YAML configuration file.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the gateway with a configuration file."""
+    from gateway.server import serve as run
+
+    try:
+        run(str(config), host, port, workers, log_level)
+    except ConfigError as exc:
+        raise _fail(f"invalid configuration: {exc.message}") from None
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="Gateway port.")] = 8000,
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="Where the demo keeps its config and data.")
+    ] = Path(".tollway/demo"),
+    speed: Annotated[float, typer.Option(help="Emulated GPU speed factor (1 = real time).")] = 1.0,
+) -> None:
+    """Run the whole system on this machine: emulated pools, the gateway, a demo key."""
+    from gateway.demo import run_demo
+
+    sys.exit(run_demo(port=port, data_dir=data_dir, speed=speed))
+
+
+db_app = typer.Typer(help="The SQL database.", no_args_is_help=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="SQLAlchemy URL (default: DATABASE_URL).")
+    ] = None,
+) -> None:
+    """Apply every pending migration (also done at start, under an advisory lock)."""
+    import asyncio
+
+    from gateway.database import create_engine, default_database_url, migrate
+    from gateway.settings import Settings
+
+    settings = Settings()
+    url = database_url or settings.database_url or default_database_url(settings.data_dir)
+
+    async def run() -> None:
+        engine = create_engine(url)
+        try:
+            await migrate(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(run())
+    except ConfigError as exc:  # pragma: no cover - configuration problems
+        raise _fail(exc.message) from None
+    except Exception as exc:  # noqa: BLE001 - report, exit non-zero
+        raise _fail(f"migration failed: {exc}") from None
+    typer.echo("database is up to date")
+
+
+app.add_typer(db_app, name="db")
+
+
+def build() -> typer.Typer:
+    """The full command line: gateway commands plus each package's own."""
+    from billing.cli import register as register_billing
+    from gateway.manifests_cli import register as register_manifests
+    from gateway.tenancy.cli import register as register_tenancy
+    from simulator.capacity_cli import register as register_planner
+    from simulator.cli import register as register_emulator
+
+    register_tenancy(app)
+    register_billing(app)
+    register_emulator(app)
+    register_planner(app)
+    register_manifests(app)
+    return app
+
+
+def main() -> None:
+    """Entry point of the ``tollway`` console script."""
+    build()()

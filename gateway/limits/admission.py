@@ -1,0 +1,44 @@
+"""The admission interface and how the gateway builds one."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+from gateway.limits.config import LimitsConfig
+from gateway.limits.memory import MemoryAdmission
+from gateway.limits.redis_admission import RedisAdmission
+from gateway.limits.resilient import ErrorHook, ResilientAdmission
+from gateway.limits.specs import AdmissionRequest, Ticket
+
+
+class Admission(Protocol):
+    """Admits requests against rate limits and budgets, and settles them afterwards."""
+
+    async def admit(self, request: AdmissionRequest) -> Ticket:
+        """Reserve what ``request`` may use, or raise.
+
+        Raises :class:`tollway.errors.RateLimited` (429 with Retry-After and the
+        ``x-ratelimit-*`` headers), :class:`tollway.errors.QuotaExceeded` (429
+        ``insufficient_quota``) or :class:`tollway.errors.ServiceUnavailable`
+        (503, Redis down under ``fail_closed``).
+        """
+        ...
+
+    async def settle(self, ticket: Ticket, actual_tokens: int, actual_cost_micro_usd: int) -> None:
+        """Release the concurrency slot, correct the token estimate to ``actual_tokens``
+        and turn the budget reservation into ``actual_cost_micro_usd`` of spend.
+        Call once per ticket, after the response (a second call does nothing)."""
+        ...
+
+
+def build_admission(
+    config: LimitsConfig, redis: Redis | None, *, on_redis_error: ErrorHook | None = None
+) -> Admission:
+    """The engine for this deployment: in-process without Redis, else Redis with the
+    configured outage policy. The caller owns (and closes) ``redis``; make it with
+    :func:`gateway.limits.redis_admission.connect_redis`."""
+    if redis is None:
+        return MemoryAdmission(config)
+    return ResilientAdmission(RedisAdmission(redis, config), config, on_redis_error=on_redis_error)

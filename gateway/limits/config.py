@@ -1,0 +1,84 @@
+"""The ``limits:`` section of the configuration file."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class LimitsConfig(BaseModel):
+    """Settings of the admission engine (rate limits, concurrency, budgets).
+
+    Example::
+
+        limits:
+          on_redis_outage: fail_open      # or fail_closed (503)
+          key_prefix: "tollway:"
+          redis_timeout_s: 0.25
+          outage_retry_s: 1.0
+          max_request_duration_s: 900
+          clock: redis                    # or local
+          upstream_max_wait_s: 2.0
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    on_redis_outage: Literal["fail_open", "fail_closed"] = Field(
+        default="fail_open",
+        description=(
+            "fail_open: serve with this replica's own in-process limits, log a warning and "
+            "count it; fail_closed: answer 503 while Redis is unreachable."
+        ),
+    )
+    key_prefix: str = Field(
+        default="tollway:",
+        pattern=r"^[^{}\s]{0,64}$",
+        description="Prefix of every Redis key; no braces (the tenant hash tag follows it).",
+    )
+    redis_max_connections: int = Field(
+        default=512,
+        ge=1,
+        le=100_000,
+        description="Connections this replica may open to Redis; when all are busy a call "
+        "waits up to redis_timeout_s for one.",
+    )
+    redis_timeout_s: float = Field(
+        default=0.25,
+        gt=0,
+        le=10,
+        description="Socket, connect and whole-call timeout of one Redis call.",
+    )
+    outage_retry_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=300,
+        description="After a Redis error, skip Redis for this long before trying it again.",
+    )
+    max_request_duration_s: float = Field(
+        default=900.0,
+        gt=0,
+        le=7 * 86400,
+        description=(
+            "A concurrency slot or budget reservation older than this is dropped, so a "
+            "replica that died mid-request cannot hold them forever."
+        ),
+    )
+    clock: Literal["redis", "local"] = Field(
+        default="redis",
+        description=(
+            "Time source of the rate buckets: the Redis server's clock (one clock for all "
+            "replicas) or each replica's own clock (must be NTP-synchronised)."
+        ),
+    )
+    upstream_max_wait_s: float = Field(
+        default=2.0,
+        ge=0,
+        le=60,
+        description="How long a request may wait for an upstream's request-rate limiter.",
+    )
+
+    @property
+    def max_request_duration_ms(self) -> int:
+        """``max_request_duration_s`` in whole milliseconds."""
+        return int(self.max_request_duration_s * 1000)

@@ -1,0 +1,163 @@
+"""Admission shared by every replica: one Lua script call per admission, one per settlement.
+
+Every limit and budget of a request is checked and applied by one ``EVALSHA``
+(:data:`gateway.limits.scripts.ADMIT`), atomically: Redis runs one script at a
+time, so N replicas see one sequence of admissions, exactly as one process
+would. A request refused by one limit consumes nothing from the others, since
+the script checks everything before it writes anything.
+
+Redis failures leave this module only as :class:`tollway.errors.ServiceUnavailable`,
+translated by :class:`RedisBoundary`; :mod:`gateway.limits.resilient` decides
+whether that fails open or closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import secrets
+from types import TracebackType
+from typing import cast
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, RedisError
+
+from gateway.limits import scripts
+from gateway.limits.clock import Clock, wall_clock_ms
+from gateway.limits.config import LimitsConfig
+from gateway.limits.plan import Planner
+from gateway.limits.specs import WINDOW_MS, AdmissionRequest, Ticket
+from gateway.limits.verdict import Verdict, conclude
+from gateway.sharedstate import connect_redis as shared_connect_redis
+from tollway.errors import ServiceUnavailable
+
+
+def connect_redis(url: str, config: LimitsConfig) -> Redis:
+    """A Redis client for the engine: short timeouts and no retries, so an outage
+    is noticed within ``redis_timeout_s`` instead of hanging the request."""
+    return shared_connect_redis(url, timeout_s=config.redis_timeout_s)
+
+
+class RedisBoundary:
+    """Translates every Redis failure into :class:`ServiceUnavailable` (503),
+    ``raise ... from`` the original; stateless, so one instance serves every call.
+
+    Timeouts come from the client's socket timeouts (see :func:`connect_redis`),
+    which raise :class:`redis.exceptions.TimeoutError`, a :class:`RedisError`.
+    """
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, RedisError | OSError | TimeoutError):
+            raise ServiceUnavailable(
+                "The rate-limit store is unavailable.", code="rate_limit_store_unavailable"
+            ) from exc
+
+
+_BOUNDARY = RedisBoundary()
+
+
+class RedisAdmission:
+    """Rate limits, concurrency and budgets held in Redis, exact across replicas.
+
+    ``clock`` (ms since the epoch) is sent with every call as the script's
+    ``now``; without one, ``config.clock`` picks Redis's own clock (``TIME``)
+    or this replica's. Budget periods (UTC day and month) always follow this
+    replica's clock.
+    """
+
+    def __init__(
+        self, redis: Redis, config: LimitsConfig | None = None, *, clock: Clock | None = None
+    ) -> None:
+        self._config = config or LimitsConfig()
+        self._clock = clock or wall_clock_ms
+        self._send_now = clock is not None or self._config.clock == "local"
+        self._planner = Planner(self._config.key_prefix)
+        self._redis = redis
+        self._admit_sha = hashlib.sha1(scripts.ADMIT.encode()).hexdigest()
+        self._settle_sha = hashlib.sha1(scripts.SETTLE.encode()).hexdigest()
+        # a client made without a socket timeout still gets a deadline per call
+        has_timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
+        self._deadline = None if has_timeout else self._config.redis_timeout_s
+        self._fixed = f"{WINDOW_MS},{self._config.max_request_duration_ms}"
+        self._replica = secrets.token_hex(4)
+        self._sequence = itertools.count()
+
+    async def admit(self, request: AdmissionRequest) -> Ticket:
+        """Admit ``request`` or raise RateLimited / QuotaExceeded (ServiceUnavailable on outage).
+
+        One ``EVALSHA``; no Redis call at all when no limit and no budget applies.
+        """
+        member = f"{request.request_id}#{self._replica}{next(self._sequence)}"
+        now = self._clock()
+        plan = self._planner.plan(request, now)
+        if plan.is_empty:
+            return Ticket(request.request_id, plan, member, "none")
+        numbers = (
+            f"{self._fixed},{plan.tokens},{plan.reserve},"
+            f"{plan.day_end_ms - now},{plan.month_end_ms - now}"
+        )
+        args = (
+            now if self._send_now else "",
+            member,
+            plan.day,
+            plan.month,
+            numbers,
+            plan.layout.spec,
+        )
+        raw = await self._evaluate(self._admit_sha, scripts.ADMIT, plan.layout.keys, args)
+        verdict = Verdict.from_script(raw)
+        return conclude(plan, verdict, request_id=request.request_id, member=member, engine="redis")
+
+    async def settle(self, ticket: Ticket, actual_tokens: int, actual_cost_micro_usd: int) -> None:
+        """Release the slot, charge ``actual - estimated`` tokens (refund when negative)
+        and move the reservation to spend: one ``EVALSHA``, none when there is nothing to do."""
+        if ticket.settled:
+            return
+        ticket.settled = True
+        plan = ticket.plan
+        layout = plan.layout
+        delta = actual_tokens - plan.tokens
+        needs_state = any(
+            s.limits.max_concurrent is not None or (s.limits.tpm is not None and delta != 0)
+            for s in layout.scopes
+        )
+        if not (needs_state or layout.has_budget):
+            return
+        now = self._clock()
+        numbers = (
+            f"{self._fixed},{delta},{plan.reserve},{max(0, actual_cost_micro_usd)},"
+            f"{max(0, plan.day_end_ms - now)},{max(0, plan.month_end_ms - now)}"
+        )
+        args = (
+            now if self._send_now else "",
+            ticket.member,
+            plan.day,
+            plan.month,
+            numbers,
+            layout.spec,
+        )
+        await self._evaluate(self._settle_sha, scripts.SETTLE, layout.keys, args)
+
+    async def _evaluate(
+        self, sha: str, script: str, keys: tuple[str, ...], args: tuple[str | int, ...]
+    ) -> list[int]:
+        """``EVALSHA`` (loading the script first if this server lacks it), translated."""
+        with _BOUNDARY:
+            async with asyncio.timeout(self._deadline):
+                try:
+                    reply = await self._redis.evalsha(sha, len(keys), *keys, *args)
+                except NoScriptError:
+                    await self._redis.script_load(script)
+                    reply = await self._redis.evalsha(sha, len(keys), *keys, *args)
+        return cast(list[int], reply)

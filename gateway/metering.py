@@ -1,0 +1,272 @@
+"""Metering: price each request and make its usage record durable, off SQL.
+
+A usage record is built when a request ends, priced from the active price book
+(:mod:`billing.cost`), and appended to the usage buffer (a Redis stream, else a
+local fsynced spool); the ledger writer moves it into SQL later. With
+``durable_before_response`` (the default) the append is awaited before the
+client sees the response finish — the JSON body, or a stream's ``[DONE]`` —
+so every request a client saw complete is in the ledger exactly once, even if
+the process is killed right after. Requests that end otherwise (errors,
+cancelled streams) are submitted without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from billing.buffer import UsageBuffer
+from billing.cost import CostQuote, compute_cost
+from billing.gpu_share import GpuShareAccountant, internal_cost_micros
+from billing.leader import LeaderLock
+from billing.ledger import Ledger
+from billing.money import micros_to_usd_float
+from billing.pricing import ActivePriceBook, PriceBook, load_price_book
+from billing.pricing_store import PriceBookStore
+from billing.spool import Spool
+from billing.stream import RedisStream
+from billing.usage import UsageRecord, UsageSource, UsageStatus
+from billing.writer import LedgerWriter, WriterSettings
+from gateway.outcome import RequestRecord
+from tollway.errors import TollwayError
+
+log = logging.getLogger("tollway.metering")
+
+
+class Metering:
+    """Prices requests, buffers their usage records, and runs the ledger writer."""
+
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        data_dir: Path,
+        redis: aioredis.Redis | None,
+        pricing_path: str | None,
+        gpu_hour_usd: dict[str, Decimal | None],
+        redis_prefix: str = "tollway:",
+        durable_before_response: bool = True,
+        run_writer: bool = True,
+        claim_idle_ms: int = 30_000,
+    ) -> None:
+        self.accountant = GpuShareAccountant()
+        self.spool = Spool(data_dir / "spool")
+        self.stream = RedisStream(redis, prefix=redis_prefix) if redis is not None else None
+        self.buffer = UsageBuffer(self.spool, self.stream)
+        self.books = PriceBookStore(engine)
+        self.active: ActivePriceBook | None = None
+        self.pricing_path = pricing_path
+        self.gpu_hour_usd = gpu_hour_usd
+        self.durable_before_response = durable_before_response
+        leader = LeaderLock(redis, f"{redis_prefix}{{usage}}:leader") if redis else None
+        self.writer = (
+            LedgerWriter(
+                Ledger(engine),
+                spool=self.spool,
+                stream=self.stream,
+                leader=leader,
+                # Blocking stream reads must end before the shared client's socket
+                # timeout (limits.redis_timeout_s, 250 ms by default).
+                settings=WriterSettings(claim_idle_ms=claim_idle_ms, block_ms=100),
+            )
+            if run_writer
+            else None
+        )
+        #: What a catalog provider charges for a request's usage (set by the app).
+        self.provider_cost: Callable[[str | None, dict[str, Any] | None], int | None] = (
+            lambda route, usage: None
+        )
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        #: Records in the Redis stream not yet in the ledger, and unwritten spool bytes.
+        self.buffer_depth = 0
+        self.spool_bytes = 0
+
+    @property
+    def book(self) -> PriceBook | None:
+        """The price book in force, if any."""
+        return self.active.book if self.active is not None else None
+
+    async def start(self) -> None:
+        """Open the buffer, load the price book, start the writer and book refresh."""
+        await self.buffer.open()
+        if self.pricing_path is not None:
+            text = Path(self.pricing_path).read_text(encoding="utf-8")
+            await self.books.apply(load_price_book(self.pricing_path), source=text)
+        stored = await self.books.get()
+        if stored is not None:
+            self.active = ActivePriceBook(stored)
+        if self.writer is not None:
+            self._tasks.append(asyncio.create_task(self.writer.run(self._stop), name="ledger"))
+        self._tasks.append(asyncio.create_task(self._refresh_books(), name="price-books"))
+        self._tasks.append(asyncio.create_task(self._watch_buffer(), name="buffer-watch"))
+
+    async def stop(self) -> None:
+        """Flush buffered records and stop the background tasks."""
+        await self.buffer.drain_submitted()
+        self._stop.set()  # every background loop finishes its round and returns
+        # Cancellation only as a backstop: a cancel that lands inside a Redis call
+        # can be swallowed by the client library, so loops end on the event.
+        done, pending = await asyncio.wait(self._tasks, timeout=5)
+        for task in pending:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, timeout=5)
+        if self.writer is not None:
+            with contextlib.suppress(TollwayError):
+                await self.writer.run_once()
+        await self.buffer.close()
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep ``seconds`` or until stopped; True while running."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        return not self._stop.is_set()
+
+    async def _refresh_books(self) -> None:
+        while await self._pause(5):
+            try:
+                latest = await self.books.get()
+            except TollwayError as exc:
+                log.warning("cannot refresh the price book: %s", exc.message)
+                continue
+            if latest is not None and (self.book is None or latest.version != self.book.version):
+                if self.active is None:
+                    self.active = ActivePriceBook(latest)
+                else:
+                    self.active.replace(latest)
+                log.info("price book version %d is now active", latest.version)
+
+    @property
+    def ledger_lag_s(self) -> float:
+        """Seconds since the ledger writer last finished a round (0 without a writer)."""
+        if self.writer is None:
+            return 0.0
+        return max(0.0, time.monotonic() - self.writer.last_round_at)
+
+    async def _watch_buffer(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.buffer_depth = await self.stream.length() if self.stream else 0
+            except TollwayError:
+                pass  # Redis down: the last figure stands, records go to the spool
+            self.spool_bytes = sum(p.stat().st_size for p in self.spool.segments() if p.exists())
+            await self._pause(5)
+
+    def quote(self, record: RequestRecord, gpu_seconds: float) -> CostQuote:
+        """The cost of a request as recorded so far.
+
+        The price book decides; a catalog request no rate matches is charged what its
+        provider charges (the entry's price, or litellm's local cost map).
+        """
+        book = self.book
+        quote = self._book_quote(record, gpu_seconds)
+        if quote.rate_id is None and record.status == "ok":
+            passed = self.provider_cost(record.route, record.usage)
+            if passed is not None:
+                return CostQuote(passed, _catalog_of(record.route), quote.price_book_version)
+        return quote if book is not None else CostQuote(quote.cost_micros, None, 0)
+
+    def _book_quote(self, record: RequestRecord, gpu_seconds: float) -> CostQuote:
+        book = self.book
+        if book is None or record.tenant_id is None or record.model is None:
+            return CostQuote(0, None, book.version if book else 0)
+        prompt, cached, completion = record.tokens()
+        return compute_cost(
+            book,
+            tenant_id=record.tenant_id,
+            model=record.model,
+            pool=_pool_of(record.route),
+            agent_type=record.agent_type,
+            at=record.created_at,
+            status=record.status,
+            prompt_tokens=prompt,
+            cached_tokens=cached,
+            completion_tokens=completion,
+            gpu_seconds=gpu_seconds,
+        )
+
+    def usage_record(
+        self, record: RequestRecord, gpu_seconds: float, quote: CostQuote, source: UsageSource
+    ) -> UsageRecord:
+        """The ledger's record of a finished request (its cost is noted on ``record`` too)."""
+        record.cost_micros = quote.cost_micros
+        prompt, cached, completion = record.tokens()
+        usage = record.usage or {}
+        details = usage.get("completion_tokens_details")
+        reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
+        pool = _pool_of(record.route)
+        rate = self.gpu_hour_usd.get(pool) if pool else None
+        provider = self.provider_cost(record.route, record.usage)
+        return UsageRecord(
+            request_id=record.request_id,
+            tenant_id=record.tenant_id or "",
+            key_id=record.key_id or "",
+            model=record.model or "",
+            created_at=record.created_at,
+            agent_type=record.agent_type,
+            session_id=record.session_id,
+            pool=pool,
+            worker=record.worker,
+            catalog_model=_catalog_of(record.route),
+            prompt_tokens=prompt,
+            cached_tokens=cached,
+            completion_tokens=completion,
+            reasoning_tokens=int(reasoning or usage.get("reasoning_tokens") or 0),
+            tool_calls=record.tool_calls,
+            tokens_before_compression=record.tokens_before_compression,
+            tokens_after_compression=record.tokens_after_compression,
+            ttft_ms=None if record.ttft_s is None else record.ttft_s * 1000,
+            latency_ms=record.latency_s * 1000,
+            status=UsageStatus(record.status),
+            usage_source=source,
+            gpu_seconds=gpu_seconds,
+            internal_cost_micros=(
+                provider
+                if provider is not None
+                else internal_cost_micros(gpu_seconds, rate)
+                if rate
+                else 0
+            ),
+            price_book_version=quote.price_book_version,
+            rate_id=quote.rate_id,
+            cost_micros=quote.cost_micros,
+        )
+
+    async def commit(self, usage: UsageRecord) -> None:
+        """Make a record durable now (the response waits for this)."""
+        if self.durable_before_response:
+            await self.buffer.append(usage)
+        else:
+            self.buffer.submit(usage)
+
+    def submit(self, usage: UsageRecord) -> None:
+        """Make a record durable in the background (drained at shutdown)."""
+        self.buffer.submit(usage)
+
+
+def _pool_of(route: str | None) -> str | None:
+    if route and route.startswith("pool:"):
+        return route[5:].split("/", 1)[0]
+    return None
+
+
+def _catalog_of(route: str | None) -> str | None:
+    if route and route.startswith("catalog:"):
+        return route[8:]
+    return None
+
+
+def usage_fields(quote: CostQuote) -> dict[str, Any]:
+    """What metering adds to the response's ``usage`` object (USD, as OpenRouter does)."""
+    return {"cost": micros_to_usd_float(quote.cost_micros)}

@@ -1,0 +1,213 @@
+"""Prometheus metrics: one registry per app, request metrics, and pool gauges.
+
+Request metrics are updated once per finished request (``observe``). Pool,
+worker and buffer figures are read from the live objects when ``/metrics`` is
+scraped, so the request path never touches them. With several worker
+processes (``PROMETHEUS_MULTIPROC_DIR`` set, as ``tollway serve --workers N``
+does), counters and histograms are aggregated across processes; the scraped
+gauges then show the process that answered. The names are the contract of the
+dashboards and alerts under ``infra/``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from backends.base import Backend
+from backends.sglang.pool import SGLangPool
+from gateway.metering import Metering
+from gateway.outcome import RequestRecord
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+CLOSED, HALF_OPEN, OPEN = 0, 1, 2
+#: Error codes that mean Redis failed (the store behind limits, idempotency, summaries).
+_REDIS_CODES = frozenset(
+    {"rate_limit_store_unavailable", "idempotency_store_unavailable", "summary_store_unavailable"}
+)
+
+
+class StateCollector(Collector):
+    """Queue depth, admissions, workers, circuits and the usage buffer, read at scrape time."""
+
+    def __init__(
+        self, backends: Callable[[], Iterable[Backend]], metering: Metering | None
+    ) -> None:
+        self._backends = backends
+        self._metering = metering
+
+    def collect(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "tollway_pool_queue_depth", "Requests waiting for KV room.", labels=["pool"]
+        )
+        admission = CounterMetricFamily(
+            "tollway_admission", "KV admission decisions.", labels=["pool", "outcome"]
+        )
+        in_flight = GaugeMetricFamily(
+            "tollway_worker_in_flight",
+            "Requests in flight from this replica.",
+            labels=["pool", "worker"],
+        )
+        kv = GaugeMetricFamily(
+            "tollway_worker_kv_projected_ratio",
+            "Projected KV use over capacity.",
+            labels=["pool", "worker"],
+        )
+        circuit = GaugeMetricFamily(
+            "tollway_circuit_state",
+            "0 closed, 1 half-open, 2 open (worker out).",
+            labels=["pool", "worker"],
+        )
+        for backend in self._backends():
+            if not isinstance(backend, SGLangPool):
+                continue
+            depth.add_metric([backend.name], backend.admission.depth)
+            admission.add_metric([backend.name, "admitted"], backend.admission.admitted)
+            admission.add_metric([backend.name, "shed"], backend.admission.shed)
+            for w in backend.workers:
+                labels = [backend.name, w.url]
+                in_flight.add_metric(labels, w.in_flight)
+                ratio = w.kv_used_tokens / w.capacity_tokens if w.capacity_tokens else 0.0
+                kv.add_metric(labels, ratio)
+                circuit.add_metric(labels, w.circuit_state if w.healthy else OPEN)
+        yield from (depth, admission, in_flight, kv, circuit)
+        if self._metering is not None:
+            yield GaugeMetricFamily(
+                "tollway_usage_buffer_depth",
+                "Usage records buffered, not yet in the ledger.",
+                value=self._metering.buffer_depth,
+            )
+            yield GaugeMetricFamily(
+                "tollway_usage_spool_bytes",
+                "Bytes in the local usage spool.",
+                value=self._metering.spool_bytes,
+            )
+            yield GaugeMetricFamily(
+                "tollway_ledger_lag_seconds",
+                "Seconds since the ledger writer's last round.",
+                value=self._metering.ledger_lag_s,
+            )
+
+
+class Metrics:
+    """The gateway's metrics, registered on a registry of its own."""
+
+    def __init__(
+        self,
+        backends: Callable[[], Iterable[Backend]],
+        metering: Metering | None = None,
+        *,
+        tenant_labels: bool = False,
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.tenant_requests: Counter | None = None
+        self.tenant_cost: Counter | None = None
+        if tenant_labels:
+            self.tenant_requests = Counter(
+                "tollway_tenant_requests",
+                "Requests per tenant, by HTTP status.",
+                ["tenant", "status"],
+                registry=r,
+            )
+            self.tenant_cost = Counter(
+                "tollway_tenant_cost_usd", "What each tenant was charged.", ["tenant"], registry=r
+            )
+        self.requests = Counter(
+            "tollway_requests",
+            "Inference requests finished, by HTTP status.",
+            ["route", "model", "agent_type", "status"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "tollway_request_duration_seconds",
+            "Request latency, arrival to last byte.",
+            ["route", "model", "agent_type"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "tollway_time_to_first_token_seconds",
+            "Arrival to the first upstream byte.",
+            ["model", "agent_type"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "tollway_tokens",
+            "Tokens by kind (prompt, cached, completion).",
+            ["model", "agent_type", "kind"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "tollway_cost_usd", "What tenants were charged.", ["model", "agent_type"], registry=r
+        )
+        self.compression = Counter(
+            "tollway_compression_tokens_saved",
+            "Prompt tokens removed by compression.",
+            ["agent_type", "policy"],
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "tollway_pool_queue_wait_seconds",
+            "Time requests waited for KV room.",
+            ["pool"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.redis_errors = Counter("tollway_redis_errors", "Redis errors.", registry=r)
+        self.database_errors = Counter("tollway_database_errors", "Database errors.", registry=r)
+        self._state = StateCollector(backends, metering)
+        r.register(self._state)
+        for backend in backends():
+            if isinstance(backend, SGLangPool):
+                backend.admission.on_wait = self.queue_wait.labels(backend.name).observe
+
+    def count_error(self, code: str | None) -> None:
+        """Count a Redis or database failure a client saw (by the error's code)."""
+        if code == "database_error":
+            self.database_errors.inc()
+        elif code in _REDIS_CODES:
+            self.redis_errors.inc()
+
+    def observe(self, record: RequestRecord) -> None:
+        """Count one finished request."""
+        if record.error_code is not None:
+            self.count_error(record.error_code)
+        route = (record.route or "none").split("/", 1)[0]
+        model = record.model or "none"
+        agent = record.agent_type or "none"
+        self.requests.labels(route, model, agent, str(record.http_status)).inc()
+        self.duration.labels(route, model, agent).observe(record.latency_s)
+        ttft = record.ttft_s
+        if ttft is not None:
+            self.ttft.labels(model, agent).observe(ttft)
+        prompt, cached, completion = record.tokens()
+        if prompt or completion:
+            self.tokens.labels(model, agent, "prompt").inc(prompt)
+            self.tokens.labels(model, agent, "cached").inc(cached)
+            self.tokens.labels(model, agent, "completion").inc(completion)
+        if record.cost_micros:
+            self.cost.labels(model, agent).inc(record.cost_micros / 1_000_000)
+        if self.tenant_requests is not None and record.tenant_id:
+            self.tenant_requests.labels(record.tenant_id, str(record.http_status)).inc()
+            if self.tenant_cost is not None and record.cost_micros:
+                self.tenant_cost.labels(record.tenant_id).inc(record.cost_micros / 1_000_000)
+        before, after = record.tokens_before_compression, record.tokens_after_compression
+        if before is not None and after is not None and before > after:
+            self.compression.labels(agent, record.compression_policy or "none").inc(before - after)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not directory:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path=directory)  # type: ignore[no-untyped-call]
+        merged.register(self._state)
+        return generate_latest(merged)

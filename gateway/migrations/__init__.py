@@ -1,0 +1,1 @@
+"""Alembic migrations of the whole database (tenancy here; billing in its own branch)."""

@@ -1,0 +1,12 @@
+"""Alembic environment: run on the connection handed over by gateway.database.migrate."""
+
+from __future__ import annotations
+
+from alembic import context
+
+connection = context.config.attributes.get("connection")
+if connection is None:
+    raise RuntimeError("run migrations with `tollway db upgrade` (gateway.database.migrate)")
+context.configure(connection=connection, render_as_batch=connection.dialect.name == "sqlite")
+with context.begin_transaction():
+    context.run_migrations()

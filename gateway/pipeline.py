@@ -1,0 +1,298 @@
+"""The request pipeline for OpenAI inference calls.
+
+authenticate → parse and validate → resolve agent type, session and model →
+forward → respond → observe. Each request gets a :class:`RequestRecord` that
+is finished exactly once: when a JSON response is ready, when an error is
+raised, or when a stream ends (completed, broken or cancelled by the client).
+Later stages (idempotency, limits, compression, metering) plug in here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from backends.base import UpstreamRequest
+from billing.usage import UsageSource
+from gateway.admitting import Admitter
+from gateway.agents import AgentResolver, apply_max_tokens, prefix_affinity
+from gateway.auth import Authenticator
+from gateway.body import parse_json_object, read_body
+from gateway.compressing import Compressor
+from gateway.config import AgentTypeConfig, RequestTimeouts
+from gateway.idempotency import (
+    IdempotencyCoordinator,
+    Replay,
+    idempotency_key_of,
+    replay_response,
+    request_fingerprint,
+    wait_preference,
+)
+from gateway.limits import ticket_headers
+from gateway.metering import Metering
+from gateway.outcome import RequestRecord
+from gateway.registry import ModelRegistry
+from gateway.requestid import new_request_id, request_id_of
+from gateway.responding import Responder
+from gateway.tracing import NullTracer, Tracer
+from gateway.validation import validate_chat, validate_completion
+from policies.tokens import EstimateCounter, TokenCounter
+from tollway.errors import RateLimited, TollwayError, UpstreamError, UpstreamRejected
+
+log = logging.getLogger("tollway.request")
+
+CHAT_PATH = "/v1/chat/completions"
+COMPLETIONS_PATH = "/v1/completions"
+
+Finisher = Callable[[RequestRecord], None]
+#: 429 codes that mean a route is saturated (fall back), not that a tenant is limited.
+_SATURATED = frozenset({"pool_saturated", "upstream_saturated"})
+
+
+@dataclass(slots=True, frozen=True)
+class _Call:
+    model: str
+    stream: bool
+    include_usage: bool
+
+
+def _timeouts(
+    model: RequestTimeouts | None, profile: AgentTypeConfig | None
+) -> tuple[float | None, float | None]:
+    """First-byte and total timeouts: the agent type's, else the model's, else the pool's."""
+    chosen = [t for t in (profile.timeouts if profile else None, model) if t is not None]
+    first_byte = next((t.first_byte_s for t in chosen if t.first_byte_s is not None), None)
+    total = next((t.total_s for t in chosen if t.total_s is not None), None)
+    return first_byte, total
+
+
+class InferencePipeline:
+    """Handles ``/v1/chat/completions`` and ``/v1/completions``."""
+
+    def __init__(
+        self,
+        *,
+        auth: Authenticator,
+        registry: ModelRegistry,
+        agents: AgentResolver,
+        max_body_bytes: int,
+        finish: Finisher,
+        max_json_depth: int = 64,
+        max_messages: int = 4096,
+        metering: Metering | None = None,
+        admitter: Admitter | None = None,
+        idempotency: IdempotencyCoordinator | None = None,
+        compressor: Compressor | None = None,
+        tracer: Tracer | None = None,
+        counter: TokenCounter | None = None,
+        default_output_tokens: int = 256,
+    ) -> None:
+        self.auth = auth
+        self.registry = registry
+        self.agents = agents
+        self.max_body_bytes = max_body_bytes
+        self.max_json_depth = max_json_depth
+        self.max_messages = max_messages
+        self.finish = finish
+        self.metering = metering
+        self.admitter = admitter
+        self.idempotency = idempotency
+        self.compressor = compressor
+        self.tracer: Tracer = tracer or NullTracer()
+        self.responder = Responder(metering, counter or EstimateCounter(), self._close)
+        self.default_output_tokens = default_output_tokens
+
+    async def chat(self, request: Request) -> Response:
+        """``POST /v1/chat/completions``."""
+        return await self._handle(request, CHAT_PATH)
+
+    async def completions(self, request: Request) -> Response:
+        """``POST /v1/completions``."""
+        return await self._handle(request, COMPLETIONS_PATH)
+
+    async def _handle(self, request: Request, path: str) -> Response:
+        record = RequestRecord(
+            request_id=request_id_of(request.scope) or new_request_id(), endpoint=path
+        )
+        try:
+            with self.tracer.span("tollway.request", request_id=record.request_id, path=path):
+                response = await self._run(request, path, record)
+        except TollwayError as exc:
+            record.status = "upstream_error" if isinstance(exc, UpstreamError) else "rejected"
+            record.http_status = exc.status_code
+            record.error_code = exc.code
+            if record.ticket is not None:
+                exc.headers.update({**ticket_headers(record.ticket), **exc.headers})
+            self._abandon(record)
+            self._close(record)
+            raise
+        except BaseException:
+            record.status = "client_cancelled"
+            record.http_status = 499
+            self._abandon(record)
+            self._close(record)
+            raise
+        if not record.stream:
+            self._close(record)
+        return response
+
+    @staticmethod
+    def _abandon(record: RequestRecord) -> None:
+        """Free the idempotency key of a request that did not complete."""
+        if record.lease is not None:
+            record.lease.abandon_soon()
+            record.lease = None
+
+    def _close(self, record: RequestRecord, gpu_seconds: float = 0.0) -> None:
+        """Finish a record: meter it (if not yet), settle its limits, count it, log it."""
+        if record.ended is None:
+            record.ended = time.perf_counter()
+        try:
+            if self.metering is not None and not record.metered and record.tenant_id:
+                source = UsageSource.UPSTREAM if record.usage else UsageSource.ESTIMATED
+                if record.status == "client_cancelled":
+                    source = UsageSource.COUNTED
+                quote = self.metering.quote(record, gpu_seconds)
+                self.metering.submit(self.metering.usage_record(record, gpu_seconds, quote, source))
+                record.metered = True
+            if self.admitter is not None:
+                for ticket in (record.ticket, record.agent_ticket):
+                    if ticket is not None:
+                        self.admitter.settle(ticket, record)
+                record.ticket = record.agent_ticket = None
+            self.finish(record)
+        except Exception:  # noqa: BLE001 - observing must never fail a request
+            log.exception("finishing request %s failed", record.request_id)
+
+    async def _run(self, request: Request, path: str, record: RequestRecord) -> Response:
+        # One dict of the headers, instead of a scan of the raw list per lookup.
+        headers_in = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]}
+        span = self.tracer.span
+        with span("tollway.authenticate"):
+            principal = await self.auth.authenticate(headers_in.get("authorization"))
+        record.tenant_id, record.key_id = principal.tenant_id, principal.key_id
+        record.key_prefix = principal.key_prefix
+        with span("tollway.parse"):
+            raw = await read_body(request, self.max_body_bytes)
+            body = parse_json_object(raw, self.max_json_depth)
+            call = self._validate(path, body, self.max_messages)
+        idem_key = (
+            idempotency_key_of(headers_in, body, max_length=self.idempotency.config.max_key_length)
+            if self.idempotency is not None
+            else None
+        )
+        with span("tollway.resolve"):
+            agent = self.agents.resolve(headers_in, body, call.model, principal)
+        record.agent_type, record.session_id = agent.agent_type, agent.session_id
+        entry = self.registry.entry(agent.model)
+        record.model = entry.name
+        principal.check_model(entry.name)
+        backend = self.registry.backend(entry)
+        record.route = backend.route
+        headers: dict[str, str] = {}
+        if idem_key is not None and self.idempotency is not None:
+            fingerprint = request_fingerprint(path, body, {"agent_type": agent.agent_type or ""})
+            with span("tollway.idempotency"):
+                outcome = await self.idempotency.begin(
+                    principal.tenant_id, idem_key, fingerprint, wait_s=wait_preference(headers_in)
+                )
+            if isinstance(outcome, Replay):
+                record.metered = True  # billed once, by the first request
+                record.http_status = outcome.response.status
+                return replay_response(outcome.response)
+            record.lease = outcome.lease
+        max_tokens = apply_max_tokens(body, agent.profile)
+        policy = agent.profile.compression if agent.profile is not None else None
+        if principal.compression is not None:  # the key's own choice wins
+            policy = None if principal.compression == "none" else principal.compression
+        if self.compressor is not None and policy is not None:
+            with span("tollway.compress"):
+                report = await self.compressor.apply(policy, body, record)
+            if report is not None:
+                headers["x-tollway-compression"] = report
+        n = body["n"] if isinstance(body.get("n"), int) else 1
+        prompt_estimate = (
+            record.tokens_after_compression
+            if record.tokens_after_compression is not None
+            else len(raw) // 4
+        )
+        output = (max_tokens or self.default_output_tokens) * n
+        if self.admitter is not None:
+            with span("tollway.admit"):
+                record.ticket = await self.admitter.admit(
+                    record, principal, prompt_estimate, output
+                )
+            if record.ticket is not None:
+                headers.update(ticket_headers(record.ticket))
+            if agent.profile is not None and agent.profile.limits is not None:
+                record.agent_ticket = await self.admitter.admit_agent_type(
+                    record, principal.tenant_id, agent.profile.limits, prompt_estimate + output
+                )
+        chain = self.registry.routes_for(
+            entry, tuple(agent.profile.fallbacks) if agent.profile else ()
+        )
+        affinity = "s:" + agent.session_id if agent.session_id else prefix_affinity(body)
+        first_byte_s, total_s = _timeouts(entry.timeouts, agent.profile)
+        for attempt, backend in enumerate(chain):
+            self._prepare_upstream_body(body, call, backend.upstream_model)
+            try:
+                with span("tollway.upstream", route=backend.route, attempt=attempt):
+                    upstream = await backend.send(
+                        UpstreamRequest(
+                            path=path,
+                            body=orjson.dumps(body),
+                            stream=call.stream,
+                            request_id=record.request_id,
+                            affinity=affinity,
+                            tenant=principal.tenant_id,
+                            priority=agent.profile.priority if agent.profile else 0,
+                            kv_tokens=prompt_estimate + output,
+                            payload=body,
+                            first_byte_timeout_s=first_byte_s,
+                            total_timeout_s=total_s,
+                        )
+                    )
+                break
+            except (UpstreamError, RateLimited) as exc:
+                # Fall back only before any byte reached the client, and never for the
+                # client's own mistakes (the upstream's 4xx), nor for tenant limits.
+                client_fault = isinstance(exc, UpstreamRejected)
+                ours = isinstance(exc, RateLimited) and exc.code not in _SATURATED
+                if client_fault or ours or attempt == len(chain) - 1:
+                    raise
+                log.warning("route %s failed (%s); falling back", backend.route, exc.code)
+        record.route, record.worker = upstream.route, upstream.worker
+        headers["x-tollway-route"] = upstream.route
+        if agent.agent_type is not None:
+            headers["x-tollway-agent-type"] = agent.agent_type
+        if not call.stream:
+            return await self.responder.json(upstream, record, entry.name, body, headers)
+        record.stream = True
+        return self.responder.stream(
+            upstream, record, call.include_usage, backend.upstream_model, body, headers
+        )
+
+    @staticmethod
+    def _validate(path: str, body: dict[str, Any], max_messages: int) -> _Call:
+        if path == CHAT_PATH:
+            chat = validate_chat(body, max_messages=max_messages)
+            return _Call(chat.model, chat.stream, chat.include_usage)
+        comp = validate_completion(body)
+        return _Call(comp.model, comp.stream, comp.include_usage)
+
+    @staticmethod
+    def _prepare_upstream_body(body: dict[str, Any], call: _Call, upstream_model: str) -> None:
+        """Name the upstream's model and always ask it for usage."""
+        body["model"] = upstream_model
+        if call.stream:
+            options = body.get("stream_options")
+            merged = dict(options) if isinstance(options, dict) else {}
+            merged["include_usage"] = True
+            body["stream_options"] = merged

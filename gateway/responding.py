@@ -1,0 +1,176 @@
+"""Turning an upstream response into the client's, with metering and idempotency.
+
+JSON bodies are parsed once: brought to OpenAI's shape, priced (``usage.cost``,
+``x-tollway-cost-usd``), their usage record made durable before the response is
+sent, and stored for idempotent replays. Streams are relayed by
+:class:`~gateway.relay.StreamRelay`, with the cost added to the usage chunk, the
+record made durable before ``[DONE]``, and the request finished when the stream
+closes however it ends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from starlette.responses import Response, StreamingResponse
+
+from backends.base import UpstreamResponse
+from billing.cost import CostQuote
+from billing.money import micros_to_usd_str
+from billing.usage import UsageSource
+from gateway.idempotency import StoredResponse, recorded_stream, replayable_headers
+from gateway.metering import Metering, usage_fields
+from gateway.outcome import RequestRecord
+from gateway.relay import StreamOutcome, StreamRelay
+from gateway.responses import JSON
+from gateway.shapes import normalize_body, tool_calls_of, usage_of
+from policies.tokens import TokenCounter
+
+Closer = Callable[[RequestRecord, float], None]
+
+
+def _stream_rewrite(upstream_model: str, public: str) -> tuple[bytes, bytes] | None:
+    if upstream_model == public:
+        return None
+    return (
+        b'"model":' + orjson.dumps(upstream_model),
+        b'"model":' + orjson.dumps(public),
+    )
+
+
+class Responder:
+    """Builds the responses of the inference routes."""
+
+    def __init__(self, metering: Metering | None, counter: TokenCounter, close: Closer) -> None:
+        self.metering = metering
+        self.counter = counter
+        self.close = close
+
+    async def json(
+        self,
+        upstream: UpstreamResponse,
+        record: RequestRecord,
+        public_model: str,
+        body: dict[str, Any],
+        headers: dict[str, str],
+    ) -> Response:
+        data = normalize_body(upstream.body, public_model)
+        if data is None:  # not JSON: relay as it came
+            return Response(upstream.body, status_code=200, headers=headers, media_type=JSON)
+        record.usage = usage_of(data)
+        record.tool_calls = tool_calls_of(data)
+        if self.metering is not None and record.tenant_id:
+            gpu_seconds = upstream.gpu_seconds()
+            if record.usage is None:
+                record.usage = self.estimated_usage(body, completion=0)
+                source = UsageSource.ESTIMATED
+            else:
+                source = UsageSource.UPSTREAM
+            quote = self.metering.quote(record, gpu_seconds)
+            if isinstance(data.get("usage"), dict):
+                data["usage"].update(usage_fields(quote))
+            headers["x-tollway-cost-usd"] = micros_to_usd_str(quote.cost_micros)
+            record.ended = time.perf_counter()
+            await self.metering.commit(
+                self.metering.usage_record(record, gpu_seconds, quote, source)
+            )
+            record.metered = True
+        content = orjson.dumps(data)
+        if record.lease is not None:
+            stored = StoredResponse(
+                200,
+                replayable_headers({**headers, "content-type": JSON}),
+                body=content,
+                request_id=record.request_id,
+            )
+            await record.lease.complete(stored)
+            record.lease = None
+        return Response(content, status_code=200, headers=headers, media_type=JSON)
+
+    def estimated_usage(self, body: dict[str, Any], completion: int) -> dict[str, Any]:
+        """Usage counted offline, for upstreams that reported none."""
+        messages = body.get("messages")
+        if isinstance(messages, list):
+            prompt = self.counter.count_messages(messages)
+        else:
+            prompt = self.counter.count_text(str(body.get("prompt", "")))
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+
+    def stream(
+        self,
+        upstream: UpstreamResponse,
+        record: RequestRecord,
+        include_usage: bool,
+        upstream_model: str,
+        body: dict[str, Any],
+        headers: dict[str, str],
+    ) -> Response:
+        metering = self.metering if record.tenant_id else None
+
+        priced: list[CostQuote] = []  # the usage event's quote, reused for the record
+
+        def on_usage(outcome: StreamOutcome) -> dict[str, Any] | None:
+            record.usage = outcome.usage
+            if metering is None:
+                return None
+            priced[:] = [metering.quote(record, upstream.gpu_seconds())]
+            return usage_fields(priced[0])
+
+        async def before_done(outcome: StreamOutcome) -> None:
+            record.first_byte_at = outcome.first_byte_at
+            record.tool_calls = outcome.tool_calls
+            if metering is None:
+                return
+            source = UsageSource.UPSTREAM
+            if record.usage is None:
+                record.usage = self.estimated_usage(body, outcome.content_events)
+                source = UsageSource.ESTIMATED
+            gpu_seconds = upstream.gpu_seconds()  # frozen since the usage event, if any
+            record.ended = time.perf_counter()
+            quote = priced[0] if priced and source is UsageSource.UPSTREAM else None
+            quote = quote or metering.quote(record, gpu_seconds)
+            await metering.commit(metering.usage_record(record, gpu_seconds, quote, source))
+            record.metered = True
+
+        def stream_closed(outcome: StreamOutcome, cancelled: bool) -> None:
+            record.first_byte_at = outcome.first_byte_at
+            record.tool_calls = outcome.tool_calls
+            if not record.metered:
+                if cancelled:
+                    record.status, record.http_status = "client_cancelled", 499
+                elif outcome.error is not None:
+                    record.status = "upstream_error"
+                    record.error_code = outcome.error.code
+                if record.usage is None or cancelled:
+                    record.usage = self.estimated_usage(body, outcome.content_events)
+            self.close(record, upstream.gpu_seconds())
+
+        relay = StreamRelay(
+            upstream,
+            include_usage=include_usage,
+            rewrite=_stream_rewrite(upstream_model, record.model or ""),
+            on_usage=on_usage,
+            before_done=before_done,
+            on_close=stream_closed,
+        )
+        headers["cache-control"] = "no-cache"
+        headers["x-accel-buffering"] = "no"
+        if record.lease is None:
+            return StreamingResponse(relay, headers=headers, media_type="text/event-stream")
+        lease, record.lease = record.lease, None  # the recorded stream settles it
+        recorded = recorded_stream(
+            relay,
+            lease,
+            succeeded=lambda: relay.outcome.finished and relay.outcome.error is None,
+            status=200,
+            headers={**headers, "content-type": "text/event-stream"},
+            request_id=record.request_id,
+        )
+        return StreamingResponse(recorded, headers=headers, media_type="text/event-stream")

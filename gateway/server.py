@@ -1,0 +1,80 @@
+"""Running the gateway under uvicorn (uvloop event loop, httptools HTTP parser).
+
+One process (``--workers 1``) runs :class:`gateway.drain.DrainingServer`, which
+turns readiness false at the first SIGTERM and drains within
+``server.drain_timeout_s``. With ``--workers N`` uvicorn's supervisor forwards
+SIGTERM to each worker process, which runs uvicorn's own server: each drains
+within the same timeout and flushes its usage buffer, but ``/readyz`` does not
+turn 503 first (see docs/reliability.md). Every process speaks HTTP through
+:class:`gateway.protocol.GatewayHttpProtocol` with the configured input limits.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
+
+from gateway.app import Gateway, create_app
+from gateway.config import ServerConfig, load_config
+from gateway.drain import DrainingServer
+from gateway.protocol import ConnectionLimits, GatewayHttpProtocol, GatewayServerConfig
+from gateway.settings import Settings
+from tollway.errors import ConfigError
+
+
+def app_from_environment() -> Gateway:
+    """App factory for uvicorn workers: the config path comes from ``TOLLWAY_CONFIG``."""
+    settings = Settings()
+    if settings.config is None:
+        raise ConfigError("TOLLWAY_CONFIG is not set")
+    return create_app(load_config(settings.config), settings)
+
+
+def uvicorn_config(
+    server: ServerConfig, host: str, port: int, workers: int, log_level: str
+) -> GatewayServerConfig:
+    """The uvicorn configuration of a gateway: protocol, limits, timeouts."""
+    return GatewayServerConfig(
+        "gateway.server:app_from_environment",
+        limits=ConnectionLimits(
+            max_header_bytes=server.max_header_bytes,
+            max_headers=server.max_headers,
+            header_read_timeout_s=server.header_read_timeout_s,
+            body_read_timeout_s=server.body_read_timeout_s,
+        ),
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http=GatewayHttpProtocol,
+        lifespan="on",
+        access_log=False,
+        proxy_headers=False,  # nothing reads the client address; skip the wrapper
+        log_level=log_level,
+        timeout_keep_alive=server.keep_alive_timeout_s,
+        timeout_graceful_shutdown=server.drain_timeout_s,
+        h11_max_incomplete_event_size=server.max_header_bytes,
+    )
+
+
+def serve(config_path: str, host: str, port: int, workers: int, log_level: str) -> None:
+    """Validate the config, then serve it (``workers`` processes share the port)."""
+    config = load_config(config_path)  # fail fast, in the parent, with the bad key's path
+    os.environ["TOLLWAY_CONFIG"] = os.path.abspath(config_path)
+    os.environ.setdefault("TOLLWAY_GC_TUNING", "1")
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Counters and histograms aggregated across the worker processes.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tollway-metrics-")
+    uv = uvicorn_config(config.server, host, port, workers, log_level)
+    if workers > 1:
+        Multiprocess(uv, sockets=[uv.bind_socket()]).run()
+        return
+    server = DrainingServer(uv, shutdown_delay_s=config.server.shutdown_delay_s)
+    server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)

@@ -1,0 +1,259 @@
+"""The performance model against published measurements.
+
+:func:`offline_benchmark` reproduces the offline "max throughput" benchmarks
+that SGLang (``bench_serving`` / ``bench_offline_throughput``) and TensorRT-LLM
+(``trtllm-bench throughput``) publish: every request is queued at time zero,
+prompts share no prefix, each request produces exactly its output length, and
+the figure is output tokens divided by the time the last one finishes.
+:data:`PUBLISHED` lists the figures the model is compared with in
+``docs/capacity.md``; :func:`calibration_rows` computes the comparison.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass
+
+from backends.sglang.capacity import (
+    DEFAULT_TUNING,
+    Deployment,
+    PerfTuning,
+    decode_step_seconds,
+    kv_pool,
+    prefill_seconds,
+)
+from backends.sglang.catalog import get_gpu, get_model
+from simulator.radix_cache import RadixCache
+from simulator.scheduler import Scheduler, SequenceState
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineResult:
+    """What one offline benchmark measured (simulated seconds)."""
+
+    output_tokens_per_s: float
+    input_tokens_per_s: float
+    duration_s: float
+    mean_ttft_s: float
+    max_batch: int
+
+
+def offline_benchmark(
+    deployment: Deployment,
+    *,
+    input_len: int,
+    output_len: int,
+    num_requests: int,
+    max_running_requests: int | None = None,
+    tuning: PerfTuning = DEFAULT_TUNING,
+) -> OfflineResult:
+    """Queue ``num_requests`` unique prompts at once on one worker; run them to the end."""
+    capacity = kv_pool(deployment).max_total_num_tokens
+    if capacity < input_len + output_len:
+        raise ValueError(
+            f"{deployment.model.name} ({deployment.weights_dtype}) on tp={deployment.tp} x "
+            f"{deployment.gpu.name} cannot hold one {input_len + output_len}-token request"
+        )
+    scheduler = Scheduler(
+        capacity=capacity,
+        prefill_time=lambda n: prefill_seconds(deployment, n, tuning),
+        decode_time=lambda b, k: decode_step_seconds(deployment, b, k, tuning),
+        max_running_requests=max_running_requests or min(4096, max(1, capacity // 2)),
+        cache=RadixCache(),
+    )
+    seqs = []
+    for i in range(num_requests):
+        start = 1 + i * input_len
+        seq = SequenceState(
+            rid=str(i),
+            prompt_ids=array("q", range(start, start + input_len)),
+            output_len=output_len,
+            arrival_time=0.0,
+        )
+        scheduler.submit(seq)
+        seqs.append(seq)
+    now = 0.0
+    max_batch = 0
+    while scheduler.has_work:
+        result = scheduler.step(now)
+        if result.kind == "idle":  # pragma: no cover - cannot happen: nothing else holds slots
+            break
+        max_batch = max(max_batch, len(scheduler.running))
+        now += result.duration
+    ttfts = [s.first_token_time or 0.0 for s in seqs]
+    return OfflineResult(
+        output_tokens_per_s=num_requests * output_len / now,
+        input_tokens_per_s=num_requests * input_len / now,
+        duration_s=now,
+        mean_ttft_s=sum(ttfts) / len(ttfts),
+        max_batch=max_batch,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """One published offline-throughput figure and the set-up that produced it."""
+
+    source: str
+    engine: str
+    gpu: str
+    model: str
+    weights_dtype: str
+    kv_dtype: str
+    tp: int
+    input_len: int
+    output_len: int
+    metric: str  # "output" or "input" tokens per second, all GPUs of the TP group
+    value: float
+    max_running_requests: int | None = None
+
+
+TRTLLM_PERF = (
+    "TensorRT-LLM perf overview (nvidia.github.io/TensorRT-LLM/performance/perf-overview.html)"
+)
+TRTLLM_H200 = "TensorRT-LLM H200 launch blog (TensorRT-LLM docs/source/blogs/H200launch.md)"
+SGLANG_1060 = "SGLang PR #1060 benchmark (github.com/sgl-project/sglang/pull/1060)"
+
+
+def _trt(gpu: str, model: str, tp: int, isl: int, osl: int, value: float) -> Published:
+    return Published(
+        TRTLLM_PERF, "TensorRT-LLM", gpu, model, "fp8", "fp8", tp, isl, osl, "output", value
+    )
+
+
+#: Published figures the model is compared with (see docs/capacity.md for the caveats).
+PUBLISHED: tuple[Published, ...] = (
+    _trt("h100", "llama-3.1-8b-instruct", 1, 128, 2048, 22_714),
+    _trt("h100", "llama-3.1-8b-instruct", 1, 1000, 1000, 15_220),
+    _trt("h100", "llama-3.1-8b-instruct", 1, 2048, 128, 3_450),
+    _trt("h200", "llama-3.1-8b-instruct", 1, 128, 2048, 26_221),
+    _trt("h200", "llama-3.1-8b-instruct", 1, 1000, 1000, 17_744),
+    _trt("h200", "llama-3.1-8b-instruct", 1, 2048, 128, 3_538),
+    _trt("h200", "llama-3.3-70b-instruct", 1, 128, 2048, 4_336),
+    _trt("h200", "llama-3.3-70b-instruct", 1, 1000, 1000, 2_909),
+    _trt("h200", "llama-3.3-70b-instruct", 1, 2048, 128, 442),
+    _trt("h100", "llama-3.3-70b-instruct", 2, 128, 2048, 6_651),
+    _trt("h100", "llama-3.3-70b-instruct", 2, 1000, 1000, 4_205),
+    _trt("h100", "llama-3.3-70b-instruct", 2, 2048, 128, 762),
+    Published(
+        TRTLLM_H200, "TensorRT-LLM v0.5", "h200", "llama-2-70b", "fp8", "fp8", 1, 2048, 128,
+        "output", 303, max_running_requests=32,
+    ),
+    Published(
+        SGLANG_1060, "SGLang", "h100", "llama-3.1-8b-instruct", "bf16", "bf16", 1, 8192, 8,
+        "input", 27_670,
+    ),
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationRow:
+    """A published figure next to the model's and the relative error."""
+
+    published: Published
+    modelled: float
+    max_batch: int
+
+    @property
+    def error(self) -> float:
+        """``modelled / published - 1`` (positive: the model is optimistic)."""
+        return self.modelled / self.published.value - 1
+
+
+def calibration_rows(
+    published: tuple[Published, ...] = PUBLISHED,
+    *,
+    max_requests: int = 1200,
+    tuning: PerfTuning = DEFAULT_TUNING,
+) -> list[CalibrationRow]:
+    """Simulate each published set-up (at most ``max_requests`` requests each)."""
+    rows = []
+    for p in published:
+        d = Deployment(get_gpu(p.gpu), get_model(p.model), p.tp, p.weights_dtype, p.kv_dtype)
+        r = offline_benchmark(
+            d,
+            input_len=p.input_len,
+            output_len=p.output_len,
+            num_requests=max_requests,
+            max_running_requests=p.max_running_requests,
+            tuning=tuning,
+        )
+        value = r.output_tokens_per_s if p.metric == "output" else r.input_tokens_per_s
+        rows.append(CalibrationRow(p, value, r.max_batch))
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class Speedup:
+    """H200 over H100 for one set-up: each GPU's modelled throughput and the ratio."""
+
+    label: str
+    h100: float
+    h200: float
+    h100_batch: int
+    h200_batch: int
+
+    @property
+    def ratio(self) -> float:
+        """H200 throughput over H100 throughput."""
+        return self.h200 / self.h100
+
+
+def h200_speedups(
+    model: str = "llama-2-70b",
+    *,
+    weights_dtype: str = "fp8",
+    kv_dtype: str = "fp8",
+    input_len: int = 2048,
+    output_len: int = 128,
+    num_requests: int = 512,
+    tuning: PerfTuning = DEFAULT_TUNING,
+) -> list[Speedup]:
+    """H200 vs H100 decode speed-ups of ``model`` at TP1 (NVIDIA quotes "up to 1.9x").
+
+    Three cases: one request alone (pure bandwidth), the batch sizes of NVIDIA's
+    H200 launch measurement (8 on H100, 32 on H200), and each GPU at the largest
+    batch its KV pool holds.
+    """
+    spec = get_model(model)
+    h100 = Deployment(get_gpu("h100"), spec, 1, weights_dtype, kv_dtype)
+    h200 = Deployment(get_gpu("h200"), spec, 1, weights_dtype, kv_dtype)
+    ctx = input_len + output_len // 2
+    single = Speedup(
+        "one request (decode step at 2K context)",
+        1 / decode_step_seconds(h100, 1, ctx, tuning),
+        1 / decode_step_seconds(h200, 1, ctx, tuning),
+        1,
+        1,
+    )
+    out = [single]
+    for label, b100, b200 in (
+        ("NVIDIA's batch sizes (H100 8, H200 32)", 8, 32),
+        ("each GPU at its KV-pool limit", None, None),
+    ):
+        r100 = offline_benchmark(
+            h100,
+            input_len=input_len,
+            output_len=output_len,
+            num_requests=num_requests,
+            max_running_requests=b100,
+            tuning=tuning,
+        )
+        r200 = offline_benchmark(
+            h200,
+            input_len=input_len,
+            output_len=output_len,
+            num_requests=num_requests,
+            max_running_requests=b200,
+            tuning=tuning,
+        )
+        out.append(
+            Speedup(
+                label,
+                r100.output_tokens_per_s,
+                r200.output_tokens_per_s,
+                r100.max_batch,
+                r200.max_batch,
+            )
+        )
+    return out

@@ -1,0 +1,235 @@
+"""Buffer durability: the spool survives SIGKILL, the stream survives a dead writer,
+and both hold records while SQL is down, then drain exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from billing.buffer import BufferedIn, UsageBuffer
+from billing.database import create_engine
+from billing.leader import LeaderLock
+from billing.ledger import Ledger
+from billing.spool import Spool, frame, read_frames
+from billing.stream import RedisStream
+from billing.usage import UsageRecord
+from billing.writer import LedgerWriter, WriterSettings
+from tests.billing.conftest import make_record
+from tollway.errors import ServiceUnavailable
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def stream(redis_client: aioredis.Redis, redis_prefix: str) -> AsyncIterator[RedisStream]:
+    value = RedisStream(redis_client, prefix=redis_prefix)
+    yield value
+    await value.close()
+    await redis_client.delete(value.key, value.dead_key)
+
+
+def test_frames_stop_at_a_torn_tail() -> None:
+    data = frame(b"one") + frame(b"two") + frame(b"three")[:-2]
+    assert [payload for _, payload in read_frames(data)] == [b"one", b"two"]
+    corrupt = bytearray(frame(b"one") + frame(b"two"))
+    corrupt[-1] ^= 0xFF
+    assert [payload for _, payload in read_frames(bytes(corrupt))] == [b"one"]
+
+
+async def test_spool_survives_sigkill_mid_batch(tmp_path: Path, sqlite_engine: AsyncEngine) -> None:
+    spool_dir = tmp_path / "spool"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.billing.spool_appender", str(spool_dir)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert proc.stdout is not None
+    acknowledged: list[str] = []
+    while len(acknowledged) < 3000:
+        line = await asyncio.to_thread(proc.stdout.readline)
+        assert line, "the appender exited early"
+        acknowledged.append(line.decode().strip())
+    os.kill(proc.pid, signal.SIGKILL)  # appends are in flight right now
+    proc.wait(timeout=10)
+    acknowledged.extend(line.decode().strip() for line in proc.stdout.read().splitlines())
+    proc.stdout.close()
+
+    seen: Counter[str] = Counter()
+    ledger = Ledger(sqlite_engine)
+
+    async def to_ledger(payloads: list[bytes]) -> None:
+        records = [UsageRecord.from_bytes(p) for p in payloads]
+        seen.update(r.request_id for r in records)
+        await ledger.write(records)
+
+    drainer = Spool(spool_dir)  # a new process's view: the dead one's segments are claimable
+    moved = await drainer.drain(to_ledger, batch_size=500)
+    assert moved >= len(acknowledged)
+    stored = set(await ledger.request_ids())
+    assert set(acknowledged) <= stored  # every acknowledged append survived
+    assert max(seen.values()) == 1  # and was spooled exactly once
+    assert await ledger.count() == len(stored)
+    assert drainer.segments() == []  # drained segments are deleted, never re-read
+    assert await drainer.drain(to_ledger) == 0
+
+
+async def test_spool_drain_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    await spool.open()
+    await asyncio.gather(*(spool.append(f"r{i}".encode()) for i in range(25)))
+    handed: list[bytes] = []
+    calls = 0
+
+    async def flaky(batch: list[bytes]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise ServiceUnavailable("database down")
+        handed.extend(batch)
+
+    with pytest.raises(ServiceUnavailable):
+        await spool.drain(flaky, batch_size=10)
+    assert len(handed) == 20
+    await spool.drain(flaky, batch_size=10)  # resumes after the checkpoint
+    assert handed == [f"r{i}".encode() for i in range(25)]
+    # A live spool keeps working after its segment was sealed and drained.
+    await spool.append(b"later")
+    await spool.close()
+    await Spool(tmp_path / "spool").drain(flaky)
+    assert handed[-1] == b"later"
+
+
+async def test_stream_entries_survive_a_writer_dying_before_xack(
+    stream: RedisStream, sqlite_engine: AsyncEngine
+) -> None:
+    records = [make_record(f"req-{i}") for i in range(50)]
+    await asyncio.gather(*(stream.append(r.to_bytes()) for r in records))
+    await stream.ensure_group()
+    # A writer takes the entries and dies before writing and acknowledging them.
+    taken = await stream.read_new("dead-writer", 30, None)
+    assert len(taken) == 30
+    assert await stream.pending_count() == 30
+
+    ledger = Ledger(sqlite_engine)
+    survivor = LedgerWriter(
+        ledger, stream=stream, consumer="survivor", settings=WriterSettings(claim_idle_ms=0)
+    )
+    assert await survivor.run_once() == 50
+    assert sorted(await ledger.request_ids()) == sorted(r.request_id for r in records)
+    assert await stream.pending_count() == 0
+    assert await stream.length() == 0  # acknowledged entries are deleted
+
+
+async def test_sql_down_then_back_drains_both_buffers_exactly_once(
+    tmp_path: Path,
+    stream: RedisStream,
+    redis_client: aioredis.Redis,
+    redis_prefix: str,
+    postgres_schema: tuple[str, str],
+) -> None:
+    from billing.tables import create_all
+
+    url, schema = postgres_schema
+    down = create_engine(
+        f"postgresql+asyncpg://postgres@127.0.0.1:{closed_port()}/test", connect_timeout_s=1
+    )
+    spool = Spool(tmp_path / "spool")
+    buffer = UsageBuffer(spool, stream)
+    await buffer.open()
+    streamed = [make_record(f"s{i}") for i in range(40)]
+    spooled = [make_record(f"p{i}") for i in range(40)]
+    assert {await buffer.append(r) for r in streamed} == {BufferedIn.STREAM}
+    assert {await spool.append(r.to_bytes()) for r in spooled} == {None}
+
+    writer = LedgerWriter(Ledger(down), spool=spool, stream=stream, consumer="w1")
+    for _ in range(2):
+        with pytest.raises(ServiceUnavailable):
+            await writer.run_once()
+    with pytest.raises(ServiceUnavailable):
+        await writer.drain_stream()
+    # Nothing was acknowledged or deleted while SQL was down.
+    assert await stream.length() == 40
+    assert len(spool.segments()) >= 1
+    await down.dispose()
+
+    up = create_engine(url, schema=schema)
+    await create_all(up)
+    ledger = Ledger(up)
+    writer = LedgerWriter(ledger, spool=spool, stream=stream, consumer="w1")
+    assert await writer.run_once() == 80
+    assert await writer.run_once() == 0
+    assert sorted(await ledger.request_ids()) == sorted(r.request_id for r in streamed + spooled)
+    assert await stream.length() == 0 and await stream.pending_count() == 0
+    await buffer.close()
+    await up.dispose()
+
+
+async def test_redis_down_falls_back_to_the_spool(
+    tmp_path: Path, sqlite_engine: AsyncEngine
+) -> None:
+    dead = aioredis.Redis(
+        host="127.0.0.1",
+        port=closed_port(),
+        socket_connect_timeout=0.5,
+        retry=Retry(NoBackoff(), 0),
+    )
+    spool = Spool(tmp_path / "spool")
+    buffer = UsageBuffer(spool, RedisStream(dead, prefix="x:"), redis_retry_s=60)
+    await buffer.open()
+    records = [make_record(f"r{i}") for i in range(20)]
+    where = await asyncio.gather(*(buffer.append(r) for r in records))
+    assert set(where) == {BufferedIn.SPOOL}
+    task = buffer.submit(make_record("submitted"))
+    await buffer.close()
+    assert task.result() == BufferedIn.SPOOL
+    await dead.aclose()
+    ledger = Ledger(sqlite_engine)
+    assert await LedgerWriter(ledger, spool=Spool(tmp_path / "spool")).run_once() == 21
+    assert await ledger.count() == 21
+
+
+async def test_leader_lock_is_exclusive_renewable_and_released(
+    redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    key = f"{redis_prefix}{{usage}}:leader"
+    first = LeaderLock(redis_client, key, ttl_ms=300)
+    second = LeaderLock(redis_client, key, ttl_ms=300)
+    assert await first.acquire_or_renew()
+    assert not await second.acquire_or_renew()
+    assert await first.acquire_or_renew()  # renewal
+    await first.release()
+    assert await second.acquire_or_renew()
+    # A leader that stops renewing loses the lock when its TTL runs out.
+    await asyncio.sleep(0.4)
+    assert await first.acquire_or_renew()
+    assert not await second.acquire_or_renew()
+    await first.release()
+    await redis_client.delete(key)

@@ -1,0 +1,81 @@
+"""The pricing, usage and billing commands against a SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from billing.cli import register
+from billing.spool import Spool
+from tests.billing.conftest import make_record
+from tests.billing.test_pricing import BOOK_YAML
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("TOLLWAY_DATA_DIR", str(tmp_path / "data"))
+    root = typer.Typer()
+    register(root)
+    return root
+
+
+def invoke(app: typer.Typer, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def test_pricing_apply_show_diff(app: typer.Typer, tmp_path: Path) -> None:
+    book = tmp_path / "pricing.yaml"
+    book.write_text(BOOK_YAML)
+    assert invoke(app, "pricing", "show")[0] == 2  # nothing stored yet
+    code, out = invoke(app, "pricing", "apply", str(book), "--json")
+    assert code == 0 and json.loads(out) == {"version": 1}
+    code, out = invoke(app, "pricing", "show", "--json")
+    assert json.loads(out)["version"] == 1
+    code, out = invoke(app, "pricing", "show")
+    assert code == 0 and "price book version 1" in out
+
+    book.write_text(BOOK_YAML.replace('output_per_million: "0.90"', 'output_per_million: "0.95"'))
+    code, out = invoke(app, "pricing", "diff", str(book), "--json")
+    assert json.loads(out)["changes"] == [
+        {
+            "rate": "h1/small",
+            "change": "changed",
+            "field": "output_per_million",
+            "old": "0.90",
+            "new": "0.95",
+        }
+    ]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BOOK_YAML.replace('"0.30"', "0.30"))
+    code, out = invoke(app, "pricing", "apply", str(bad))
+    assert code == 2 and "books.0.rates.1.input_per_million" in out
+    assert json.loads(invoke(app, "pricing", "show", "--json")[1])["version"] == 1
+    assert json.loads(invoke(app, "pricing", "apply", str(book), "--json")[1]) == {"version": 2}
+
+
+def test_worker_once_then_usage(app: typer.Typer, tmp_path: Path) -> None:
+    async def spool_records() -> None:
+        spool = Spool(tmp_path / "data" / "spool")
+        await spool.open()
+        for i in range(5):
+            await spool.append(make_record(f"r{i}", cost_micros=1_000_000).to_bytes())
+        await spool.close()
+
+    asyncio.run(spool_records())
+    code, out = invoke(app, "billing", "worker", "--once", "--json")
+    assert code == 0 and json.loads(out) == {"moved": 5}
+    code, out = invoke(app, "usage", "--tenant", "t1", "--group-by", "model", "--json")
+    data = json.loads(out)["data"]
+    assert data[0]["group"] == "agent-small" and data[0]["requests"] == 5
+    assert data[0]["cost_usd"] == "5.000000"
+    code, out = invoke(app, "usage", "--from", "2025-06-02")
+    assert code == 0
+    assert invoke(app, "usage", "--from", "yesterday")[0] == 2

@@ -1,0 +1,80 @@
+"""Fixtures of the idempotency tests: coordinators over memory and over real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from gateway.idempotency import (
+    IdempotencyConfig,
+    IdempotencyCoordinator,
+    IdempotencyStore,
+    MemoryIdempotencyStore,
+    RedisIdempotencyStore,
+)
+
+
+@dataclass
+class Backend:
+    """Makes coordinators ("replicas") sharing one store (memory) or one Redis."""
+
+    kind: str
+    prefix: str
+    redis_url: str = ""
+    clients: list[Redis] = field(default_factory=list)
+    coordinators: list[IdempotencyCoordinator] = field(default_factory=list)
+    _memory: MemoryIdempotencyStore | None = None
+
+    def config(self, **overrides: Any) -> IdempotencyConfig:
+        settings: dict[str, Any] = {
+            "key_prefix": self.prefix,
+            "poll_initial_s": 0.01,
+            "poll_max_s": 0.04,
+            "wait_timeout_s": 5.0,
+        }
+        settings.update(overrides)
+        return IdempotencyConfig.model_validate(settings)
+
+    def store(self) -> IdempotencyStore:
+        """A store over the shared state (a new Redis connection for each replica)."""
+        if self.kind == "memory":
+            if self._memory is None:
+                self._memory = MemoryIdempotencyStore()
+            return self._memory
+        client = Redis.from_url(self.redis_url)
+        self.clients.append(client)
+        return RedisIdempotencyStore(client)
+
+    def replica(self, **overrides: Any) -> IdempotencyCoordinator:
+        coordinator = IdempotencyCoordinator(self.store(), self.config(**overrides))
+        self.coordinators.append(coordinator)
+        return coordinator
+
+
+BackendFactory = Callable[[], Backend]
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def backend(request: pytest.FixtureRequest, redis_prefix: str) -> AsyncIterator[Backend]:
+    """Each parity test runs once over memory and once over real Redis."""
+    if request.param == "memory":
+        made = Backend("memory", redis_prefix)
+    else:
+        made = Backend("redis", redis_prefix, redis_url=request.getfixturevalue("redis_url"))
+    yield made
+    for coordinator in made.coordinators:
+        await coordinator.aclose()
+    if made.kind == "redis":
+        cleaner = Redis.from_url(made.redis_url)
+        try:
+            keys = [k async for k in cleaner.scan_iter(match=f"{redis_prefix}*", count=1000)]
+            if keys:
+                await cleaner.delete(*keys)
+        finally:
+            await cleaner.aclose()
+        for client in made.clients:
+            await client.aclose()

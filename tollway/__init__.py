@@ -1,0 +1,1 @@
+"""Tollway: shared base layer (the error hierarchy) that every package may import."""
