@@ -37,7 +37,7 @@ def gateway_config(workers: list[str], **overrides: Any) -> dict[str, Any]:
                 "gpu": "h100",
                 "model": {"name": "llama-3.1-8b-instruct", "served_name": "upstream-model"},
                 "workers": workers,
-                "health": {"interval_s": 0.2, "timeout_s": 0.5},
+                "health": {"interval_s": 0.2, "timeout_s": 2.0},
                 "timeouts": {"connect_s": 1, "first_byte_s": 5, "total_s": 10},
             }
         },
