@@ -17,6 +17,7 @@ import sqlalchemy.exc
 import stripe
 
 from tollway.errors import RateLimited, ServiceUnavailable, TollwayError, UpstreamError
+from tollway.resp import RespError
 
 
 @contextmanager
@@ -28,7 +29,7 @@ def foreign_errors(what: str) -> Iterator[None]:
         raise
     except sqlalchemy.exc.SQLAlchemyError as exc:
         raise ServiceUnavailable(f"{what}: database error: {exc.__class__.__name__}") from exc
-    except redis.exceptions.RedisError as exc:
+    except (redis.exceptions.RedisError, RespError) as exc:
         raise ServiceUnavailable(f"{what}: redis error: {exc}") from exc
     except stripe.RateLimitError as exc:
         raise RateLimited(f"{what}: Stripe rate limit: {exc.user_message or exc}") from exc

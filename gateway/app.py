@@ -48,6 +48,7 @@ from gateway.tenancy.keycache import KeyAuthenticator
 from gateway.tenancy.store import TenantStore
 from gateway.tracing import OtelTracer, build_tracer
 from tollway.errors import InvalidRequest, TollwayError
+from tollway.resp import RespClient
 
 log = logging.getLogger("tollway")
 
@@ -102,6 +103,17 @@ async def _handle_validation(request: Request, exc: Exception) -> Response:
     return error_response(err, request_id_of(request.scope))
 
 
+def _fast_redis(url: str | None, timeout_s: float) -> RespClient | None:
+    """The request path's lean Redis client (limits), or None to use redis-py for all."""
+    if not url:
+        return None
+    try:
+        return RespClient.from_url(url, timeout_s=timeout_s)
+    except ValueError:
+        log.info("REDIS_URL's scheme is not redis:// or rediss://; limits use redis-py")
+        return None
+
+
 def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gateway:
     """Build the gateway's ASGI app from a validated configuration."""
     settings = settings or Settings()
@@ -114,6 +126,7 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
         if settings.redis_url
         else None
     )
+    fast_redis = _fast_redis(settings.redis_url, config.limits.redis_timeout_s)
     engine = create_engine(settings.database_url or default_database_url(settings.data_dir))
     metering = Metering(
         engine=engine,
@@ -125,6 +138,7 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
         durable_before_response=config.metering.durable_before_response,
         claim_idle_ms=config.metering.claim_idle_ms,
         run_writer=config.metering.writer == "inline",
+        fast_redis=fast_redis,
     )
     registry = ModelRegistry(config, share_meter=metering.accountant)
     metering.provider_cost = registry.provider_cost_micros
@@ -147,7 +161,10 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
 
     admitter = Admitter(
         build_admission(
-            config.limits, redis, on_redis_error=lambda where, exc: metrics.redis_errors.inc()
+            config.limits,
+            redis,
+            on_redis_error=lambda where, exc: metrics.redis_errors.inc(),
+            fast=fast_redis,
         ),
         metering,
     )
@@ -190,6 +207,8 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
             await engine.dispose()
             if redis is not None:
                 await redis.aclose()
+            if fast_redis is not None:
+                await fast_redis.aclose()
 
     app = FastAPI(
         title="Tollway",

@@ -38,6 +38,7 @@ from billing.usage import UsageRecord, UsageSource, UsageStatus
 from billing.writer import LedgerWriter, WriterSettings
 from gateway.outcome import RequestRecord
 from tollway.errors import TollwayError
+from tollway.resp import RespClient
 
 log = logging.getLogger("tollway.metering")
 
@@ -57,10 +58,13 @@ class Metering:
         durable_before_response: bool = True,
         run_writer: bool = True,
         claim_idle_ms: int = 30_000,
+        fast_redis: RespClient | None = None,
     ) -> None:
         self.accountant = GpuShareAccountant()
         self.spool = Spool(data_dir / "spool")
-        self.stream = RedisStream(redis, prefix=redis_prefix) if redis is not None else None
+        self.stream = (
+            RedisStream(redis, prefix=redis_prefix, fast=fast_redis) if redis is not None else None
+        )
         self.buffer = UsageBuffer(self.spool, self.stream)
         self.books = PriceBookStore(engine)
         self.active: ActivePriceBook | None = None

@@ -11,6 +11,7 @@ from gateway.limits.memory import MemoryAdmission
 from gateway.limits.redis_admission import RedisAdmission
 from gateway.limits.resilient import ErrorHook, ResilientAdmission
 from gateway.limits.specs import AdmissionRequest, Ticket
+from tollway.resp import RespClient
 
 
 class Admission(Protocol):
@@ -34,11 +35,17 @@ class Admission(Protocol):
 
 
 def build_admission(
-    config: LimitsConfig, redis: Redis | None, *, on_redis_error: ErrorHook | None = None
+    config: LimitsConfig,
+    redis: Redis | None,
+    *,
+    on_redis_error: ErrorHook | None = None,
+    fast: RespClient | None = None,
 ) -> Admission:
     """The engine for this deployment: in-process without Redis, else Redis with the
-    configured outage policy. The caller owns (and closes) ``redis``; make it with
+    configured outage policy. The caller owns (and closes) ``redis`` and ``fast`` (the
+    request path's lean client, see :mod:`tollway.resp`); make ``redis`` with
     :func:`gateway.limits.redis_admission.connect_redis`."""
     if redis is None:
         return MemoryAdmission(config)
-    return ResilientAdmission(RedisAdmission(redis, config), config, on_redis_error=on_redis_error)
+    engine = RedisAdmission(redis, config, fast=fast)
+    return ResilientAdmission(engine, config, on_redis_error=on_redis_error)

@@ -1,5 +1,10 @@
 """Admission shared by every replica: one Lua script call per admission, one per settlement.
 
+The calls go through :class:`tollway.resp.RespClient` when one is given (the
+gateway does: one multiplexed connection, hiredis packing and parsing, and the
+settlements of concurrent requests leave in the same write as other commands),
+else through the redis-py client.
+
 Every limit and budget of a request is checked and applied by one ``EVALSHA``
 (:data:`gateway.limits.scripts.ADMIT`), atomically: Redis runs one script at a
 time, so N replicas see one sequence of admissions, exactly as one process
@@ -31,6 +36,7 @@ from gateway.limits.specs import WINDOW_MS, AdmissionRequest, Ticket
 from gateway.limits.verdict import Verdict, conclude
 from gateway.sharedstate import connect_redis as shared_connect_redis
 from tollway.errors import ServiceUnavailable
+from tollway.resp import RespClient, RespError
 
 
 def connect_redis(url: str, config: LimitsConfig) -> Redis:
@@ -58,7 +64,7 @@ class RedisBoundary:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if isinstance(exc, RedisError | OSError | TimeoutError):
+        if isinstance(exc, RedisError | RespError | OSError | TimeoutError):
             raise ServiceUnavailable(
                 "The rate-limit store is unavailable.", code="rate_limit_store_unavailable"
             ) from exc
@@ -73,17 +79,24 @@ class RedisAdmission:
     ``clock`` (ms since the epoch) is sent with every call as the script's
     ``now``; without one, ``config.clock`` picks Redis's own clock (``TIME``)
     or this replica's. Budget periods (UTC day and month) always follow this
-    replica's clock.
+    replica's clock. ``fast``, when given, carries the script calls (see the module
+    docstring); ``redis`` then only serves as its fallback identity.
     """
 
     def __init__(
-        self, redis: Redis, config: LimitsConfig | None = None, *, clock: Clock | None = None
+        self,
+        redis: Redis,
+        config: LimitsConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        fast: RespClient | None = None,
     ) -> None:
         self._config = config or LimitsConfig()
         self._clock = clock or wall_clock_ms
         self._send_now = clock is not None or self._config.clock == "local"
         self._planner = Planner(self._config.key_prefix)
         self._redis = redis
+        self._fast = fast
         self._admit_sha = hashlib.sha1(scripts.ADMIT.encode()).hexdigest()
         self._settle_sha = hashlib.sha1(scripts.SETTLE.encode()).hexdigest()
         # a client made without a socket timeout still gets a deadline per call
@@ -154,10 +167,25 @@ class RedisAdmission:
     ) -> list[int]:
         """``EVALSHA`` (loading the script first if this server lacks it), translated."""
         with _BOUNDARY:
+            if self._fast is not None:
+                return await self._evaluate_fast(sha, script, keys, args)
             async with asyncio.timeout(self._deadline):
                 try:
                     reply = await self._redis.evalsha(sha, len(keys), *keys, *args)
                 except NoScriptError:
                     await self._redis.script_load(script)
                     reply = await self._redis.evalsha(sha, len(keys), *keys, *args)
+        return cast(list[int], reply)
+
+    async def _evaluate_fast(
+        self, sha: str, script: str, keys: tuple[str, ...], args: tuple[str | int, ...]
+    ) -> list[int]:
+        assert self._fast is not None
+        try:
+            reply = await self._fast.execute("EVALSHA", sha, len(keys), *keys, *args)
+        except RespError as exc:
+            if exc.kind != "NOSCRIPT":
+                raise
+            await self._fast.execute("SCRIPT", "LOAD", script)
+            reply = await self._fast.execute("EVALSHA", sha, len(keys), *keys, *args)
         return cast(list[int], reply)

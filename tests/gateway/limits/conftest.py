@@ -14,6 +14,7 @@ from gateway.limits import (
     RedisAdmission,
     connect_redis,
 )
+from tollway.resp import RespClient
 
 #: 2024-03-31 23:59:00 UTC: one minute before a day and a month end.
 START_MS = 1_711_929_540_000
@@ -35,9 +36,11 @@ def limits_config(redis_prefix: str) -> LimitsConfig:
 
 
 @pytest.fixture
-async def redis_clients(redis_url: str, redis_prefix: str) -> AsyncIterator[list[Redis]]:
+async def redis_clients(
+    redis_url: str, redis_prefix: str
+) -> AsyncIterator[list[Redis | RespClient]]:
     """Every Redis client a test opens (one per simulated replica); closed, keys deleted after."""
-    clients: list[Redis] = []
+    clients: list[Redis | RespClient] = []
     yield clients
     cleaner = Redis.from_url(redis_url)
     try:
@@ -50,19 +53,25 @@ async def redis_clients(redis_url: str, redis_prefix: str) -> AsyncIterator[list
             await client.aclose()
 
 
-@pytest.fixture
+@pytest.fixture(params=["redis-py", "resp"])
 def redis_engine(
+    request: pytest.FixtureRequest,
     redis_url: str,
-    redis_clients: list[Redis],
+    redis_clients: list[Redis | RespClient],
     limits_config: LimitsConfig,
     clock: ManualClock,
 ) -> Callable[[], RedisAdmission]:
-    """Makes one more replica: a RedisAdmission with its own connection pool."""
+    """Makes one more replica: a RedisAdmission with its own connection pool, its
+    script calls through redis-py or through the request path's lean client."""
 
     def make() -> RedisAdmission:
         client = connect_redis(redis_url, limits_config)
         redis_clients.append(client)
-        return RedisAdmission(client, limits_config, clock=clock)
+        fast = None
+        if request.param == "resp":
+            fast = RespClient.from_url(redis_url, timeout_s=limits_config.redis_timeout_s)
+            redis_clients.append(fast)
+        return RedisAdmission(client, limits_config, clock=clock, fast=fast)
 
     return make
 

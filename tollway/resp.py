@@ -1,0 +1,286 @@
+"""A lean, pipelined Redis client for the request path.
+
+redis-py spends most of a hot-path call in Python: a connection checked out of a
+pool and back, command packing, reply parsing, and its own locks. This client
+keeps one connection per process and multiplexes every caller over it:
+
+- commands are packed by hiredis (C) and queued; all commands issued in one event
+  loop iteration leave in one ``write`` (so concurrent requests share syscalls and
+  Redis reads them as one pipeline);
+- replies are parsed by hiredis and matched to callers in order (Redis answers a
+  connection's commands in the order it received them);
+- one timer per connection, not one per call, enforces the timeout: when the oldest
+  outstanding command is older than ``timeout_s`` the connection is closed and every
+  caller on it gets :class:`RespTimeout`; the next call reconnects.
+
+Only for short, non-blocking commands (``EVALSHA``, ``XADD``, ``INCR`` …): a blocking
+read (``XREADGROUP BLOCK``) would stall every caller behind it. Errors are
+:class:`RespError` (an error reply, e.g. ``NOSCRIPT``), :class:`RespTimeout` and
+:class:`RespConnectionError`; the last two are :class:`OSError` subclasses, so
+callers that translate ``OSError`` into an outage see them as one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+
+Arg = str | bytes | int | float
+
+# hiredis's stubs type the argument as a 1-tuple; it takes any tuple of arguments.
+_pack = cast(Callable[[tuple[Arg, ...]], bytes], hiredis.pack_command)
+
+
+class RespError(Exception):
+    """An error reply from Redis (its text, e.g. ``NOSCRIPT No matching script``)."""
+
+    @property
+    def kind(self) -> str:
+        """The reply's first word: ``NOSCRIPT``, ``WRONGTYPE``, ``ERR`` …"""
+        text = str(self.args[0]) if self.args else ""
+        return text.split(" ", 1)[0]
+
+
+class RespConnectionError(OSError):
+    """The connection could not be made, or broke with commands outstanding."""
+
+
+class RespTimeout(RespConnectionError, TimeoutError):
+    """A command got no reply within the client's timeout."""
+
+
+class _Connection(asyncio.Protocol):
+    """One connection: a queue of waiting callers, answered in order."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout_s: float) -> None:
+        self._loop = loop
+        self._timeout_s = timeout_s
+        self._reader = hiredis.Reader(replyError=RespError)
+        self._waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self._outgoing: list[bytes] = []
+        self._flush_scheduled = False
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.closed = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport; only write/abort are used
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        waiting = self._waiting
+        while True:
+            try:
+                reply = self._reader.gets()
+            except hiredis.ProtocolError as exc:
+                self._fail(RespConnectionError(f"invalid reply from Redis: {exc}"))
+                return
+            if reply is False:
+                return
+            if not waiting:  # a reply nobody asked for: the stream is out of step
+                self._fail(RespConnectionError("unexpected reply from Redis"))
+                return
+            future, _ = waiting.popleft()
+            if future.done():  # the caller was cancelled; its reply is dropped
+                continue
+            if isinstance(reply, RespError):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(RespConnectionError(f"connection to Redis lost: {exc or 'closed'}"))
+
+    # -- sending ---------------------------------------------------------------------
+
+    def send(self, packed: bytes, replies: int = 1) -> list[asyncio.Future[Any]]:
+        """Queue one packed command (or ``replies`` pipelined ones); their futures."""
+        if self.closed:
+            raise RespConnectionError("connection to Redis is closed")
+        now = time.monotonic()
+        futures = [self._loop.create_future() for _ in range(replies)]
+        for future in futures:
+            self._waiting.append((future, now))
+        self._outgoing.append(packed)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        if self._timer is None:
+            self._timer = self._loop.call_later(self._timeout_s, self._check_timeout)
+        return futures
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self.closed or self._transport is None or not self._outgoing:
+            return
+        data = self._outgoing[0] if len(self._outgoing) == 1 else b"".join(self._outgoing)
+        self._outgoing = []
+        self._transport.write(data)
+
+    def _check_timeout(self) -> None:
+        self._timer = None
+        if self.closed or not self._waiting:
+            return
+        age = time.monotonic() - self._waiting[0][1]
+        if age >= self._timeout_s:
+            self._fail(RespTimeout(f"Redis did not answer within {self._timeout_s:g} s"))
+            return
+        self._timer = self._loop.call_later(self._timeout_s - age, self._check_timeout)
+
+    def _fail(self, error: RespConnectionError) -> None:
+        """Close the connection and fail every caller still waiting on it."""
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        waiting, self._waiting = self._waiting, deque()
+        for future, _ in waiting:
+            if not future.done():
+                future.set_exception(error)
+        if self._transport is not None:
+            self._transport.abort()
+
+    def close(self) -> None:
+        """Close now; callers still waiting get :class:`RespConnectionError`."""
+        self._fail(RespConnectionError("the Redis client was closed"))
+
+
+class RespClient:
+    """A multiplexed Redis client (RESP2) for short commands on the request path."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 6379,
+        *,
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        timeout_s: float = 0.25,
+    ) -> None:
+        self.host, self.port, self.db = host, port, db
+        self._username, self._password = username, password
+        self._ssl = ssl_context
+        self.timeout_s = timeout_s
+        self._conn: _Connection | None = None
+        self._connecting: asyncio.Task[_Connection] | None = None
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, *, timeout_s: float = 0.25) -> RespClient:
+        """A client for ``redis://[[user]:password@]host[:port][/db]`` or ``rediss://``."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r}")
+        path = parts.path.strip("/")
+        return cls(
+            parts.hostname or "127.0.0.1",
+            parts.port or 6379,
+            db=int(path) if path else 0,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            ssl_context=ssl.create_default_context() if parts.scheme == "rediss" else None,
+            timeout_s=timeout_s,
+        )
+
+    async def execute(self, *args: Arg) -> Any:
+        """Send one command and return its reply (raises :class:`RespError` on an error reply)."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = await self._connection()
+        (future,) = conn.send(_pack(args))
+        return await future
+
+    async def pipeline(self, commands: list[tuple[Arg, ...]]) -> list[Any]:
+        """Send several commands in one write; their replies in order (error replies
+        are returned as :class:`RespError` values, not raised)."""
+        if not commands:
+            return []
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = await self._connection()
+        packed = b"".join(_pack(c) for c in commands)
+        futures = conn.send(packed, replies=len(commands))
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, RespError):
+                raise result
+        return list(results)
+
+    async def _connection(self) -> _Connection:
+        if self._closed:
+            raise RespConnectionError("the Redis client was closed")
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._connect())
+        task = self._connecting
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if task.done() and self._connecting is task:
+                self._connecting = None
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        conn: _Connection | None = None
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(loop, self.timeout_s),
+                    self.host,
+                    self.port,
+                    ssl=self._ssl,
+                )
+                for command in self._hello():
+                    (future,) = conn.send(_pack(command))
+                    await future
+        except BaseException as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, RespConnectionError):
+                raise
+            where = f"{self.host}:{self.port}"
+            if isinstance(exc, TimeoutError):
+                raise RespTimeout(f"connecting to Redis at {where} timed out") from exc
+            if isinstance(exc, OSError):
+                raise RespConnectionError(f"cannot connect to Redis at {where}") from exc
+            if isinstance(exc, RespError):
+                raise RespConnectionError(f"Redis refused the connection set-up: {exc}") from exc
+            raise
+        if self._closed:
+            conn.close()
+            raise RespConnectionError("the Redis client was closed")
+        self._conn = conn
+        return conn
+
+    def _hello(self) -> list[tuple[Arg, ...]]:
+        """The commands that set a new connection up: AUTH, SELECT."""
+        hello: list[tuple[Arg, ...]] = []
+        if self._password is not None:
+            auth: tuple[Arg, ...] = (self._password,)
+            if self._username is not None:
+                auth = (self._username, self._password)
+            hello.append(("AUTH", *auth))
+        if self.db:
+            hello.append(("SELECT", self.db))
+        return hello
+
+    async def aclose(self) -> None:
+        """Close the connection; later calls fail."""
+        self._closed = True
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        await asyncio.sleep(0)  # let the transport's close callbacks run
