@@ -223,3 +223,30 @@ def test_works_on_uvloop_as_the_gateway_runs_it(redis_url: str, redis_prefix: st
     results = uvloop.run(main())
     assert sorted(results[:50]) == list(range(1, 51))  # type: ignore[type-var]
     assert results[50] == [b"50", 1]
+
+
+async def test_a_deferred_command_leaves_with_the_next_one_or_after_its_delay(
+    client: RespClient, key: str
+) -> None:
+    await client.execute("PING")
+    started = time.monotonic()
+    await client.execute("SET", key, 1, "PX", 60_000, defer_s=0.15)
+    assert time.monotonic() - started >= 0.12  # nothing else was sent: it waited
+
+    started = time.monotonic()
+    deferred = asyncio.ensure_future(client.execute("INCR", key, defer_s=5.0))
+    await asyncio.sleep(0.05)
+    assert not deferred.done()
+    # the next command carries it along, and Redis runs it first
+    assert await client.execute("GET", key) == b"2"
+    assert await deferred == 2
+    assert time.monotonic() - started < 2.0
+    await client.execute("DEL", key)
+
+
+async def test_a_deferred_command_is_not_timed_out_while_it_waits(redis_url: str) -> None:
+    resp = RespClient.from_url(redis_url, timeout_s=0.1)
+    try:
+        assert await resp.execute("PING", defer_s=0.3) == b"PONG"
+    finally:
+        await resp.aclose()

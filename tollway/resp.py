@@ -9,6 +9,10 @@ keeps one connection per process and multiplexes every caller over it:
   Redis reads them as one pipeline);
 - replies are parsed by hiredis and matched to callers in order (Redis answers a
   connection's commands in the order it received them);
+- a command may be *deferred* (``defer_s``): it waits to leave with the next
+  command anyone sends, or at most ``defer_s``; work the caller does not wait for
+  (settling a request's limits after its response) then costs no write and no
+  wake-up of its own;
 - one timer per connection, not one per call, enforces the timeout: when the oldest
   outstanding command is older than ``timeout_s`` the connection is closed and every
   caller on it gets :class:`RespTimeout`; the next call reconnects.
@@ -66,6 +70,7 @@ class _Connection(asyncio.Protocol):
         self._waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
         self._outgoing: list[bytes] = []
         self._flush_scheduled = False
+        self._defer_timer: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.closed = False
@@ -103,16 +108,24 @@ class _Connection(asyncio.Protocol):
 
     # -- sending ---------------------------------------------------------------------
 
-    def send(self, packed: bytes, replies: int = 1) -> list[asyncio.Future[Any]]:
-        """Queue one packed command (or ``replies`` pipelined ones); their futures."""
+    def send(
+        self, packed: bytes, replies: int = 1, defer_s: float = 0.0
+    ) -> list[asyncio.Future[Any]]:
+        """Queue one packed command (or ``replies`` pipelined ones); their futures.
+
+        With ``defer_s`` the bytes leave with the next undeferred command, or after
+        ``defer_s`` at the latest."""
         if self.closed:
             raise RespConnectionError("connection to Redis is closed")
-        now = time.monotonic()
+        sent_by = time.monotonic() + defer_s
         futures = [self._loop.create_future() for _ in range(replies)]
         for future in futures:
-            self._waiting.append((future, now))
+            self._waiting.append((future, sent_by))
         self._outgoing.append(packed)
-        if not self._flush_scheduled:
+        if defer_s > 0:
+            if not self._flush_scheduled and self._defer_timer is None:
+                self._defer_timer = self._loop.call_later(defer_s, self._flush)
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
         if self._timer is None:
@@ -121,6 +134,9 @@ class _Connection(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._defer_timer is not None:
+            self._defer_timer.cancel()
+            self._defer_timer = None
         if self.closed or self._transport is None or not self._outgoing:
             return
         data = self._outgoing[0] if len(self._outgoing) == 1 else b"".join(self._outgoing)
@@ -131,7 +147,7 @@ class _Connection(asyncio.Protocol):
         self._timer = None
         if self.closed or not self._waiting:
             return
-        age = time.monotonic() - self._waiting[0][1]
+        age = time.monotonic() - self._waiting[0][1]  # negative while still deferred
         if age >= self._timeout_s:
             self._fail(RespTimeout(f"Redis did not answer within {self._timeout_s:g} s"))
             return
@@ -140,9 +156,10 @@ class _Connection(asyncio.Protocol):
     def _fail(self, error: RespConnectionError) -> None:
         """Close the connection and fail every caller still waiting on it."""
         self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._defer_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._defer_timer = None
         waiting, self._waiting = self._waiting, deque()
         for future, _ in waiting:
             if not future.done():
@@ -194,12 +211,15 @@ class RespClient:
             timeout_s=timeout_s,
         )
 
-    async def execute(self, *args: Arg) -> Any:
-        """Send one command and return its reply (raises :class:`RespError` on an error reply)."""
+    async def execute(self, *args: Arg, defer_s: float = 0.0) -> Any:
+        """Send one command and return its reply (raises :class:`RespError` on an error reply).
+
+        ``defer_s`` > 0: let the command wait up to that long to share a write with the
+        next command sent (see the module docstring)."""
         conn = self._conn
         if conn is None or conn.closed:
             conn = await self._connection()
-        (future,) = conn.send(_pack(args))
+        (future,) = conn.send(_pack(args), defer_s=defer_s)
         return await future
 
     async def pipeline(self, commands: list[tuple[Arg, ...]]) -> list[Any]:

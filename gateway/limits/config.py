@@ -20,6 +20,7 @@ class LimitsConfig(BaseModel):
           max_request_duration_s: 900
           clock: redis                    # or local
           upstream_max_wait_s: 2.0
+          settle_batch_ms: 2
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -76,6 +77,17 @@ class LimitsConfig(BaseModel):
         ge=0,
         le=60,
         description="How long a request may wait for an upstream's request-rate limiter.",
+    )
+
+    settle_batch_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=100,
+        description=(
+            "A settlement (after the response) may wait this long to share a write with "
+            "the next Redis call, so it costs no round trip of its own; a concurrency slot "
+            "is released at most this much later. 0 sends each at once."
+        ),
     )
 
     @property

@@ -160,15 +160,29 @@ class RedisAdmission:
             numbers,
             layout.spec,
         )
-        await self._evaluate(self._settle_sha, scripts.SETTLE, layout.keys, args)
+        await self._evaluate(
+            self._settle_sha,
+            scripts.SETTLE,
+            layout.keys,
+            args,
+            defer_s=self._config.settle_batch_ms / 1000,
+        )
 
     async def _evaluate(
-        self, sha: str, script: str, keys: tuple[str, ...], args: tuple[str | int, ...]
+        self,
+        sha: str,
+        script: str,
+        keys: tuple[str, ...],
+        args: tuple[str | int, ...],
+        *,
+        defer_s: float = 0.0,
     ) -> list[int]:
-        """``EVALSHA`` (loading the script first if this server lacks it), translated."""
+        """``EVALSHA`` (loading the script first if this server lacks it), translated.
+
+        ``defer_s``: the lean client may hold the call that long to batch it."""
         with _BOUNDARY:
             if self._fast is not None:
-                return await self._evaluate_fast(sha, script, keys, args)
+                return await self._evaluate_fast(sha, script, keys, args, defer_s)
             async with asyncio.timeout(self._deadline):
                 try:
                     reply = await self._redis.evalsha(sha, len(keys), *keys, *args)
@@ -178,11 +192,18 @@ class RedisAdmission:
         return cast(list[int], reply)
 
     async def _evaluate_fast(
-        self, sha: str, script: str, keys: tuple[str, ...], args: tuple[str | int, ...]
+        self,
+        sha: str,
+        script: str,
+        keys: tuple[str, ...],
+        args: tuple[str | int, ...],
+        defer_s: float,
     ) -> list[int]:
         assert self._fast is not None
         try:
-            reply = await self._fast.execute("EVALSHA", sha, len(keys), *keys, *args)
+            reply = await self._fast.execute(
+                "EVALSHA", sha, len(keys), *keys, *args, defer_s=defer_s
+            )
         except RespError as exc:
             if exc.kind != "NOSCRIPT":
                 raise
