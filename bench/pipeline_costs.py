@@ -14,6 +14,8 @@ core 0, ``REDIS_URL`` set) run side by side in front of one canned upstream
 - **D** C plus a price book and ``metering.durable_before_response: true`` (the
   response waits for the usage record's ``XADD``);
 - **E** C plus a price book, ``durable_before_response: false``.
+- **F** C plus a price book, ``metering.journal: true`` (the record is written to the
+  local journal before the response finishes and appended to the stream after).
 
 Every variant has ``metering.writer: external`` (no ledger writer inside the gateway),
 so the usage records stay in a Redis stream, which is trimmed after every
@@ -120,6 +122,7 @@ class Variant:
     key_body: dict[str, Any]
     pricing: bool
     durable: bool
+    journal: bool = False
 
 
 VARIANTS: tuple[Variant, ...] = (
@@ -128,6 +131,15 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("C", "key auth + Redis limits and daily budget", True, HIGH_LIMITS, False, False),
     Variant("D", "C + price book, metering durable (awaited XADD)", True, HIGH_LIMITS, True, True),
     Variant("E", "C + price book, metering non-durable", True, HIGH_LIMITS, True, False),
+    Variant(
+        "F",
+        "C + price book, metering journal (local write before the response)",
+        True,
+        HIGH_LIMITS,
+        True,
+        False,
+        journal=True,
+    ),
 )
 
 #: (label, variant, baseline, target in µs or None): the differences reported.
@@ -137,6 +149,7 @@ COMPARISONS: tuple[tuple[str, str, str, float | None], ...] = (
     ("limits alone", "C", "B", None),
     ("metering, durable (awaited XADD) + pricing", "D", "C", TARGET_METERING_US),
     ("metering, non-durable + pricing", "E", "C", TARGET_METERING_US),
+    ("metering, journal + pricing", "F", "C", TARGET_METERING_US),
 )
 
 
@@ -332,7 +345,11 @@ def variant_config(
         "admin_token": admin_token,
         "auth": {"mode": "keys", "keys": []} if variant.key_auth else {"mode": "none"},
         "limits": {"key_prefix": f"{prefix}{variant.name}:"},
-        "metering": {"durable_before_response": variant.durable, "writer": "external"},
+        "metering": {
+            "durable_before_response": variant.durable,
+            "journal": variant.journal,
+            "writer": "external",
+        },
     }
     if variant.pricing:
         overlay["pricing"] = str(pricing)
@@ -556,7 +573,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each one")
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument(
-        "--variants", default="ABCDE", help="which variants to run (letters, default ABCDE)"
+        "--variants", default="ABCDEF", help="which variants to run (letters, default ABCDEF)"
     )
     parser.add_argument(
         "--redis-url",
@@ -681,7 +698,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.redis_max_connections != 1024:
         command += f" --redis-max-connections {args.redis_max_connections}"
-    if args.variants.upper() != "ABCDE":
+    if args.variants.upper() != "ABCDEF":
         command += f" --variants {args.variants.upper()}"
     section = ""
     if results.runs:

@@ -187,7 +187,7 @@ class Spool:
         for path in self.segments():
             if path == self._path:
                 continue
-            total += await _drain_segment(path, handler, batch_size)
+            total += await drain_segment(path, handler, batch_size)
         return total
 
 
@@ -228,9 +228,11 @@ def _write_checkpoint(path: Path, offset: int) -> None:
     os.replace(temporary, path)
 
 
-async def _drain_segment(
+async def drain_segment(
     path: Path, handler: Callable[[list[bytes]], Awaitable[None]], batch_size: int
 ) -> int:
+    """Hand one segment's records to ``handler`` in batches from its checkpoint, then
+    delete it; 0 when a live process holds it (or another drainer has it)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:

@@ -139,6 +139,7 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
         claim_idle_ms=config.metering.claim_idle_ms,
         run_writer=config.metering.writer == "inline",
         fast_redis=fast_redis,
+        journal=config.metering.journal,
     )
     registry = ModelRegistry(config, share_meter=metering.accountant)
     metering.provider_cost = registry.provider_cost_micros

@@ -170,6 +170,13 @@ class MeteringConfig(_Strict):
         description="Await the usage buffer before the client sees a response finish, so "
         "every completed request is billed even if the process dies right after.",
     )
+    journal: bool = Field(
+        default=False,
+        description="Write each usage record to a local journal file (one write, no fsync) "
+        "before the response finishes and move it to the usage buffer right after, "
+        "instead of awaiting the buffer: survives the process being killed, not the host "
+        "crashing; takes precedence over durable_before_response.",
+    )
     writer: Literal["inline", "external"] = Field(
         default="inline",
         description="`inline`: this gateway moves buffered records into SQL (one leader among "

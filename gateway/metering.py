@@ -6,7 +6,9 @@ local fsynced spool); the ledger writer moves it into SQL later. With
 ``durable_before_response`` (the default) the append is awaited before the
 client sees the response finish — the JSON body, or a stream's ``[DONE]`` —
 so every request a client saw complete is in the ledger exactly once, even if
-the process is killed right after. Requests that end otherwise (errors,
+the process is killed right after. With ``journal`` the record is written to a
+local journal file instead (:mod:`billing.journal`) and moved to the buffer right
+after. Requests that end otherwise (errors,
 cancelled streams) are submitted without waiting.
 """
 
@@ -27,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from billing.buffer import UsageBuffer
 from billing.cost import CostQuote, compute_cost
 from billing.gpu_share import GpuShareAccountant, internal_cost_micros
+from billing.journal import Journal
 from billing.leader import LeaderLock
 from billing.ledger import Ledger
 from billing.money import micros_to_usd_float
@@ -59,6 +62,7 @@ class Metering:
         run_writer: bool = True,
         claim_idle_ms: int = 30_000,
         fast_redis: RespClient | None = None,
+        journal: bool = False,
     ) -> None:
         self.accountant = GpuShareAccountant()
         self.spool = Spool(data_dir / "spool")
@@ -66,6 +70,9 @@ class Metering:
             RedisStream(redis, prefix=redis_prefix, fast=fast_redis) if redis is not None else None
         )
         self.buffer = UsageBuffer(self.spool, self.stream)
+        self.journal = (
+            Journal(data_dir / "journal", self.buffer.append_payload) if journal else None
+        )
         self.books = PriceBookStore(engine)
         self.active: ActivePriceBook | None = None
         self.pricing_path = pricing_path
@@ -103,6 +110,8 @@ class Metering:
     async def start(self) -> None:
         """Open the buffer, load the price book, start the writer and book refresh."""
         await self.buffer.open()
+        if self.journal is not None:
+            await self.journal.open()
         if self.pricing_path is not None:
             text = Path(self.pricing_path).read_text(encoding="utf-8")
             await self.books.apply(load_price_book(self.pricing_path), source=text)
@@ -116,6 +125,8 @@ class Metering:
 
     async def stop(self) -> None:
         """Flush buffered records and stop the background tasks."""
+        if self.journal is not None:
+            await self.journal.close()
         await self.buffer.drain_submitted()
         self._stop.set()  # every background loop finishes its round and returns
         # Cancellation only as a backstop: a cancel that lands inside a Redis call
@@ -249,7 +260,9 @@ class Metering:
 
     async def commit(self, usage: UsageRecord) -> None:
         """Make a record durable now (the response waits for this)."""
-        if self.durable_before_response:
+        if self.journal is not None:
+            self.journal.record(usage.to_bytes())
+        elif self.durable_before_response:
             await self.buffer.append(usage)
         else:
             self.buffer.submit(usage)

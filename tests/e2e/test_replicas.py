@@ -13,11 +13,13 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+import yaml
 from sqlalchemy import func, select
 
 from billing.tables import usage_ledger
@@ -224,8 +226,24 @@ def test_a_budget_race_cannot_overshoot(cluster: dict[str, Any]) -> None:
 
 def test_sigkill_under_load_loses_no_completed_request(cluster: dict[str, Any]) -> None:
     """Every request a client saw complete is in the ledger exactly once after a crash."""
-    tmp, config, env = cluster["tmp"], cluster["config"], cluster["env"]
-    data_dir = str(tmp / "victim")
+    sigkill_under_load(cluster, cluster["config"])
+
+
+def test_sigkill_with_the_usage_journal_loses_no_completed_request(
+    cluster: dict[str, Any],
+) -> None:
+    """The same with ``metering.journal``: records on local disk, shipped after the response."""
+    document = yaml.safe_load(cluster["config"].read_text())
+    document.setdefault("metering", {})["journal"] = True
+    config = cluster["tmp"] / "journal.yaml"
+    config.write_text(yaml.safe_dump(document))
+    sigkill_under_load(cluster, config)
+
+
+def sigkill_under_load(cluster: dict[str, Any], config: Path) -> None:
+    """Kill -9 a gateway under load, start it again: every completed request is billed once."""
+    tmp, env = cluster["tmp"], cluster["env"]
+    data_dir = str(tmp / f"victim-{config.stem}")
     url, proc = start_gateway(config, {**env, "TOLLWAY_DATA_DIR": data_dir})
     completed: list[str] = []
 

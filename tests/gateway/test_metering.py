@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
@@ -39,6 +40,8 @@ def priced_config(tmp_path: Path, worker: str) -> dict[str, Any]:
 
 async def ledger_rows(app: FastAPI) -> dict[str, Any]:
     metering = app.state.metering
+    if metering.journal is not None:
+        await metering.journal.flush()
     await metering.buffer.drain_submitted()
     assert metering.writer is not None
     await metering.writer.run_once()
@@ -47,56 +50,64 @@ async def ledger_rows(app: FastAPI) -> dict[str, Any]:
     return {r.request_id: r._mapping for r in rows}
 
 
-async def test_cost_in_the_response_and_one_ledger_record_per_request(tmp_path: Path) -> None:
-    async with (
-        serve_fake_worker() as worker,
-        running_gateway(priced_config(tmp_path, worker.url)) as (app, client),
-    ):
-        resp = await client.post(
-            "/v1/chat/completions", headers=AUTH, json={"model": "m", "messages": MESSAGES}
-        )
-        assert resp.headers["x-tollway-cost-usd"] == "0.000113"
-        assert resp.json()["usage"]["cost"] == pytest.approx(0.000113)
-        plain_id = resp.headers["x-request-id"]
+@pytest.mark.parametrize("journal", [False, True], ids=["buffer", "journal"])
+async def test_cost_in_the_response_and_one_ledger_record_per_request(
+    tmp_path: Path, journal: bool
+) -> None:
+    async with serve_fake_worker() as worker:
+        config = priced_config(tmp_path, worker.url)
+        config["metering"] = {"journal": journal}
+        async with running_gateway(config) as (app, client):
+            await _one_of_each(app, client, worker)
 
-        resp = await client.post(
-            "/v1/chat/completions",
-            headers=AUTH,
-            json={
-                "model": "m",
-                "messages": MESSAGES,
-                "stream": True,
-                "stream_options": {"include_usage": True},
-            },
-        )
-        events = [e for e in resp.content.split(b"\n\n") if e and e != b"data: [DONE]"]
-        assert orjson.loads(events[-1][6:])["usage"]["cost"] == pytest.approx(0.000113)
-        stream_id = resp.headers["x-request-id"]
 
-        resp = await client.post(
-            "/v1/chat/completions",
-            headers=AUTH,
-            json={"model": "m", "messages": MESSAGES, "stream": True},
-        )
-        quiet_id = resp.headers["x-request-id"]
-        assert b'"cost"' not in resp.content  # no usage chunk asked for, none sent
+async def _one_of_each(app: FastAPI, client: httpx.AsyncClient, worker: FakeWorker) -> None:
+    """A request of every kind; each lands in the ledger once, priced."""
+    resp = await client.post(
+        "/v1/chat/completions", headers=AUTH, json={"model": "m", "messages": MESSAGES}
+    )
+    assert resp.headers["x-tollway-cost-usd"] == "0.000113"
+    assert resp.json()["usage"]["cost"] == pytest.approx(0.000113)
+    plain_id = resp.headers["x-request-id"]
 
-        worker.mode = "error500"
-        resp = await client.post(
-            "/v1/chat/completions", headers=AUTH, json={"model": "m", "messages": MESSAGES}
-        )
-        assert resp.status_code == 502
-        error_id = resp.headers["x-request-id"]
+    resp = await client.post(
+        "/v1/chat/completions",
+        headers=AUTH,
+        json={
+            "model": "m",
+            "messages": MESSAGES,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    )
+    events = [e for e in resp.content.split(b"\n\n") if e and e != b"data: [DONE]"]
+    assert orjson.loads(events[-1][6:])["usage"]["cost"] == pytest.approx(0.000113)
+    stream_id = resp.headers["x-request-id"]
 
-        worker.mode = "ok"
-        resp = await client.post(
-            "/v1/chat/completions", headers=AUTH, json={"model": "nope", "messages": MESSAGES}
-        )
-        rejected_id = resp.headers["x-request-id"]
-        unauth = await client.post("/v1/chat/completions", json={"model": "m"})
-        assert unauth.status_code == 401
+    resp = await client.post(
+        "/v1/chat/completions",
+        headers=AUTH,
+        json={"model": "m", "messages": MESSAGES, "stream": True},
+    )
+    quiet_id = resp.headers["x-request-id"]
+    assert b'"cost"' not in resp.content  # no usage chunk asked for, none sent
 
-        rows = await ledger_rows(app)
+    worker.mode = "error500"
+    resp = await client.post(
+        "/v1/chat/completions", headers=AUTH, json={"model": "m", "messages": MESSAGES}
+    )
+    assert resp.status_code == 502
+    error_id = resp.headers["x-request-id"]
+
+    worker.mode = "ok"
+    resp = await client.post(
+        "/v1/chat/completions", headers=AUTH, json={"model": "nope", "messages": MESSAGES}
+    )
+    rejected_id = resp.headers["x-request-id"]
+    unauth = await client.post("/v1/chat/completions", json={"model": "m"})
+    assert unauth.status_code == 401
+
+    rows = await ledger_rows(app)
     assert set(rows) == {plain_id, stream_id, quiet_id, error_id, rejected_id}
     for rid in (plain_id, stream_id, quiet_id):
         row = rows[rid]
