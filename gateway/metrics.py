@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -30,6 +31,18 @@ CLOSED, HALF_OPEN, OPEN = 0, 1, 2
 _REDIS_CODES = frozenset(
     {"rate_limit_store_unavailable", "idempotency_store_unavailable", "summary_store_unavailable"}
 )
+
+
+@dataclass(slots=True)
+class _Series:
+    """A request's labelled metric children (see ``Metrics._series``); the optional
+    ones are made on first use, so a series appears only once it has a value."""
+
+    requests: Counter
+    duration: Histogram
+    ttft: Histogram | None = None
+    tokens: tuple[Counter, Counter, Counter] | None = None
+    cost: Counter | None = None
 
 
 class StateCollector(Collector):
@@ -118,6 +131,7 @@ class Metrics:
             self.tenant_cost = Counter(
                 "tollway_tenant_cost_usd", "What each tenant was charged.", ["tenant"], registry=r
             )
+        self._cache: dict[tuple[str, str, str, int], _Series] = {}
         self.requests = Counter(
             "tollway_requests",
             "Inference requests finished, by HTTP status.",
@@ -175,6 +189,21 @@ class Metrics:
         elif code in _REDIS_CODES:
             self.redis_errors.inc()
 
+    def _series(self, route: str, model: str, agent: str, status: int) -> _Series:
+        """The labelled children for one route, model, agent type and status (cached:
+        ``labels()`` takes a lock and builds a key on every call)."""
+        key = (route, model, agent, status)
+        series = self._cache.get(key)
+        if series is None:
+            if len(self._cache) > 10_000:  # label values come from config; a backstop
+                self._cache.clear()
+            series = _Series(
+                self.requests.labels(route, model, agent, str(status)),
+                self.duration.labels(route, model, agent),
+            )
+            self._cache[key] = series
+        return series
+
     def observe(self, record: RequestRecord) -> None:
         """Count one finished request."""
         if record.error_code is not None:
@@ -182,18 +211,29 @@ class Metrics:
         route = (record.route or "none").split("/", 1)[0]
         model = record.model or "none"
         agent = record.agent_type or "none"
-        self.requests.labels(route, model, agent, str(record.http_status)).inc()
-        self.duration.labels(route, model, agent).observe(record.latency_s)
+        series = self._series(route, model, agent, record.http_status)
+        series.requests.inc()
+        series.duration.observe(record.latency_s)
         ttft = record.ttft_s
         if ttft is not None:
-            self.ttft.labels(model, agent).observe(ttft)
+            if series.ttft is None:
+                series.ttft = self.ttft.labels(model, agent)
+            series.ttft.observe(ttft)
         prompt, cached, completion = record.tokens()
         if prompt or completion:
-            self.tokens.labels(model, agent, "prompt").inc(prompt)
-            self.tokens.labels(model, agent, "cached").inc(cached)
-            self.tokens.labels(model, agent, "completion").inc(completion)
+            if series.tokens is None:
+                series.tokens = (
+                    self.tokens.labels(model, agent, "prompt"),
+                    self.tokens.labels(model, agent, "cached"),
+                    self.tokens.labels(model, agent, "completion"),
+                )
+            series.tokens[0].inc(prompt)
+            series.tokens[1].inc(cached)
+            series.tokens[2].inc(completion)
         if record.cost_micros:
-            self.cost.labels(model, agent).inc(record.cost_micros / 1_000_000)
+            if series.cost is None:
+                series.cost = self.cost.labels(model, agent)
+            series.cost.inc(record.cost_micros / 1_000_000)
         if self.tenant_requests is not None and record.tenant_id:
             self.tenant_requests.labels(record.tenant_id, str(record.http_status)).inc()
             if self.tenant_cost is not None and record.cost_micros:
