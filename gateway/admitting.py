@@ -96,12 +96,7 @@ class Admitter:
         """The most this request can cost: its prompt and all of ``max_tokens``."""
         if self.metering is None:
             return 0
-        probe = dataclasses.replace(
-            record,
-            status="ok",
-            usage={"prompt_tokens": prompt, "completion_tokens": output},
-        )
-        return self.metering.quote(probe, 0.0).cost_micros
+        return self.metering.max_cost(record, prompt, output)
 
     async def admit(
         self, record: RequestRecord, principal: Principal, prompt: int, output: int

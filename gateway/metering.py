@@ -192,6 +192,31 @@ class Metering:
                 return CostQuote(passed, _catalog_of(record.route), quote.price_book_version)
         return quote if book is not None else CostQuote(quote.cost_micros, None, 0)
 
+    def max_cost(self, record: RequestRecord, prompt: int, output: int) -> int:
+        """What ``record`` would cost with ``prompt`` input and ``output`` output tokens
+        (no cache hits): :meth:`quote` for a successful request, without copying it."""
+        book = self.book
+        if book is not None and record.tenant_id is not None and record.model is not None:
+            quote = compute_cost(
+                book,
+                tenant_id=record.tenant_id,
+                model=record.model,
+                pool=_pool_of(record.route),
+                agent_type=record.agent_type,
+                at=record.created_at,
+                status="ok",
+                prompt_tokens=prompt,
+                cached_tokens=0,
+                completion_tokens=output,
+                gpu_seconds=0.0,
+            )
+            if quote.rate_id is not None:
+                return quote.cost_micros
+        passed = self.provider_cost(
+            record.route, {"prompt_tokens": prompt, "completion_tokens": output}
+        )
+        return passed if passed is not None else 0
+
     def _book_quote(self, record: RequestRecord, gpu_seconds: float) -> CostQuote:
         book = self.book
         if book is None or record.tenant_id is None or record.model is None:

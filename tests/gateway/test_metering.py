@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -9,9 +11,12 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from billing.tables import usage_ledger
+from gateway.outcome import RequestRecord
 from tests.gateway.fake_worker import FakeWorker, serve_fake_worker
 from tests.gateway.harness import API_KEY, gateway_config, running_gateway
 
@@ -168,3 +173,46 @@ async def test_usage_api_for_admins_and_tenants(tmp_path: Path) -> None:
             assert (await client.get("/admin/v1/usage", headers=AUTH)).status_code == 401
             bad = await client.get("/admin/v1/usage?group_by=week", headers=admin)
             assert bad.status_code == 400 and bad.json()["error"]["param"] == "group_by"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    prompt=st.integers(0, 2_000_000),
+    output=st.integers(0, 200_000),
+    tenant=st.sampled_from(["t1", "t2", None]),
+    model=st.sampled_from(["m", "other", None]),
+    route=st.sampled_from([None, "pool:p/http://w", "catalog:gpt-x"]),
+)
+def test_the_budget_reservation_prices_like_a_successful_request(
+    priced_metering: Any,
+    prompt: int,
+    output: int,
+    tenant: str | None,
+    model: str | None,
+    route: str | None,
+) -> None:
+    """``max_cost`` (the reservation, on the request path) equals quoting a copy of the
+    record as a successful request with those tokens."""
+    record = RequestRecord("r1", "chat", tenant_id=tenant, model=model, route=route)
+    probe = dataclasses.replace(
+        record, status="ok", usage={"prompt_tokens": prompt, "completion_tokens": output}
+    )
+    expected = priced_metering.quote(probe, 0.0).cost_micros
+    assert priced_metering.max_cost(record, prompt, output) == expected
+
+
+@pytest.fixture(scope="module")
+def priced_metering(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A metering object with the test price book (and a catalog price for one model)."""
+    tmp = tmp_path_factory.mktemp("max-cost")
+
+    async def start() -> Any:
+        async with running_gateway(priced_config(tmp, "http://127.0.0.1:9")) as (app, _):
+            metering = app.state.metering
+            assert metering.book is not None  # priced by the book, not all zeros
+            metering.provider_cost = lambda route, usage: (
+                7 * int(usage["prompt_tokens"]) if route == "catalog:gpt-x" and usage else None
+            )
+            return metering
+
+    return asyncio.run(start())
