@@ -20,7 +20,7 @@ class LimitsConfig(BaseModel):
           max_request_duration_s: 900
           clock: redis                    # or local
           upstream_max_wait_s: 2.0
-          settle_batch_ms: 2
+          settle_batch_ms: 0
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -80,13 +80,15 @@ class LimitsConfig(BaseModel):
     )
 
     settle_batch_ms: float = Field(
-        default=2.0,
+        default=0.0,
         ge=0,
         le=100,
         description=(
             "A settlement (after the response) may wait this long to share a write with "
             "the next Redis call, so it costs no round trip of its own; a concurrency slot "
-            "is released at most this much later. 0 sends each at once."
+            "is released at most this much later. 0 (the default) sends each at once: at "
+            "concurrency 1 the settlement then runs while the gateway waits for the next "
+            "request, instead of delaying that request's admission in Redis."
         ),
     )
 
