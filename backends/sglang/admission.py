@@ -1,14 +1,36 @@
 """KV-capacity admission: keep each worker's projected KV use under a ceiling.
 
-A request needs ``tokens`` of KV cache (its prompt plus the output it may
-produce). It is admitted to the first worker, in the picker's order, whose
-projected use stays at or below ``headroom`` × capacity; a worker with nothing
-in flight always admits (so an oversized request cannot wait forever).
-Otherwise it waits in a bounded per-pool queue, served by priority (higher
-first) and, within a priority, by deficit round robin across tenants weighted
-by tokens — one tenant's flood cannot starve another tenant. A waiter that is
-not admitted before its deadline gets 429 with ``Retry-After``; a pool with no
-healthy worker answers 503.
+A request needs KV cache for its prompt plus the output it may produce
+(:class:`KvNeed`). It is admitted to the first worker, in the picker's order,
+whose projected use stays at or below ``headroom`` × capacity; a worker with
+nothing in flight always admits (so an oversized request cannot wait forever).
+The amount reserved on that worker is recorded in a :class:`Reservation` and
+given back, exactly once, by :meth:`KvAdmission.release`.
+
+Otherwise the request waits in a bounded per-pool queue, served by priority
+(higher first) and, within a priority, by deficit round robin across tenants
+weighted by tokens — one tenant's flood cannot starve another tenant. A waiter
+that is not admitted before its deadline gets 429 with ``Retry-After``; a pool
+with no healthy worker answers 503.
+
+**The home worker.** A request with an affinity key has a home: the worker
+that served the session's previous turns and holds its prefix in its radix
+cache. Sending a turn elsewhere costs its whole prompt in prefill there and a
+partial miss on the next turn back home. So when the home is at its ceiling
+but another worker has room, the request may *wait for its home* up to
+``home_wait_s`` before it goes elsewhere (``home_wait_s`` 0: it goes at once).
+A request waiting for its home is not in the queue: it arrived when the queue
+was empty and any worker could have taken it, so it is served before queued
+requests (its wait is short and bounded), only by its home, and only while the
+home stays first in the picker's order.
+
+What a request's cached prefix does *not* change is the room it needs: a
+running sequence holds its whole context in the KV pool, cached part included
+(SGLang locks the matched radix nodes, which makes them unevictable, and
+allocates slots for the rest; the emulator does the same). ``KvNeed.cached``
+can discount the home worker's charge for deployments that prefer more
+overcommit on the home worker to moving sessions; see the pool's
+``home_prefix_discount``.
 """
 
 from __future__ import annotations
@@ -25,16 +47,62 @@ from tollway.errors import RateLimited, UpstreamUnavailable
 Order = Callable[[], list[Worker]]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
+class KvNeed:
+    """What one request needs of a worker's KV cache, in tokens.
+
+    ``tokens`` is the prompt plus the output it may produce: what any worker is
+    charged. ``home`` is the URL of the worker most likely to hold the
+    request's prefix (None: no affinity). On the home, ``cached`` of those
+    tokens are charged no more (0 unless the pool discounts them).
+    """
+
+    tokens: int
+    home: str | None = None
+    cached: int = 0
+
+    def on(self, worker: Worker) -> int:
+        """Tokens to reserve on ``worker``."""
+        if self.cached > 0 and worker.url == self.home:
+            return max(1, self.tokens - self.cached)
+        return self.tokens
+
+
+@dataclass(slots=True, eq=False)
+class Reservation:
+    """KV tokens reserved on one worker for one request."""
+
+    worker: Worker
+    tokens: int
+    released: bool = False
+
+
+@dataclass(slots=True, eq=False)
 class Waiter:
     """A request waiting for KV room."""
 
     tenant: str
     priority: int
-    tokens: int
+    need: KvNeed
     order: Order
-    future: asyncio.Future[Worker]
+    future: asyncio.Future[Reservation]
     enqueued_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def tokens(self) -> int:
+        """Its weight in the tenants' deficit round robin."""
+        return max(1, self.need.tokens)
+
+
+@dataclass(slots=True, eq=False)
+class _HomeWait:
+    """A request waiting a short while for its home worker (see the module docstring)."""
+
+    home: Worker
+    need: KvNeed
+    order: Order
+    #: Set to a reservation on the home, or to None when the home stopped being first.
+    future: asyncio.Future[Reservation | None]
 
 
 class _FairQueue:
@@ -90,21 +158,32 @@ class KvAdmission:
         queue_size: int,
         max_wait_s: float,
         quantum_tokens: int,
+        home_wait_s: float = 0.0,
     ) -> None:
         self.headroom = headroom
         self.queue_size = queue_size
         self.max_wait_s = max_wait_s
         self.quantum_tokens = quantum_tokens
+        self.home_wait_s = home_wait_s
         self._queues: dict[int, _FairQueue] = {}
+        self._home_waits: deque[_HomeWait] = deque()
         self.admitted = 0
         self.shed = 0
+        #: Requests that waited for their home worker, and of those, how many got it.
+        self.home_waited = 0
+        self.home_won = 0
         #: Called with the seconds each queued request waited (admitted or shed).
         self.on_wait: Callable[[float], None] | None = None
 
     @property
-    def depth(self) -> int:
-        """Requests waiting now."""
+    def queued(self) -> int:
+        """Requests in the queue now (no worker had room for them)."""
         return sum(len(q) for q in self._queues.values())
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting now: queued, or waiting a moment for their home worker."""
+        return self.queued + len(self._home_waits)
 
     def fits(self, worker: Worker, tokens: int) -> bool:
         """Whether ``worker`` can take ``tokens`` more within the ceiling."""
@@ -112,26 +191,88 @@ class KvAdmission:
             return True
         return worker.kv_used_tokens + tokens <= self.headroom * worker.capacity_tokens
 
-    def _first_fit(self, candidates: list[Worker], tokens: int) -> Worker | None:
+    def _first_fit(self, candidates: list[Worker], need: KvNeed) -> Worker | None:
         for worker in candidates:
-            if self.fits(worker, tokens):
+            if self.fits(worker, need.on(worker)):
                 return worker
         return None
 
-    def _reserve(self, worker: Worker, tokens: int) -> Worker:
+    def _reserve(self, worker: Worker, need: KvNeed) -> Reservation:
+        tokens = need.on(worker)
         worker.projected_tokens += tokens
         self.admitted += 1
-        return worker
+        return Reservation(worker, tokens)
 
-    async def acquire(self, order: Order, *, tokens: int, tenant: str, priority: int) -> Worker:
-        """A worker with KV room for ``tokens``, reserved; waits in the queue if none."""
+    async def acquire(
+        self, order: Order, need: KvNeed, *, tenant: str, priority: int
+    ) -> Reservation:
+        """A worker with KV room for ``need``, reserved; waits for it if none has room now."""
         candidates = order()
         if not candidates:
             raise UpstreamUnavailable("no healthy worker in the pool", code="upstream_unavailable")
-        if self.depth == 0:
-            worker = self._first_fit(candidates, tokens)
+        started = time.monotonic()
+        if self.queued == 0:
+            worker = self._first_fit(candidates, need)
             if worker is not None:
-                return self._reserve(worker, tokens)
+                home = candidates[0]
+                if worker is home or not self._may_wait_for(home, need):
+                    return self._reserve(worker, need)
+                reservation = await self._wait_for_home(home, need, order)
+                if reservation is None:
+                    reservation = self._admit_now(order, need)
+                if reservation is not None:
+                    self._observe(started)
+                    return reservation
+        return await self._queue(order, need, tenant, priority, started)
+
+    def _may_wait_for(self, home: Worker, need: KvNeed) -> bool:
+        return self.home_wait_s > 0 and need.home == home.url and self.depth < self.queue_size
+
+    def _admit_now(self, order: Order, need: KvNeed) -> Reservation | None:
+        """The first worker with room now, reserved, unless the queue is ahead."""
+        if self.queued:
+            return None
+        candidates = order()
+        if not candidates:
+            raise UpstreamUnavailable("no healthy worker in the pool", code="upstream_unavailable")
+        worker = self._first_fit(candidates, need)
+        return None if worker is None else self._reserve(worker, need)
+
+    async def _wait_for_home(self, home: Worker, need: KvNeed, order: Order) -> Reservation | None:
+        """Wait up to ``home_wait_s`` for room on ``home``; None when it did not come."""
+        future: asyncio.Future[Reservation | None] = asyncio.get_running_loop().create_future()
+        wait = _HomeWait(home, need, order, future)
+        self._home_waits.append(wait)
+        self.home_waited += 1
+        reservation: Reservation | None = None
+        try:
+            reservation = await asyncio.wait_for(
+                asyncio.shield(future), min(self.home_wait_s, self.max_wait_s)
+            )
+        except TimeoutError:
+            pass
+        except asyncio.CancelledError:
+            self._drop_home_wait(wait)
+            late = future.result() if not future.cancelled() else None
+            if late is not None:
+                self.release(late)
+            raise
+        self._drop_home_wait(wait)
+        if reservation is None and not future.cancelled():
+            reservation = future.result()  # admitted at the last moment
+        if reservation is not None:
+            self.home_won += 1
+        return reservation
+
+    def _drop_home_wait(self, wait: _HomeWait) -> None:
+        if wait in self._home_waits:
+            self._home_waits.remove(wait)
+        if not wait.future.done():
+            wait.future.set_result(None)
+
+    async def _queue(
+        self, order: Order, need: KvNeed, tenant: str, priority: int, started: float
+    ) -> Reservation:
         if self.depth >= self.queue_size:
             self.shed += 1
             raise RateLimited(
@@ -139,16 +280,17 @@ class KvAdmission:
                 retry_after=1.0,
                 code="pool_saturated",
             )
-        future: asyncio.Future[Worker] = asyncio.get_running_loop().create_future()
-        waiter = Waiter(tenant, priority, max(1, tokens), order, future)
+        future: asyncio.Future[Reservation] = asyncio.get_running_loop().create_future()
+        waiter = Waiter(tenant, priority, need, order, future, enqueued_at=started)
         self._queues.setdefault(priority, _FairQueue(self.quantum_tokens)).push(waiter)
         self._dispatch()
+        left = max(0.0, self.max_wait_s - (time.monotonic() - started))
         try:
-            worker = await asyncio.wait_for(asyncio.shield(future), self.max_wait_s)
-            self._waited(waiter)
-            return worker
+            reservation = await asyncio.wait_for(asyncio.shield(future), left)
+            self._observe(started)
+            return reservation
         except TimeoutError:
-            self._waited(waiter)
+            self._observe(started)
             if future.done() and not future.cancelled() and future.exception() is None:
                 return future.result()  # admitted at the last moment
             self._queues[priority].remove(waiter)
@@ -161,23 +303,47 @@ class KvAdmission:
         except asyncio.CancelledError:
             self._queues[priority].remove(waiter)
             if future.done() and not future.cancelled() and future.exception() is None:
-                self.release(future.result(), tokens)
+                self.release(future.result())
             raise
 
-    def release(self, worker: Worker, tokens: int) -> None:
-        """Give back a reservation and admit whoever now fits."""
-        worker.projected_tokens = max(0, worker.projected_tokens - tokens)
+    def release(self, reservation: Reservation) -> None:
+        """Give back a reservation (once; later calls do nothing) and admit whoever now fits."""
+        if reservation.released:
+            return
+        reservation.released = True
+        worker = reservation.worker
+        worker.projected_tokens = max(0, worker.projected_tokens - reservation.tokens)
         self._dispatch()
 
-    def _waited(self, waiter: Waiter) -> None:
+    def _observe(self, started: float) -> None:
         if self.on_wait is not None:
-            self.on_wait(time.monotonic() - waiter.enqueued_at)
+            self.on_wait(time.monotonic() - started)
 
     def wake(self) -> None:
-        """Re-check the queue (worker health, load or capacity changed)."""
+        """Re-check the waiters (worker health, load or capacity changed)."""
         self._dispatch()
 
     def _dispatch(self) -> None:
+        self._serve_home_waits()
+        self._serve_queue()
+
+    def _serve_home_waits(self) -> None:
+        """Give each home waiter its home once it has room (oldest first)."""
+        for wait in list(self._home_waits):
+            if wait.future.done():
+                self._home_waits.remove(wait)
+                continue
+            candidates = wait.order()
+            if not candidates or candidates[0] is not wait.home:
+                # Its home went down or is over the load bound: stop waiting for it.
+                self._home_waits.remove(wait)
+                wait.future.set_result(None)
+                continue
+            if self.fits(wait.home, wait.need.on(wait.home)):
+                self._home_waits.remove(wait)
+                wait.future.set_result(self._reserve(wait.home, wait.need))
+
+    def _serve_queue(self) -> None:
         for priority in sorted(self._queues, reverse=True):
             queue = self._queues[priority]
             while True:
@@ -194,8 +360,8 @@ class KvAdmission:
                         UpstreamUnavailable("no healthy worker in the pool")
                     )
                     continue
-                worker = self._first_fit(candidates, waiter.tokens)
+                worker = self._first_fit(candidates, waiter.need)
                 if worker is None:
                     return  # strict order: nobody behind it jumps the queue
                 queue.pop(waiter)
-                waiter.future.set_result(self._reserve(worker, waiter.tokens))
+                waiter.future.set_result(self._reserve(worker, waiter.need))

@@ -78,6 +78,25 @@ class AdmissionConfig(_Strict):
     quantum_tokens: int = Field(
         default=8192, ge=1, description="Deficit-round-robin quantum across tenants, in tokens."
     )
+    home_wait_s: float = Field(
+        default=0.1,
+        ge=0,
+        le=60,
+        description="cache_aware: how long a request with an affinity key may wait for its home "
+        "worker (the one holding its session's prefix) to get KV room under the ceiling before "
+        "it goes to another worker that has room now. A move costs the whole prompt in prefill "
+        "on the other worker and a partial miss on the next turn back home; waiting costs at "
+        "most this, and a wait that fails adds it to the moved request's latency. Worth about "
+        "one request's service time on the pool's workers. 0: move at once.",
+    )
+    home_prefix_discount: bool = Field(
+        default=False,
+        description="cache_aware: on a request's home worker, reserve only the part of its "
+        "prompt that the previous turn did not leave in that worker's prefix cache (plus its "
+        "output), instead of the whole prompt. The cached part still occupies KV while the "
+        "request runs, so this lets the gateway admit more to the home worker than fits, and "
+        "the worker queues the excess itself.",
+    )
 
 
 class PoolConfig(_Strict):

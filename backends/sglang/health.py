@@ -62,6 +62,7 @@ async def scrape_load(session: aiohttp.ClientSession, worker: Worker, timeout_s:
         worker.reported_requests = requests
         worker.reported_tokens = tokens
         worker.others_requests = max(0, requests - worker.in_flight)
+        worker.others_tokens = max(0, tokens - worker.projected_tokens)
 
 
 async def discover_capacity(

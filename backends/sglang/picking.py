@@ -12,7 +12,8 @@ rendezvous (highest-random-weight) hashing picks the preferred worker, and
 bounded loads move a request past workers whose load is over
 ``overflow_factor`` × the mean (plus a small absolute slack), so a hot session
 cannot melt one worker. When a worker dies only its keys move, and they come
-back when it returns.
+back when it returns. The rendezvous winner is the key's *home* (``home``):
+KV admission may let a request wait briefly for it rather than move.
 """
 
 from __future__ import annotations
@@ -39,8 +40,19 @@ class Picker(Protocol):
         """``workers`` (healthy, non-empty) in the order to try them."""
         ...
 
+    def home(self, workers: Sequence[Worker], affinity: str | None) -> Worker | None:
+        """The worker the key's prefix most likely lives on (None: no affinity)."""
+        ...
 
-class RoundRobin:
+
+class _NoAffinity:
+    """Policies that keep no key on a worker have no home worker."""
+
+    def home(self, workers: Sequence[Worker], affinity: str | None) -> Worker | None:
+        return None
+
+
+class RoundRobin(_NoAffinity):
     """Each request starts at the next worker."""
 
     def __init__(self) -> None:
@@ -51,7 +63,7 @@ class RoundRobin:
         return [*workers[start:], *workers[:start]]
 
 
-class LeastLoad:
+class LeastLoad(_NoAffinity):
     """The least-loaded worker first (ties broken round-robin)."""
 
     def __init__(self) -> None:
@@ -61,7 +73,7 @@ class LeastLoad:
         return sorted(self._rr.order(workers, affinity), key=lambda w: w.load)
 
 
-class PowerOfTwo:
+class PowerOfTwo(_NoAffinity):
     """The less loaded of two random workers first, then the rest by load."""
 
     def __init__(self, seed: int | None = None) -> None:
@@ -103,6 +115,12 @@ class CacheAware:
         within = [w for w in ranked if w.load + 1 <= bound]
         over = [w for w in ranked if w.load + 1 > bound]
         return within + over
+
+    def home(self, workers: Sequence[Worker], affinity: str | None) -> Worker | None:
+        """The rendezvous winner for ``affinity``: where its turns go unless overloaded."""
+        if affinity is None or not workers:
+            return None
+        return max(workers, key=lambda w: rendezvous_score(affinity, w.url))
 
 
 def make_picker(name: str, overflow_factor: float = 2.0) -> Picker:

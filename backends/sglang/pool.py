@@ -2,8 +2,11 @@
 
 For each request the pool's policy orders the usable workers (healthy, and
 their circuit breaker admits traffic; cache-aware by default), KV admission
-takes the first with room under the ceiling (or queues the request fairly),
-and the request is forwarded over a pooled keep-alive connection.
+takes the first with room under the ceiling (or lets the request wait briefly
+for its session's home worker, or queues it fairly), and the request is
+forwarded over a pooled keep-alive connection. The KV tokens reserved on the
+worker are given back exactly once, when the response ends or the attempt
+fails.
 
 Reliability, per request:
 
@@ -42,13 +45,14 @@ from backends.base import ShareClock, ShareMeter, UpstreamRequest, UpstreamRespo
 from backends.http1 import Http1Pool
 from backends.ratelimit import UpstreamRateLimiter
 from backends.retry import is_retryable, retry_call
-from backends.sglang.admission import KvAdmission
+from backends.sglang.admission import KvAdmission, KvNeed, Reservation
 from backends.sglang.capacity import Deployment, kv_pool
 from backends.sglang.catalog import GPUS, MODELS
 from backends.sglang.circuit import CircuitBreaker, CircuitState
 from backends.sglang.config import PoolConfig
 from backends.sglang.health import discover_capacity, probe_all, run_health_checks
 from backends.sglang.picking import make_picker
+from backends.sglang.prefix import previous_prompt_tokens
 from backends.sglang.transport import (
     ConnectFailed,
     error_from_upstream,
@@ -161,6 +165,7 @@ class SGLangPool:
             queue_size=a.queue_size,
             max_wait_s=a.max_wait_s,
             quantum_tokens=a.quantum_tokens,
+            home_wait_s=a.home_wait_s,
         )
         self.capacity_fallback = modelled_capacity(config)
         self.rate_limiter = (
@@ -311,28 +316,27 @@ class SGLangPool:
 
         total = request.total_timeout_s or self.config.timeouts.total_s
         timeout = total if number == 1 else self._remaining(tries.deadline, total)
+        need = self._need(request, tries)
         refused: ConnectFailed | None = None
         while True:
             try:
-                worker = await self.admission.acquire(
-                    order,
-                    tokens=request.kv_tokens,
-                    tenant=request.tenant,
-                    priority=request.priority,
+                reservation = await self.admission.acquire(
+                    order, need, tenant=request.tenant, priority=request.priority
                 )
             except UpstreamUnavailable as exc:
                 tries.exhausted = True
                 raise self._no_usable_worker(refused is not None) from (refused or exc)
+            worker = reservation.worker
             breaker = self.breakers[worker.url]
             if not breaker.allow():
                 # A half-open breaker's probe slot went to another request meanwhile.
-                self.admission.release(worker, request.kv_tokens)
+                self.admission.release(reservation)
                 excluded.add(worker.url)
                 continue
             verdict = _Verdict(breaker)
             tries.tried.add(worker.url)
             try:
-                response = await self._send_to(worker, request, body, verdict, timeout)
+                response = await self._send_to(reservation, request, body, verdict, timeout)
             except ConnectFailed as exc:
                 log.warning("worker %s refused a connection; marking it down", worker.url)
                 verdict.failure()
@@ -352,6 +356,22 @@ class SGLangPool:
             if response.stream is None:
                 verdict.success()
             return response
+
+    def _need(self, request: UpstreamRequest, tries: _Tries) -> KvNeed:
+        """The request's KV need, with its home worker while it has not been tried elsewhere.
+
+        After a failed attempt the next one prefers other workers, so it has no home.
+        """
+        if request.affinity is None or tries.tried:
+            return KvNeed(request.kv_tokens)
+        usable = [w for w in self.workers if w.healthy and self.breakers[w.url].available()]
+        home = self.picker.home(usable, request.affinity)
+        if home is None:
+            return KvNeed(request.kv_tokens)
+        cached = 0
+        if self.config.admission.home_prefix_discount:
+            cached = min(previous_prompt_tokens(request.payload), request.kv_tokens)
+        return KvNeed(request.kv_tokens, home.url, cached)
 
     @staticmethod
     def _remaining(deadline: float, total: float) -> float:
@@ -373,16 +393,17 @@ class SGLangPool:
 
     async def _send_to(
         self,
-        worker: Worker,
+        reservation: Reservation,
         request: UpstreamRequest,
         body: bytes,
         verdict: _Verdict,
         total_s: float,
     ) -> UpstreamResponse:
-        """Forward to ``worker``, which holds a KV reservation; release it when done.
+        """Forward to the reserved worker; release the reservation when done.
 
         A stream's end gives ``verdict``; the caller gives it otherwise.
         """
+        worker = reservation.worker
         headers = [
             (b"content-type", b"application/json"),
             (b"x-request-id", request.request_id.encode("latin-1")),
@@ -397,7 +418,7 @@ class SGLangPool:
                 released = True
                 share.stop()
                 worker.in_flight -= 1
-                self.admission.release(worker, request.kv_tokens)
+                self.admission.release(reservation)
 
         route = f"{self.route}/{worker.url}"
         try:

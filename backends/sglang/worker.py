@@ -32,6 +32,9 @@ class Worker:
     reported_tokens: int = 0
     #: Requests other replicas had on the worker at the last scrape (reported minus ours).
     others_requests: int = 0
+    #: KV tokens the worker reported beyond our projection at the last scrape: other
+    #: replicas' requests, and anything queued on the worker that we did not foresee.
+    others_tokens: int = 0
     #: The worker's circuit breaker state: 0 closed, 1 half-open, 2 open (kept in
     #: step by the pool's breaker, which reports every change; read by the metrics).
     circuit_state: int = 0
@@ -49,8 +52,13 @@ class Worker:
 
     @property
     def kv_used_tokens(self) -> int:
-        """KV tokens in use or promised: the larger of our projection and its report."""
-        return max(self.projected_tokens, self.reported_tokens)
+        """KV tokens in use or promised: our projection now, plus the rest of the last report.
+
+        Not the larger of the two: the report is up to a health interval old, and
+        a worker that was full at the last scrape would look full until the next
+        one, long after our requests on it ended.
+        """
+        return self.projected_tokens + self.others_tokens
 
     def record_probe(self, ok: bool, *, initial: bool = False) -> None:
         """Fold one health-check result into the state.

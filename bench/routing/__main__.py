@@ -61,8 +61,9 @@ FRONTENDS = (
 #: Health checks (and with them the ``/get_load`` scrape) only at start.
 _NO_SCRAPE = {"interval_s": 300.0}
 
-#: Diagnostic variants (``--diagnostics``): which of cache_aware's two overflow rules
-#: moves sessions off their worker.
+#: Diagnostic variants (``--diagnostics``): which of cache_aware's overflow rules moves
+#: sessions off their worker, and the admission options for keeping them there (waiting
+#: for the home worker, or discounting its likely-cached prefix).
 DIAGNOSTICS = (
     Frontend(
         "cache_aware/no-bounded-load",
@@ -98,6 +99,38 @@ DIAGNOSTICS = (
         2,
         True,
         (("health", _NO_SCRAPE),),
+    ),
+    Frontend(
+        "cache_aware/no-home-wait",
+        "tollway",
+        "cache_aware",
+        1,
+        True,
+        (("admission", {"home_wait_s": 0.0}),),
+    ),
+    Frontend(
+        "cache_aware/no-home-wait x2",
+        "tollway",
+        "cache_aware",
+        2,
+        True,
+        (("admission", {"home_wait_s": 0.0}),),
+    ),
+    Frontend(
+        "cache_aware/home-wait-0.25",
+        "tollway",
+        "cache_aware",
+        1,
+        True,
+        (("admission", {"home_wait_s": 0.25}),),
+    ),
+    Frontend(
+        "cache_aware/prefix-discount",
+        "tollway",
+        "cache_aware",
+        1,
+        True,
+        (("admission", {"home_wait_s": 0.0, "home_prefix_discount": True}),),
     ),
     Frontend(
         "sglang-router/balance-4",
