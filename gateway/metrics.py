@@ -61,6 +61,13 @@ class StateCollector(Collector):
         admission = CounterMetricFamily(
             "tollway_admission", "KV admission decisions.", labels=["pool", "outcome"]
         )
+        home = CounterMetricFamily(
+            "tollway_admission_home_waits",
+            "Requests that waited for KV room on their session's home worker, by result "
+            "(won: admitted there; not_won: the wait ran out, the home left the order, "
+            "or the request was cancelled).",
+            labels=["pool", "result"],
+        )
         in_flight = GaugeMetricFamily(
             "tollway_worker_in_flight",
             "Requests in flight from this replica.",
@@ -82,13 +89,16 @@ class StateCollector(Collector):
             depth.add_metric([backend.name], backend.admission.depth)
             admission.add_metric([backend.name, "admitted"], backend.admission.admitted)
             admission.add_metric([backend.name, "shed"], backend.admission.shed)
+            won = backend.admission.home_won
+            home.add_metric([backend.name, "won"], won)
+            home.add_metric([backend.name, "not_won"], backend.admission.home_waited - won)
             for w in backend.workers:
                 labels = [backend.name, w.url]
                 in_flight.add_metric(labels, w.in_flight)
                 ratio = w.kv_used_tokens / w.capacity_tokens if w.capacity_tokens else 0.0
                 kv.add_metric(labels, ratio)
                 circuit.add_metric(labels, w.circuit_state if w.healthy else OPEN)
-        yield from (depth, admission, in_flight, kv, circuit)
+        yield from (depth, admission, home, in_flight, kv, circuit)
         if self._metering is not None:
             yield GaugeMetricFamily(
                 "tollway_usage_buffer_depth",

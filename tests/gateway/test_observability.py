@@ -48,6 +48,7 @@ async def test_metrics_appear_and_move(caplog: pytest.LogCaptureFixture) -> None
         assert metric(text, "tollway_worker_in_flight", worker=worker.url) == 0
         assert metric(text, "tollway_circuit_state", worker=worker.url) == 0
         assert metric(text, "tollway_admission_total", outcome="admitted") == 4
+        assert metric(text, "tollway_admission_home_waits_total", result="won") == 0
         assert "tollway_usage_buffer_depth" in text and "tollway_ledger_lag_seconds" in text
 
 
