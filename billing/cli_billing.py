@@ -28,6 +28,9 @@ billing_app = typer.Typer(
     help="Stripe export, reconciliation, the ledger writer.", no_args_is_help=True
 )
 
+#: The gateways' default ``limits.key_prefix``: usage stream and leader lock keys start with it.
+DEFAULT_KEY_PREFIX = "tollway:"
+
 StripeOption = Annotated[
     Path,
     typer.Option("--stripe", help="YAML with the Stripe settings (a `stripe:` mapping or bare)."),
@@ -148,17 +151,46 @@ def reconcile_command(
         raise typer.Exit(code=1)
 
 
+def _key_prefix_of(config: Path | None) -> str:
+    """``limits.key_prefix`` of a gateway configuration file (``tollway:`` by default)."""
+    if config is None:
+        return DEFAULT_KEY_PREFIX
+    try:
+        document = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise fail(f"cannot read {config}: {exc}") from exc
+    limits = document.get("limits") if isinstance(document, dict) else None
+    prefix = limits.get("key_prefix") if isinstance(limits, dict) else None
+    if prefix is None:
+        return DEFAULT_KEY_PREFIX
+    if not isinstance(prefix, str) or not prefix:
+        raise fail(f"{config}: limits.key_prefix must be a non-empty string")
+    return prefix
+
+
 @billing_app.command("worker")
 def worker(
     spool_dir: Annotated[
         Path | None, typer.Option(help="Local spool directory (default: <data dir>/spool).")
     ] = None,
     once: Annotated[bool, typer.Option("--once", help="One round, then exit.")] = False,
+    key_prefix: Annotated[
+        str | None,
+        typer.Option(
+            help="Prefix of the Redis keys: the gateways' `limits.key_prefix` "
+            "(default: read from --config, else `tollway:`)."
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="The gateways' configuration file, for `limits.key_prefix`."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Move buffered usage (Redis stream at REDIS_URL, local spool) into the ledger."""
     directory = spool_dir or data_dir() / "spool"
     redis_url = os.environ.get("REDIS_URL")
+    prefix = key_prefix if key_prefix is not None else _key_prefix_of(config)
 
     async def work(engine: AsyncEngine) -> int:
         import redis.asyncio as aioredis
@@ -167,12 +199,16 @@ def worker(
         from billing.stream import RedisStream
 
         client = aioredis.Redis.from_url(redis_url) if redis_url else None
-        stream = RedisStream(client) if client is not None else None
-        leader = LeaderLock(client, "tollway:{usage}:leader") if client is not None else None
+        stream = RedisStream(client, prefix=prefix) if client is not None else None
+        leader = LeaderLock(client, f"{prefix}{{usage}}:leader") if client is not None else None
         writer = LedgerWriter(Ledger(engine), spool=Spool(directory), stream=stream, leader=leader)
         try:
             if once:
-                return await writer.run_once()
+                try:
+                    return await writer.run_once()
+                finally:
+                    if leader is not None:  # let the next writer lead at once
+                        await leader.release()
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):

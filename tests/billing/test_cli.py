@@ -79,3 +79,56 @@ def test_worker_once_then_usage(app: typer.Typer, tmp_path: Path) -> None:
     code, out = invoke(app, "usage", "--from", "2025-06-02")
     assert code == 0
     assert invoke(app, "usage", "--from", "yesterday")[0] == 2
+
+
+def test_worker_reads_the_usage_stream_under_the_gateways_key_prefix(
+    app: typer.Typer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_url: str,
+    redis_prefix: str,
+) -> None:
+    """A gateway with ``limits.key_prefix`` writes its stream under that prefix; the
+    external worker must read the same stream (it used to read ``tollway:`` only)."""
+    import redis.asyncio as aioredis
+
+    from billing.stream import RedisStream
+
+    async def produce(first: int) -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            stream = RedisStream(client, prefix=redis_prefix)
+            for i in range(first, first + 3):
+                await stream.append(make_record(f"p{i}").to_bytes())
+        finally:
+            await client.aclose()
+
+    async def cleanup() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            keys = [k async for k in client.scan_iter(match=f"{redis_prefix}*")]
+            if keys:
+                await client.delete(*keys)
+        finally:
+            await client.aclose()
+
+    asyncio.run(produce(0))
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    config = tmp_path / "tollway.yaml"
+    config.write_text(f"limits:\n  key_prefix: '{redis_prefix}'\n")
+    try:
+        code, out = invoke(app, "billing", "worker", "--once", "--json")
+        assert code == 0 and json.loads(out) == {"moved": 0}  # wrong stream: nothing
+        code, out = invoke(app, "billing", "worker", "--once", "--json", "--config", str(config))
+        assert code == 0 and json.loads(out) == {"moved": 3}
+        asyncio.run(produce(3))
+        code, out = invoke(
+            app, "billing", "worker", "--once", "--json", "--key-prefix", redis_prefix
+        )
+        assert code == 0 and json.loads(out) == {"moved": 3}
+        code, out = invoke(app, "usage", "--tenant", "t1", "--json")
+        assert json.loads(out)["data"][0]["requests"] == 6
+        config.write_text("limits:\n  key_prefix: 7\n")
+        assert invoke(app, "billing", "worker", "--once", "--config", str(config))[0] == 2
+    finally:
+        asyncio.run(cleanup())
