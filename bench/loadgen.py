@@ -51,6 +51,7 @@ class Target:
     path: str = "/v1/chat/completions"
     host: str = "127.0.0.1"
     authorization: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()  # more request headers: (name, value) pairs
 
     @property
     def url(self) -> str:
@@ -148,6 +149,7 @@ def _run_wrk(target: Target, load: Load, body_file: Path, cpu: int | None) -> Sa
             "5s",
             "-s",
             str(WRK_SCRIPT),
+            *(arg for name, value in target.headers for arg in ("-H", f"{name}: {value}")),
             target.url,
         ]
         done = subprocess.run(
@@ -208,6 +210,8 @@ def _run_python(target: Target, load: Load, body_file: Path, cpu: int | None) ->
     ]
     if target.authorization:
         argv += ["--authorization", target.authorization]
+    for name, value in target.headers:
+        argv += ["--header", f"{name}: {value}"]
     done = subprocess.run(
         pinned(argv, cpu),
         capture_output=True,
@@ -327,6 +331,7 @@ async def generate(
     duration_s: float,
     warmup_s: float,
     authorization: str | None = None,
+    extra_headers: tuple[str, ...] = (),
 ) -> Sample:
     """Run the Python generator in this process (warm-up, then one measured phase)."""
     headers = [
@@ -337,6 +342,7 @@ async def generate(
     ]
     if authorization:
         headers.append(f"Authorization: {authorization}")
+    headers.extend(extra_headers)
     request = ("\r\n".join(headers) + "\r\n\r\n").encode() + body
     if warmup_s > 0:
         await _phase(host, port, request, connections, warmup_s)
@@ -371,6 +377,7 @@ def main(argv: list[str] | None = None) -> None:
     body.add_argument("--body", default="{}")
     body.add_argument("--body-file", type=Path)
     parser.add_argument("--authorization")
+    parser.add_argument("--header", action="append", default=[], help="'Name: value', repeatable")
     parser.add_argument("--connections", type=int, default=1)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
@@ -389,6 +396,7 @@ def main(argv: list[str] | None = None) -> None:
             min(args.duration, 120.0),
             min(args.warmup, 60.0),
             args.authorization,
+            tuple(args.header),
         )
     )
     sys.stdout.write(_PY_MARK + json.dumps(dataclasses.asdict(sample)) + "\n")
