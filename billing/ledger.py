@@ -68,6 +68,23 @@ def row_record(row: Any) -> UsageRecord:
     return UsageRecord(created_at=from_epoch_us(created), **data)
 
 
+#: Row counts of one multi-row insert. Each row count renders a different SQL text,
+#: and drivers keep a prepared statement per text and connection (asyncpg: 100 per
+#: connection, each holding its parameters): with batch sizes that follow the load,
+#: that cache grew the process by tens of MiB. A few fixed sizes keep it to a few.
+CHUNK_SIZES = (128, 64, 32, 16, 8, 4, 2, 1)
+
+
+def chunk_sizes(rows: int) -> list[int]:
+    """``rows`` split greedily into :data:`CHUNK_SIZES` (largest first)."""
+    sizes: list[int] = []
+    for size in CHUNK_SIZES:
+        while rows >= size:
+            sizes.append(size)
+            rows -= size
+    return sizes
+
+
 def _unique(records: Iterable[UsageRecord]) -> list[UsageRecord]:
     seen: dict[str, UsageRecord] = {}
     for record in records:
@@ -105,11 +122,17 @@ class Ledger:
                 return await self._insert(conn, rows)
 
     async def _insert(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> int:
+        """Multi-row inserts in chunks of fixed sizes (see :func:`chunk_sizes`)."""
         stmt = insert_ignoring_conflicts(usage_ledger, self._dialect).returning(
             usage_ledger.c.request_id
         )
-        result = await conn.execute(stmt, [dict(zip(COLUMNS, row, strict=True)) for row in rows])
-        return len(result.all())
+        inserted = start = 0
+        for size in chunk_sizes(len(rows)):
+            chunk = rows[start : start + size]
+            start += size
+            params = [dict(zip(COLUMNS, row, strict=True)) for row in chunk]
+            inserted += len((await conn.execute(stmt, params)).all())
+        return inserted
 
     async def _copy_insert(self, rows: list[tuple[Any, ...]]) -> int:
         async with self.engine.connect() as conn:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billing.ledger import Ledger
+from billing.ledger import CHUNK_SIZES, Ledger, chunk_sizes
 from billing.usage import UsageSource, UsageStatus
 from tests.billing.conftest import make_record
 
@@ -55,3 +59,31 @@ async def test_replay_of_a_whole_batch_is_harmless(engine: AsyncEngine) -> None:
     assert await ledger.count() == 300
     stored = await ledger.get("r7")
     assert stored == batch[7]
+
+
+async def test_batch_sizes_reuse_a_few_statement_texts(engine: AsyncEngine) -> None:
+    """Every batch size used to render (and make the driver cache) its own statement."""
+    texts: set[str] = set()
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "usage_ledger" in statement and statement.lstrip().upper().startswith("INSERT"):
+            texts.add(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        ledger = Ledger(engine, copy_threshold=10_000)  # multi-row inserts only
+        written = 0
+        for size in range(1, 140):
+            records = [make_record(f"s{size}-{i}") for i in range(size)]
+            written += await ledger.write(records)
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", seen)
+    assert written == sum(range(1, 140)) == await ledger.count()
+    assert len(texts) <= len(CHUNK_SIZES), len(texts)
+
+
+@given(rows=st.integers(0, 5000))
+def test_chunk_sizes_cover_every_row_once(rows: int) -> None:
+    sizes = chunk_sizes(rows)
+    assert sum(sizes) == rows and set(sizes) <= set(CHUNK_SIZES)
+    assert sizes == sorted(sizes, reverse=True)
