@@ -12,6 +12,7 @@ turn 503 first (see docs/reliability.md). Every process speaks HTTP through
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 
@@ -67,12 +68,18 @@ def serve(config_path: str, host: str, port: int, workers: int, log_level: str) 
     config = load_config(config_path)  # fail fast, in the parent, with the bad key's path
     os.environ["TOLLWAY_CONFIG"] = os.path.abspath(config_path)
     os.environ.setdefault("TOLLWAY_GC_TUNING", "1")
+    own_metrics_dir: str | None = None
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Counters and histograms aggregated across the worker processes.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tollway-metrics-")
+        own_metrics_dir = tempfile.mkdtemp(prefix="tollway-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_metrics_dir
     uv = uvicorn_config(config.server, host, port, workers, log_level)
     if workers > 1:
-        Multiprocess(uv, sockets=[uv.bind_socket()]).run()
+        try:
+            Multiprocess(uv, sockets=[uv.bind_socket()]).run()
+        finally:
+            if own_metrics_dir is not None:  # ours, made above: gone with the workers
+                shutil.rmtree(own_metrics_dir, ignore_errors=True)
         return
     server = DrainingServer(uv, shutdown_delay_s=config.server.shutdown_delay_s)
     server.run()

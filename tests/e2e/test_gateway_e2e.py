@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +14,16 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.processes import API_KEY, emulator, gateway, pool, stop
+from tests.e2e.processes import (
+    API_KEY,
+    emulator,
+    free_port,
+    gateway,
+    pool,
+    stop,
+    wait_ok,
+    write_config,
+)
 from tests.schemas import validate_openai
 
 pytestmark = pytest.mark.e2e
@@ -211,3 +223,36 @@ def test_worker_down_the_other_serves(tmp_path: Path) -> None:
         time.sleep(0.6)  # the health check has noticed by now
         ready = httpx.get(f"{base}/readyz")
         assert ready.status_code == 200
+
+
+def test_two_worker_processes_serve_and_leave_no_metrics_directory(tmp_path: Path) -> None:
+    """``serve --workers 2``: both answer through one port; the multiprocess metrics
+    directory the server made for them is removed when it stops."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    with emulator("--instant") as (worker, _):
+        config = write_config(tmp_path, {"p": pool([worker])}, {"m": {"route": "pool:p"}})
+        port = free_port()
+        env = {**os.environ, "TMPDIR": str(scratch), "TOLLWAY_DATA_DIR": str(tmp_path / "d")}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
+            + ["--port", str(port), "--workers", "2", "--log-level", "warning"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_ok(url + "/readyz", proc)
+            assert len(list(scratch.glob("tollway-metrics-*"))) == 1
+            client = openai.OpenAI(base_url=url + "/v1", api_key=API_KEY, max_retries=0)
+            for _ in range(6):
+                reply = client.chat.completions.create(
+                    model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+                )
+                assert reply.choices[0].message.content
+            assert httpx.get(url + "/metrics").status_code == 200
+        finally:
+            stop(proc)
+    assert list(scratch.glob("tollway-metrics-*")) == []
