@@ -38,7 +38,7 @@ import yaml
 
 from bench.loadgen import Generator, Load, Sample, Target, available_generator, median, run
 from bench.machine import describe, load_average
-from bench.processes import Children, free_port, python
+from bench.processes import Children, exit_on_interrupt, free_port, python
 
 GATEWAY_CPU = 0
 UPSTREAM_CPU = 1
@@ -415,13 +415,10 @@ def main(argv: list[str] | None = None) -> None:
         if not isinstance(loaded, dict):
             parser.error("--config-overlay must hold a YAML mapping")
         overlay = loaded
-    try:
+    with exit_on_interrupt():
         results, notes = measure(
             repeat, duration, warmup, args.generator, args.log_level, modes, args.launcher, overlay
         )
-    except KeyboardInterrupt:
-        print("interrupted; child processes stopped", file=sys.stderr)
-        raise SystemExit(130) from None
     command = f"python -m bench.gateway_overhead --repeat {repeat} --duration {duration:g} "
     command += f"--warmup {warmup:g}"
     if args.generator != "auto":

@@ -229,8 +229,14 @@ def _run_python(target: Target, load: Load, body_file: Path, cpu: int | None) ->
 # --- the Python generator ---------------------------------------------------------------
 
 
-class _Connection(asyncio.Protocol):
-    """One keep-alive client connection; one request in flight at a time."""
+class HttpConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 client connection; one request in flight at a time.
+
+    The caller sets ``waiter`` to a fresh future before writing a request; it gets
+    the status code once the whole response has been parsed (httptools), or the
+    error when the response cannot be parsed or the connection is lost (then
+    ``closed`` is set). Subclasses add more httptools callbacks (``on_body``, ...).
+    """
 
     def __init__(self) -> None:
         import httptools
@@ -238,7 +244,6 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.waiter: asyncio.Future[int] | None = None
-        self.first_body_ns = 0
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -256,13 +261,21 @@ class _Connection(asyncio.Protocol):
             if self.waiter is not None and not self.waiter.done():
                 self.waiter.set_exception(exc)
 
-    def on_body(self, body: bytes) -> None:
-        if self.first_body_ns == 0 and body:
-            self.first_body_ns = time.perf_counter_ns()
-
     def on_message_complete(self) -> None:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(self.parser.get_status_code())
+
+
+class _Connection(HttpConnection):
+    """A connection of the Python generator: also records when the body began."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_body_ns = 0
+
+    def on_body(self, body: bytes) -> None:
+        if self.first_body_ns == 0 and body:
+            self.first_body_ns = time.perf_counter_ns()
 
 
 async def _phase(

@@ -169,3 +169,17 @@ class Children:
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def exit_on_interrupt() -> Iterator[None]:
+    """Turn Ctrl-C (or SIGTERM inside :class:`Children`) into exit status 130.
+
+    Wrap a benchmark's run in it: ``Children`` has stopped the child processes by the
+    time the interrupt gets here, so one line says so instead of a traceback.
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        print("interrupted; child processes stopped", file=sys.stderr)
+        raise SystemExit(130) from None

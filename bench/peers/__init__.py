@@ -10,6 +10,6 @@ LiteLLM's proxy under the same bounded session traffic.
 Modules: ``install`` (setup, versions), ``systems`` (starting the upstream and the
 peers, checking their answers), ``tollway`` (Tollway with Redis, ledger writer, key),
 ``measure`` (rounds, rotation, CPU per request), ``report`` (markdown),
-``compare`` (the ``run`` command), ``memory`` (the ``memory`` command), ``procfs``
-(CPU and RSS of process trees).
+``compare`` (the ``run`` command), ``memory`` (the ``memory`` command); CPU and RSS
+of process trees come from ``bench.procfs``.
 """

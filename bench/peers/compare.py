@@ -16,7 +16,6 @@ from bench.loadgen import Generator, available_generator
 from bench.machine import describe, load_average
 from bench.peers import install
 from bench.peers.measure import Results, measure
-from bench.peers.procfs import is_running
 from bench.peers.report import RunInfo, report, write_section
 from bench.peers.systems import (
     System,
@@ -28,6 +27,7 @@ from bench.peers.systems import (
 from bench.peers.tollway import TollwayStack, ledger_rows, redis_for_tollway, start_tollway
 from bench.pipeline_costs import redis_errors
 from bench.processes import Children
+from bench.procfs import is_running
 
 SYSTEMS = ("tollway", "litellm", "portkey")
 

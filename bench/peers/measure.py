@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 
 from bench.loadgen import Generator, Load, Sample, run
 from bench.peers.burst import run_burst
-from bench.peers.procfs import cpu_seconds, process_tree, wait_idle
 from bench.peers.systems import SIDE_CPU, System
+from bench.procfs import process_tree, total_cpu_seconds, wait_idle
 
 HIGH_CONCURRENCY = 64
 MIN_BURST_ROUNDS = 3  # a fixed-count run sends at least this many requests per connection
@@ -112,9 +112,9 @@ def _timed(system: System, bystanders: Sequence[System], load: Callable[[], Samp
     pids = process_tree(system.pid)
     helpers = list(system.helper_pids)
     others = [p for b in bystanders for p in (*process_tree(b.pid), *b.helper_pids)]
-    before = (cpu_seconds(pids), cpu_seconds(helpers), cpu_seconds(others))
+    before = (total_cpu_seconds(pids), total_cpu_seconds(helpers), total_cpu_seconds(others))
     sample = load()
-    after = (cpu_seconds(pids), cpu_seconds(helpers), cpu_seconds(others))
+    after = (total_cpu_seconds(pids), total_cpu_seconds(helpers), total_cpu_seconds(others))
     wait_idle(pids)  # what a stopped generator left in flight must not spill over
     return Measurement(sample, *(a - b for a, b in zip(after, before, strict=True)))
 

@@ -35,11 +35,11 @@ import redis
 from bench.gateway_overhead import MODEL
 from bench.machine import describe, load_average
 from bench.peers import install
-from bench.peers.procfs import tree_rss_kib
 from bench.peers.report import write_section
 from bench.peers.systems import SIDE_CPU, System, start_litellm, start_portkey, start_upstream
 from bench.peers.tollway import redis_for_tollway, start_tollway
 from bench.processes import Children
+from bench.procfs import tree_rss_kib
 
 CONCURRENCY = 32
 FILLER = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor "

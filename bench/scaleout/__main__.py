@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.processes import exit_on_interrupt
 from bench.scaleout.report import markdown
 from bench.scaleout.run import ScaleOptions, run_scaleout
 from bench.soak.report import machine_description, revision, write_block
@@ -47,11 +48,8 @@ def main(argv: list[str] | None = None) -> None:
         log_level=args.log_level,
     )
     machine, source = machine_description(), revision()
-    try:
+    with exit_on_interrupt():
         result = run_scaleout(options)
-    except KeyboardInterrupt:
-        print("interrupted; child processes stopped", file=sys.stderr)
-        raise SystemExit(130) from None
     shown = " ".join(["python -m bench.scaleout", *(a for a in argv if a != "--write")])
     section = markdown(result, shown, machine, source)
     print(section)

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 from bench.machine import load_average
 from bench.processes import Children
+from bench.procfs import pids_by_name
 from bench.scaleout.exact import ExactOutcome, hammer, outcome
 from bench.soak.cpu import CpuUsage, snapshot, usage
 from bench.soak.driver import Driver, LoadResult
-from bench.soak.procfs import pids_by_name
 from bench.soak.stack import (
     GENEROUS_BUDGETS,
     GENEROUS_LIMITS,

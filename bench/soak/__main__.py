@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.processes import exit_on_interrupt
 from bench.soak.memory import mib
 from bench.soak.report import (
     GROWTH_LIMIT,
@@ -108,11 +109,8 @@ def main(argv: list[str] | None = None) -> None:
         statement_cache=None if args.statement_cache is None else max(0, args.statement_cache),
     )
     machine, source = machine_description(), revision()
-    try:
+    with exit_on_interrupt():
         result = run_soak(options)
-    except KeyboardInterrupt:
-        print("interrupted; child processes stopped", file=sys.stderr)
-        raise SystemExit(130) from None
     shown = shown_arguments(argv)
     section = markdown(result, command_line(shown), machine, source)
     print(section)

@@ -14,9 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from bench.soak.procfs import cpu_seconds
-
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+from bench.procfs import CLK_TCK, cpu_seconds
 
 
 def parse_proc_stat(text: str) -> tuple[int, int]:
@@ -89,8 +87,8 @@ def usage(before: CpuSnapshot, after: CpuSnapshot) -> CpuUsage:
     for name, now in after.groups.items():
         then = before.groups.get(name, {})
         per_pid[name] = {pid: max(0.0, s - then.get(pid, 0.0)) for pid, s in now.items()}
-    busy = (after.machine[0] - before.machine[0]) / _CLOCK_TICKS
-    total = (after.machine[1] - before.machine[1]) / _CLOCK_TICKS
+    busy = (after.machine[0] - before.machine[0]) / CLK_TCK
+    total = (after.machine[1] - before.machine[1]) / CLK_TCK
     wall = after.wall - before.wall
     cores = round(total / wall) if wall > 0 else os.cpu_count() or 1
     return CpuUsage(

@@ -16,38 +16,21 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import cast
 
 import httptools
+
+from bench.loadgen import HttpConnection
 
 MAX_ERROR_SAMPLES = 5
 
 
-class _Client(asyncio.Protocol):
-    """One keep-alive connection, one request in flight."""
+class _Client(HttpConnection):
+    """One keep-alive connection, one request in flight; keeps the start of error bodies."""
 
     def __init__(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.waiter: asyncio.Future[int] | None = None
-        self.closed = False
+        super().__init__()
         self.keep_body = False
         self.body = bytearray()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(ConnectionError("connection lost"))
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except Exception as exc:  # httptools raises its own parse errors
-            if self.waiter is not None and not self.waiter.done():
-                self.waiter.set_exception(exc)
 
     def on_headers_complete(self) -> None:
         self.keep_body = self.parser.get_status_code() >= 400
@@ -55,10 +38,6 @@ class _Client(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self.keep_body and len(self.body) < 2000:
             self.body += body
-
-    def on_message_complete(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(self.parser.get_status_code())
 
 
 @dataclass

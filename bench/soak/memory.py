@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bench.soak.procfs import read_rss_kib
+from bench.procfs import read_rss_kib
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 
 from bench.machine import load_average
 from bench.processes import Children, python
+from bench.procfs import pids_by_name
 from bench.soak.cpu import CpuUsage, snapshot, usage
 from bench.soak.driver import Driver, LoadResult
 from bench.soak.heapdiff import report as heap_report
 from bench.soak.heapdiff import request_dump
 from bench.soak.memory import MemorySummary, RssSample, RssSampler, summarize
-from bench.soak.procfs import pids_by_name
 from bench.soak.stack import (
     GENEROUS_BUDGETS,
     GENEROUS_LIMITS,

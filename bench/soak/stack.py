@@ -30,8 +30,9 @@ from typing import Any, Literal
 
 import yaml
 
+from bench.gateway_overhead import merge
 from bench.processes import Children, free_port, python
-from bench.soak.procfs import child_pids, cmdline
+from bench.procfs import child_pids, cmdline
 
 UpstreamKind = Literal["canned", "emulator"]
 POOL_MODEL = "llama-3.1-8b-instruct"
@@ -85,17 +86,6 @@ def gateway_config(
         "idempotency": {"key_prefix": prefix, "ttl_s": idempotency_ttl_s},
         "pricing": pricing_path,
     }
-
-
-def merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``overlay`` merged in, mappings recursively."""
-    merged = dict(base)
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def _admin(base: str, token: str, path: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The pure parts of ``bench.soak``: /proc parsing, memory summary, session bodies,
+"""The pure parts of ``bench.soak``: memory summary, session bodies,
 the generated config, the heap diff and the report; and the load generator against
 an in-process server. Nothing here starts the gateway."""
 
@@ -11,53 +11,18 @@ from pathlib import Path
 import orjson
 import pytest
 
+from bench.gateway_overhead import merge
 from bench.soak.__main__ import shown_arguments
 from bench.soak.cpu import CpuUsage
 from bench.soak.driver import Driver, LoadResult
 from bench.soak.heapdiff import allocator_lines, container_lines, type_growth
 from bench.soak.memory import RssSample, growth, slope_per, summarize
-from bench.soak.procfs import cpu_seconds, parse_cpu_ticks, parse_vmrss, read_rss_kib
 from bench.soak.report import markdown, verdict, write_block, write_samples
 from bench.soak.run import SoakOptions, SoakResult
-from bench.soak.stack import database_dsn, gateway_config, merge, sqlalchemy_url
+from bench.soak.stack import database_dsn, gateway_config, sqlalchemy_url
 from bench.soak.workload import Conversation, Sessions, WorkloadSpec, _corpus, request_head
 from gateway.config import parse_config
 from gateway.validation import validate_chat
-
-STATUS = """Name:\tpython
-Umask:\t0022
-State:\tS (sleeping)
-VmPeak:\t  300000 kB
-VmRSS:\t  123456 kB
-RssAnon:\t  100000 kB
-"""
-
-
-def test_vmrss_is_read_in_kib() -> None:
-    assert parse_vmrss(STATUS) == 123456
-
-
-def test_a_status_without_vmrss_is_an_error() -> None:
-    with pytest.raises(ValueError, match="no VmRSS"):
-        parse_vmrss("Name:\tkworker\nState:\tI (idle)\n")
-
-
-def test_an_unexpected_unit_is_an_error() -> None:
-    with pytest.raises(ValueError, match="unit"):
-        parse_vmrss("VmRSS:\t  12 MB\n")
-
-
-def test_cpu_ticks_survive_a_command_name_with_spaces_and_parentheses() -> None:
-    fields = ["S", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "250", "50", "0", "0"]
-    stat = "4242 (my (odd) name) " + " ".join(fields)
-    assert parse_cpu_ticks(stat) == 300
-
-
-def test_this_process_can_be_read() -> None:
-    import os
-
-    assert read_rss_kib(os.getpid()) > 1000
-    assert cpu_seconds(os.getpid()) > 0
 
 
 def test_growth_is_relative_to_the_warm_up_reading() -> None:
