@@ -179,7 +179,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tollway-metering",
         choices=("production", "default"),
         default="production",
-        help="production: durable_before_response false, external ledger writer (default); "
+        help="production: the usage journal, external ledger writer (default); "
         "default: the configuration defaults (true, inline writer)",
     )
     parser.add_argument(

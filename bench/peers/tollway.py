@@ -7,10 +7,11 @@
   high ever to refuse one.
 - **Metering into the ledger**: a price book prices every request; usage records go to
   the Redis usage stream and ``python -m gateway billing worker`` (the ledger writer)
-  moves them into the SQL ledger. By default (``--tollway-metering production``) the
-  response does not wait for the record (``metering.durable_before_response: false``)
-  and the writer runs outside the serving process (``metering.writer: external``), the
-  topology docs/benchmarks.md measures as production; ``default`` keeps the
+  moves them into the SQL ledger. By default (``--tollway-metering production``) each
+  record is written to the local usage journal before the response finishes and
+  appended to the stream right after (``metering.journal: true``: a killed gateway
+  loses no billed request, and the response waits for no Redis round trip), and the
+  writer runs outside the serving process (``metering.writer: external``); ``default`` keeps the
   configuration defaults (``true`` and ``inline``) and starts no separate writer.
 - **Cache-aware routing**: the pool's policy is ``cache_aware`` (the default, set
   explicitly here so the report can say so), with KV admission as configured by default.
@@ -56,7 +57,7 @@ class TollwayStack:
 def metering_settings(mode: MeteringMode) -> dict[str, Any]:
     """The ``metering:`` section for a mode."""
     if mode == "production":
-        return {"durable_before_response": False, "writer": "external"}
+        return {"journal": True, "durable_before_response": False, "writer": "external"}
     return {"durable_before_response": True, "writer": "inline"}
 
 
@@ -154,12 +155,13 @@ def describe_settings(settings: dict[str, Any], external_writer: bool) -> str:
     """The Tollway settings, in words, for the report."""
     metering = settings["metering"]
     durable = str(metering["durable_before_response"]).lower()
+    journal = str(metering.get("journal", False)).lower()
     writer = settings["ledger writer"]
     limits = settings["key limits"]["limits"]
     budget = settings["key limits"]["budgets"]["daily_usd"]
     return (
         "`python -m gateway serve` (one uvicorn worker, uvloop, httptools); "
-        f"`metering: {{durable_before_response: {durable}, "
+        f"`metering: {{journal: {journal}, durable_before_response: {durable}, "
         f"writer: {metering['writer']}}}`, ledger writer {writer}"
         f"{' (measured apart)' if external_writer else ''}, SQLite ledger and tenancy "
         "database under a fresh data directory; key made through the admin API (stored as its "

@@ -151,7 +151,7 @@ def test_tollway_config_is_valid_with_every_feature_on(tmp_path: Path) -> None:
     pricing.write_text("books: []\n")
     config = parse_config(tollway_config(30000, "admin-token", pricing, "production"))
     assert config.pools["bench"].policy == "cache_aware"
-    assert config.metering.durable_before_response is False
+    assert config.metering.journal is True  # billed requests survive a killed gateway
     assert config.metering.writer == "external"
     assert config.auth.mode == "keys" and config.auth.keys == []
     assert metering_settings("default") == {"durable_before_response": True, "writer": "inline"}
