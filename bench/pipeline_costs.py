@@ -42,23 +42,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
-import shutil
-import statistics
 import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis
 import yaml
 
+from bench.gateway_admin import (
+    REDIS_CPU,
+    RedisScratch,
+    create_key,
+    http_call,
+    redis_errors,
+    start_redis,
+)
 from bench.gateway_overhead import (
     MODEL,
     gateway_argv,
@@ -66,25 +67,27 @@ from bench.gateway_overhead import (
     merge,
     request_body,
 )
-from bench.loadgen import Generator, Load, Sample, Target, available_generator, run
+from bench.loadgen import Generator, Load, Target, available_generator, run
 from bench.machine import describe, load_average
 from bench.pipeline_profile import profile, profile_report, summarize_profile
+from bench.pipeline_report import (
+    RESULTS,
+    Comparison,
+    Measurement,
+    Results,
+    render,
+    write_results,
+)
 from bench.processes import Children, free_port, python
+from bench.procfs import cpu_seconds
 
 GATEWAY_CPU = 0
 UPSTREAM_CPU = 1
 LOAD_CPU = 1
-REDIS_CPU = 1
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(__file__).with_name("pipeline_costs_RESULTS.md")
-START_MARK = "<!-- pipeline-costs:start -->"
-END_MARK = "<!-- pipeline-costs:end -->"
 TARGET_AUTH_LIMITS_US = 150.0
 TARGET_METERING_US = 50.0
 HIGH_CONCURRENCY = 64
-USAGE_STREAM_PREFIX = "tollway:{usage}:"  # metering's stream keys (not under key_prefix)
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 NO_LIMITS: dict[str, Any] = {}
 HIGH_LIMITS: dict[str, Any] = {
@@ -143,7 +146,7 @@ VARIANTS: tuple[Variant, ...] = (
 )
 
 #: (label, variant, baseline, target in µs or None): the differences reported.
-COMPARISONS: tuple[tuple[str, str, str, float | None], ...] = (
+COMPARISONS: tuple[Comparison, ...] = (
     ("authentication", "B", "A", None),
     ("authentication + limits", "C", "A", TARGET_AUTH_LIMITS_US),
     ("limits alone", "C", "B", None),
@@ -163,178 +166,16 @@ class Gateway:
     authorization: str | None
 
 
-@dataclass(frozen=True)
-class Measurement:
-    """One load run against one gateway, with its CPU cost."""
-
-    sample: Sample
-    cpu_s: float
-
-    @property
-    def cpu_us_per_request(self) -> float:
-        """Gateway CPU time (all threads) per request served, in microseconds."""
-        return self.cpu_s / self.sample.requests * 1e6 if self.sample.requests else float("nan")
-
-
-@dataclass
-class Results:
-    """Measurements by (variant, connections), one per round."""
-
-    runs: dict[tuple[str, int], list[Measurement]] = field(default_factory=dict)
-
-    def add(self, variant: str, connections: int, m: Measurement) -> None:
-        self.runs.setdefault((variant, connections), []).append(m)
-
-    def series(
-        self, variant: str, connections: int, what: Callable[[Measurement], float]
-    ) -> list[float]:
-        return [what(m) for m in self.runs[(variant, connections)]]
-
-    def median(self, variant: str, connections: int, what: Callable[[Measurement], float]) -> float:
-        return statistics.median(self.series(variant, connections, what))
-
-    def paired(
-        self, variant: str, base: str, connections: int, what: Callable[[Measurement], float]
-    ) -> float:
-        """Median over rounds of (variant − base), each pair measured in the same round."""
-        a = self.series(variant, connections, what)
-        b = self.series(base, connections, what)
-        return statistics.median(x - y for x, y in zip(a, b, strict=True))
-
-    def errors(self) -> int:
-        return sum(m.sample.errors for ms in self.runs.values() for m in ms)
-
-
-def p50_us(m: Measurement) -> float:
-    return m.sample.p50_ms * 1000
-
-
-def p99_us(m: Measurement) -> float:
-    return m.sample.p99_ms * 1000
-
-
-def cpu_us(m: Measurement) -> float:
-    return m.cpu_us_per_request
-
-
-def rps(m: Measurement) -> float:
-    return m.sample.rps
-
-
 # --- processes and HTTP ------------------------------------------------------------------
-
-
-def process_cpu_s(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    # After the command name: state is field 3, utime field 14, stime field 15.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def _http(
-    method: str, url: str, body: Any = None, token: str | None = None, timeout: float = 10.0
-) -> tuple[int, bytes]:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = body if isinstance(body, bytes) else (json.dumps(body).encode() if body else None)
-    request = urllib.request.Request(url, data=data, headers=headers, method=method)
-    try:
-        with _OPENER.open(request, timeout=timeout) as response:
-            return int(response.status), response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def create_key(port: int, admin_token: str, tenant: str, key_body: dict[str, Any]) -> str:
-    """A tenant and one key through the admin API; returns the key's secret."""
-    base = f"http://127.0.0.1:{port}/admin/v1"
-    status, body = _http("POST", f"{base}/tenants", {"name": tenant}, admin_token)
-    if status != 201:
-        raise RuntimeError(f"creating the tenant: {status} {body[:300]!r}")
-    tenant_id = json.loads(body)["id"]
-    key_request = {"name": f"{tenant}-key", **key_body}
-    status, body = _http("POST", f"{base}/tenants/{tenant_id}/keys", key_request, admin_token)
-    if status != 201:
-        raise RuntimeError(f"creating the key: {status} {body[:300]!r}")
-    return str(json.loads(body)["key"])
 
 
 def check_answer(gateway: Gateway) -> None:
     """One JSON request through the gateway must answer 200 with choices."""
     url = f"http://127.0.0.1:{gateway.port}/v1/chat/completions"
     token = gateway.authorization.removeprefix("Bearer ") if gateway.authorization else None
-    status, body = _http("POST", url, request_body(False), token)
+    status, body = http_call("POST", url, request_body(False), token)
     if status != 200 or not json.loads(body).get("choices"):
         raise RuntimeError(f"variant {gateway.variant.name}: {status} {body[:300]!r}")
-
-
-def redis_errors(port: int) -> float:
-    """``tollway_redis_errors_total`` from the gateway's /metrics (0 when absent)."""
-    status, body = _http("GET", f"http://127.0.0.1:{port}/metrics")
-    if status != 200:
-        return float("nan")
-    for line in body.decode().splitlines():
-        if line.startswith("tollway_redis_errors_total"):
-            return float(line.split()[-1])
-    return 0.0
-
-
-class RedisScratch:
-    """The logical Redis database the gateways use: checked, trimmed, cleaned."""
-
-    def __init__(self, url: str, prefix: str) -> None:
-        self.url = url
-        self.prefix = prefix
-        self.client = redis.Redis.from_url(url)
-        existing = [*self.client.scan_iter(match=f"{USAGE_STREAM_PREFIX}*", count=1000)]
-        if existing:
-            raise RuntimeError(
-                f"{url} already holds usage-stream keys ({existing[0]!r}); another gateway may "
-                "use this database: pick another one with --redis-url"
-            )
-
-    def trim_usage(self) -> None:
-        """Empty the usage streams (no writer reads them), keeping any consumer group."""
-        for key in self.client.scan_iter(match=f"{USAGE_STREAM_PREFIX}*", count=1000):
-            if self.client.type(key) == b"stream":
-                self.client.xtrim(key, maxlen=0, approximate=False)
-
-    def cleanup(self) -> int:
-        """Delete every key this run made; return how many."""
-        keys = [
-            *self.client.scan_iter(match=f"{self.prefix}*", count=1000),
-            *self.client.scan_iter(match=f"{USAGE_STREAM_PREFIX}*", count=1000),
-        ]
-        if keys:
-            self.client.delete(*keys)
-        self.client.close()
-        return len(keys)
-
-
-def start_redis(children: Children) -> str:
-    """A private redis-server (no persistence) pinned to its own core; returns its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed; pass --redis-url")
-    port = free_port()
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    argv += ["--appendonly", "no", "--dir", str(children.log_dir)]
-    proc = children.start("redis", argv, cpu=REDIS_CPU)
-    client = redis.Redis(host="127.0.0.1", port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError as exc:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = children.log_tail("redis")
-                raise RuntimeError(f"redis-server did not start:\n{tail}") from exc
-            time.sleep(0.05)
-    client.close()
-    return f"redis://127.0.0.1:{port}/0"
 
 
 def variant_config(
@@ -412,9 +253,9 @@ def measure_once(
     target = Target(gateway.port, request_body(False), authorization=gateway.authorization)
     if warmup > 0:
         run(target, Load(connections, warmup, 0.0), generator, cpu=LOAD_CPU)
-    before = process_cpu_s(gateway.pid)
+    before = cpu_seconds(gateway.pid)
     sample = run(target, Load(connections, duration, 0.0), generator, cpu=LOAD_CPU)
-    after = process_cpu_s(gateway.pid)
+    after = cpu_seconds(gateway.pid)
     return Measurement(sample, after - before)
 
 
@@ -456,10 +297,6 @@ def measure(
 # --- profiling ---------------------------------------------------------------------------
 
 
-def _fmt(value: float, digits: int = 1) -> str:
-    return f"{value:,.{digits}f}"
-
-
 def report(
     results: Results,
     repeat: int,
@@ -472,12 +309,12 @@ def report(
 ) -> str:
     """The markdown section: method, machine, tables, targets."""
     generator = next(iter(results.runs.values()))[0].sample.generator
-    lines = [
+    head = [
         "## Cost of authentication, limits and metering on the request path",
         "",
         f"Command: `{command}` (from the repository root, in the project's virtualenv).",
         "",
-        f"Method: five gateways (`python -m gateway serve`, one uvicorn worker each, "
+        f"Method: one gateway per variant (`python -m gateway serve`, one uvicorn worker each, "
         f"`REDIS_URL` set, SQLite under a fresh data directory) pinned to core {GATEWAY_CPU}, "
         f"in front of `bench.upstream` on core {UPSTREAM_CPU}; load generator `{generator}` "
         f"on core {LOAD_CPU}. JSON request `{request_body(False).decode()}`. Each of "
@@ -491,78 +328,9 @@ def report(
         "",
         f"Machine: {machine.rstrip('.')}; Redis: {redis_where}, on loopback; "
         f"load average at the end: {load_average()}.",
-        "",
-        f"Failed or non-2xx requests in all runs: {results.errors()}.",
-        "",
-        "| variant | configuration | c=1 p50 µs | c=1 p99 µs | c=64 requests/s "
-        "| CPU µs/request, c=64 | CPU µs/request, c=1 |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for v in VARIANTS:
-        if (v.name, 1) not in results.runs:
-            continue
-        lines.append(
-            f"| {v.name} | {v.label} | {_fmt(results.median(v.name, 1, p50_us))} "
-            f"| {_fmt(results.median(v.name, 1, p99_us))} "
-            f"| {_fmt(results.median(v.name, HIGH_CONCURRENCY, rps), 0)} "
-            f"| {_fmt(results.median(v.name, HIGH_CONCURRENCY, cpu_us))} "
-            f"| {_fmt(results.median(v.name, 1, cpu_us))} |"
-        )
-    lines += [
-        "",
-        "| what is added | difference | added p50 µs, c=1 | added p99 µs, c=1 "
-        "| added CPU µs/request, c=64 | target (p50) | per-round p50 differences µs |",
-        "| --- | --- | ---: | ---: | ---: | --- | --- |",
-    ]
-    verdicts = []
-    for label, name, base, target in COMPARISONS:
-        if (name, 1) not in results.runs or (base, 1) not in results.runs:
-            continue
-        added = results.paired(name, base, 1, p50_us)
-        per_round = [
-            x - y
-            for x, y in zip(
-                results.series(name, 1, p50_us), results.series(base, 1, p50_us), strict=True
-            )
-        ]
-        verdict = "—"
-        if target is not None:
-            held = added <= target
-            caveat = (
-                f"; the rounds ({min(per_round):+.0f} to {max(per_round):+.0f} µs) fall on "
-                "both sides of the target: not resolved by this run"
-                if min(per_round) <= target < max(per_round)
-                else ""
-            )
-            verdict = f"≤ {target:g}: {'**met**' if held else '**not met**'}"
-            verdicts.append(
-                f"- {label} ({name} − {base}): **{added:+.1f} µs** p50 at c=1 "
-                f"(target ≤ {target:g} µs: {'met' if held else '**not met**'}{caveat})."
-            )
-        added_p99 = results.paired(name, base, 1, p99_us)
-        added_cpu = results.paired(name, base, HIGH_CONCURRENCY, cpu_us)
-        lines.append(
-            f"| {label} | {name} − {base} | {added:+.1f} | {added_p99:+.1f} "
-            f"| {added_cpu:+.1f} | {verdict} "
-            f"| {', '.join(f'{d:+.0f}' for d in per_round)} |"
-        )
-    lines += ["", *verdicts]
-    if notes:
-        lines += ["", *notes]
-    return "\n".join(lines) + "\n"
-
-
-def write_results(section: str, path: Path = RESULTS) -> None:
-    """Put ``section`` between the markers of ``path`` (the rest of the file stays)."""
-    block = f"{START_MARK}\n{section}{END_MARK}"
-    if not path.exists():
-        path.write_text(f"# Pipeline costs: results\n\n{block}\n", encoding="utf-8")
-        return
-    text = path.read_text(encoding="utf-8")
-    start, end = text.find(START_MARK), text.find(END_MARK)
-    if start < 0 or end < start:
-        raise RuntimeError(f"{path} has no {START_MARK} ... {END_MARK} markers")
-    path.write_text(text[:start] + block + text[end + len(END_MARK) :], encoding="utf-8")
+    variants = [(v.name, v.label) for v in VARIANTS]
+    return render(results, variants, COMPARISONS, HIGH_CONCURRENCY, head, notes)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from bench.gateway_admin import redis_errors
 from bench.loadgen import Generator, available_generator
 from bench.machine import describe, load_average
 from bench.peers import install
@@ -25,7 +26,6 @@ from bench.peers.systems import (
     start_upstream,
 )
 from bench.peers.tollway import TollwayStack, ledger_rows, redis_for_tollway, start_tollway
-from bench.pipeline_costs import redis_errors
 from bench.processes import Children
 from bench.procfs import is_running
 

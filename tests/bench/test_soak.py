@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from pathlib import Path
+from typing import cast
 
 import orjson
 import pytest
@@ -249,7 +250,7 @@ class _Canned(asyncio.Protocol):
     """Answers every request with 200 except those whose body says ``"fail"`` (429)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
         self.buffer = b""
 
     def data_received(self, data: bytes) -> None:
@@ -262,7 +263,7 @@ class _Canned(asyncio.Protocol):
             body, self.buffer = rest[:length], rest[length:]
             status = b"429 Too Many Requests" if b"fail" in body else b"200 OK"
             answer = b'{"error":"limited"}' if b"fail" in body else b"{}"
-            self.transport.write(  # type: ignore[attr-defined]
+            self.transport.write(
                 b"HTTP/1.1 " + status + b"\r\ncontent-length: %d\r\n\r\n" % len(answer) + answer
             )
 
