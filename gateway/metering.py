@@ -195,33 +195,30 @@ class Metering:
     def max_cost(self, record: RequestRecord, prompt: int, output: int) -> int:
         """What ``record`` would cost with ``prompt`` input and ``output`` output tokens
         (no cache hits): :meth:`quote` for a successful request, without copying it."""
-        book = self.book
-        if book is not None and record.tenant_id is not None and record.model is not None:
-            quote = compute_cost(
-                book,
-                tenant_id=record.tenant_id,
-                model=record.model,
-                pool=_pool_of(record.route),
-                agent_type=record.agent_type,
-                at=record.created_at,
-                status="ok",
-                prompt_tokens=prompt,
-                cached_tokens=0,
-                completion_tokens=output,
-                gpu_seconds=0.0,
-            )
-            if quote.rate_id is not None:
-                return quote.cost_micros
+        quote = self._price(record, "ok", (prompt, 0, output), 0.0)
+        if quote.rate_id is not None:
+            return quote.cost_micros
         passed = self.provider_cost(
             record.route, {"prompt_tokens": prompt, "completion_tokens": output}
         )
         return passed if passed is not None else 0
 
     def _book_quote(self, record: RequestRecord, gpu_seconds: float) -> CostQuote:
+        return self._price(record, record.status, record.tokens(), gpu_seconds)
+
+    def _price(
+        self,
+        record: RequestRecord,
+        status: str,
+        tokens: tuple[int, int, int],
+        gpu_seconds: float,
+    ) -> CostQuote:
+        """The price book's quote for ``record`` with this status and (prompt, cached,
+        completion) tokens; cost 0 and no rate without a book, tenant or model."""
         book = self.book
         if book is None or record.tenant_id is None or record.model is None:
             return CostQuote(0, None, book.version if book else 0)
-        prompt, cached, completion = record.tokens()
+        prompt, cached, completion = tokens
         return compute_cost(
             book,
             tenant_id=record.tenant_id,
@@ -229,7 +226,7 @@ class Metering:
             pool=_pool_of(record.route),
             agent_type=record.agent_type,
             at=record.created_at,
-            status=record.status,
+            status=status,
             prompt_tokens=prompt,
             cached_tokens=cached,
             completion_tokens=completion,
