@@ -3,7 +3,9 @@
 Turns a principal's limits and budgets into one :class:`AdmissionRequest` (one
 Redis round trip, or none when nothing applies), reserving the request's
 maximum cost; settles with the real tokens and cost once the request ends,
-in the background so the response never waits for it.
+in the background so the response never waits for it. With a
+:class:`~gateway.speculation.SpeculationGate`, :meth:`Admitter.speculate` starts
+an admission without waiting for it, so the caller can dispatch meanwhile.
 """
 
 from __future__ import annotations
@@ -20,8 +22,12 @@ from gateway.limits import AdmissionRequest, BudgetSpec, LimitSpec, Ticket
 from gateway.limits.admission import Admission
 from gateway.metering import Metering
 from gateway.outcome import RequestRecord
+from gateway.speculation import SpeculationGate
 from gateway.tenancy.schemas import Budgets, Limits
 from tollway.errors import TollwayError
+
+#: An admission started by :meth:`Admitter.speculate`; await it for the ticket (or the 429).
+Pending = asyncio.Future[Ticket | None]
 
 log = logging.getLogger("tollway.limits")
 
@@ -73,9 +79,16 @@ def _specs_of(principal: Principal) -> _Specs:
 class Admitter:
     """Admits requests against their limits and settles them afterwards."""
 
-    def __init__(self, admission: Admission, metering: Metering | None) -> None:
+    def __init__(
+        self,
+        admission: Admission,
+        metering: Metering | None,
+        *,
+        speculation: SpeculationGate | None = None,
+    ) -> None:
         self.admission = admission
         self.metering = metering
+        self.speculation = speculation
         self._settling: set[asyncio.Task[None]] = set()
         # The engine's view of each principal, computed once (principals are immutable;
         # a changed key gets a new principal object from the key cache).
@@ -105,6 +118,56 @@ class Admitter:
         specs = self._specs_for(principal)
         if not specs.has_any:
             return None
+        return await self._admit(record, principal, specs, prompt, output, speculative=False)
+
+    def speculate(
+        self, record: RequestRecord, principal: Principal, prompt: int, output: int
+    ) -> Pending | None:
+        """Start the admission without waiting for it, when the speculation gate allows
+        (see :mod:`gateway.speculation`); None means: call :meth:`admit` and wait.
+
+        The caller may dispatch meanwhile but must send nothing to the client before
+        the returned future has answered, and hands it to :meth:`abandon` if it gives up.
+        """
+        gate = self.speculation
+        if gate is None:
+            return None
+        specs = self._specs_for(principal)
+        if not specs.has_any:
+            return None
+        key = (principal.tenant_id, principal.key_id)
+        if not gate.try_speculate(key, prompt + output):
+            return None
+        record.speculative = True
+        return asyncio.ensure_future(
+            self._admit(record, principal, specs, prompt, output, speculative=True)
+        )
+
+    def abandon(self, pending: Pending, record: RequestRecord) -> None:
+        """The request ended before its speculative admission was awaited: settle the
+        ticket whenever it arrives (nothing to do for a refusal)."""
+        if pending.done():
+            self._settle_done(pending, record)
+        else:
+            pending.add_done_callback(lambda done: self._settle_done(done, record))
+
+    def _settle_done(self, pending: Pending, record: RequestRecord) -> None:
+        if pending.cancelled() or pending.exception() is not None:
+            return
+        ticket = pending.result()
+        if ticket is not None:
+            self.settle(ticket, record)
+
+    async def _admit(
+        self,
+        record: RequestRecord,
+        principal: Principal,
+        specs: _Specs,
+        prompt: int,
+        output: int,
+        *,
+        speculative: bool,
+    ) -> Ticket:
         request = AdmissionRequest(
             request_id=record.request_id,
             tenant_id=principal.tenant_id,
@@ -116,7 +179,17 @@ class Admitter:
             estimated_tokens=prompt + output,
             reserve_micro_usd=self._max_cost(record, prompt, output) if specs.has_budget else 0,
         )
-        return await self.admission.admit(request)
+        gate = self.speculation
+        if gate is None:
+            return await self.admission.admit(request)
+        key = (principal.tenant_id, principal.key_id)
+        try:
+            ticket = await self.admission.admit(request)
+        except TollwayError:
+            gate.refused(key, speculative=speculative)
+            raise
+        gate.admitted(key, ticket)
+        return ticket
 
     async def admit_agent_type(
         self, record: RequestRecord, tenant_id: str, limits: AgentLimitsConfig, tokens: int

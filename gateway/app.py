@@ -44,6 +44,7 @@ from gateway.responses import (
 )
 from gateway.settings import Settings
 from gateway.sharedstate import connect_redis
+from gateway.speculation import SpeculationGate
 from gateway.tenancy.keycache import KeyAuthenticator
 from gateway.tenancy.store import TenantStore
 from gateway.tracing import OtelTracer, build_tracer
@@ -151,8 +152,20 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
         auth = OpenAuthenticator()
     max_body = settings.max_body_bytes or config.server.max_body_bytes
     agents = AgentResolver(config.agent_types, config.routing, frozenset(config.models))
+    speculation = (
+        SpeculationGate(
+            headroom=config.limits.speculate_headroom,
+            max_age_s=config.limits.speculate_max_age_s,
+            cooldown_s=config.limits.speculate_cooldown_s,
+        )
+        if redis is not None and config.limits.speculate
+        else None
+    )
     metrics = Metrics(
-        lambda: registry.backends.values(), metering, tenant_labels=config.metrics.tenant_labels
+        lambda: registry.backends.values(),
+        metering,
+        tenant_labels=config.metrics.tenant_labels,
+        speculation=speculation,
     )
     access = AccessLog(config.server.access_log)
 
@@ -168,6 +181,7 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
             fast=fast_redis,
         ),
         metering,
+        speculation=speculation,
     )
     idempotency = build_idempotency(config.idempotency, redis)
     compressor = Compressor(config, registry, redis, prefix=config.limits.key_prefix)

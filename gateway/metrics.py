@@ -23,6 +23,7 @@ from backends.base import Backend
 from backends.sglang.pool import SGLangPool
 from gateway.metering import Metering
 from gateway.outcome import RequestRecord
+from gateway.speculation import SpeculationGate
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -49,10 +50,14 @@ class StateCollector(Collector):
     """Queue depth, admissions, workers, circuits and the usage buffer, read at scrape time."""
 
     def __init__(
-        self, backends: Callable[[], Iterable[Backend]], metering: Metering | None
+        self,
+        backends: Callable[[], Iterable[Backend]],
+        metering: Metering | None,
+        speculation: SpeculationGate | None = None,
     ) -> None:
         self._backends = backends
         self._metering = metering
+        self._speculation = speculation
 
     def collect(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
@@ -99,6 +104,17 @@ class StateCollector(Collector):
                 kv.add_metric(labels, ratio)
                 circuit.add_metric(labels, w.circuit_state if w.healthy else OPEN)
         yield from (depth, admission, home, in_flight, kv, circuit)
+        if self._speculation is not None:
+            yield CounterMetricFamily(
+                "tollway_admission_speculated",
+                "Requests dispatched to a pool while their rate-limit admission was in flight.",
+                value=self._speculation.speculated,
+            )
+            yield CounterMetricFamily(
+                "tollway_admission_speculation_lost",
+                "Speculated requests that Redis then refused (their upstream work was wasted).",
+                value=self._speculation.lost,
+            )
         if self._metering is not None:
             yield GaugeMetricFamily(
                 "tollway_usage_buffer_depth",
@@ -126,6 +142,7 @@ class Metrics:
         metering: Metering | None = None,
         *,
         tenant_labels: bool = False,
+        speculation: SpeculationGate | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -186,7 +203,7 @@ class Metrics:
         )
         self.redis_errors = Counter("tollway_redis_errors", "Redis errors.", registry=r)
         self.database_errors = Counter("tollway_database_errors", "Database errors.", registry=r)
-        self._state = StateCollector(backends, metering)
+        self._state = StateCollector(backends, metering, speculation)
         r.register(self._state)
         for backend in backends():
             if isinstance(backend, SGLangPool):

@@ -47,6 +47,8 @@ class RequestRecord:
     cost_micros: int = 0
     #: The limits engine's ticket, settled when the request ends.
     ticket: Ticket | None = None
+    #: Dispatched before its admission answered (see :mod:`gateway.speculation`).
+    speculative: bool = False
     #: The ticket of the agent type's per-tenant limits, when its profile has some.
     agent_ticket: Ticket | None = None
     #: The idempotency lease of a request that has a key, settled when it ends.

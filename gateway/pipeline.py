@@ -9,6 +9,7 @@ Later stages (idempotency, limits, compression, metering) plug in here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -19,9 +20,9 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from backends.base import UpstreamRequest
+from backends.base import UpstreamRequest, UpstreamResponse
 from billing.usage import UsageSource
-from gateway.admitting import Admitter
+from gateway.admitting import Admitter, Pending
 from gateway.agents import AgentResolver, apply_max_tokens, prefix_affinity
 from gateway.auth import Authenticator
 from gateway.body import parse_json_object, read_body
@@ -35,7 +36,7 @@ from gateway.idempotency import (
     request_fingerprint,
     wait_preference,
 )
-from gateway.limits import ticket_headers
+from gateway.limits import Ticket, ticket_headers
 from gateway.metering import Metering
 from gateway.outcome import RequestRecord
 from gateway.registry import ModelRegistry
@@ -224,50 +225,67 @@ class InferencePipeline:
             else len(raw) // 4
         )
         output = (max_tokens or self.default_output_tokens) * n
+        chain = self.registry.routes_for(
+            entry, tuple(agent.profile.fallbacks) if agent.profile else ()
+        )
+        pending: Pending | None = None
         if self.admitter is not None:
-            with span("tollway.admit"):
-                record.ticket = await self.admitter.admit(
-                    record, principal, prompt_estimate, output
-                )
-            if record.ticket is not None:
-                headers.update(ticket_headers(record.ticket))
+            # Only self-hosted pools: a hosted provider may bill a request we then drop.
+            solo = agent.profile is None or agent.profile.limits is None
+            if solo and all(b.route.startswith("pool:") for b in chain):
+                pending = self.admitter.speculate(record, principal, prompt_estimate, output)
+            if pending is None:
+                with span("tollway.admit"):
+                    record.ticket = await self.admitter.admit(
+                        record, principal, prompt_estimate, output
+                    )
+                if record.ticket is not None:
+                    headers.update(ticket_headers(record.ticket))
             if agent.profile is not None and agent.profile.limits is not None:
                 record.agent_ticket = await self.admitter.admit_agent_type(
                     record, principal.tenant_id, agent.profile.limits, prompt_estimate + output
                 )
-        chain = self.registry.routes_for(
-            entry, tuple(agent.profile.fallbacks) if agent.profile else ()
-        )
         affinity = "s:" + agent.session_id if agent.session_id else prefix_affinity(body)
         first_byte_s, total_s = _timeouts(entry.timeouts, agent.profile)
-        for attempt, backend in enumerate(chain):
-            self._prepare_upstream_body(body, call, backend.upstream_model)
-            try:
-                with span("tollway.upstream", route=backend.route, attempt=attempt):
-                    upstream = await backend.send(
-                        UpstreamRequest(
-                            path=path,
-                            body=orjson.dumps(body),
-                            stream=call.stream,
-                            request_id=record.request_id,
-                            affinity=affinity,
-                            tenant=principal.tenant_id,
-                            priority=agent.profile.priority if agent.profile else 0,
-                            kv_tokens=prompt_estimate + output,
-                            payload=body,
-                            first_byte_timeout_s=first_byte_s,
-                            total_timeout_s=total_s,
+        try:
+            for attempt, backend in enumerate(chain):
+                self._prepare_upstream_body(body, call, backend.upstream_model)
+                try:
+                    with span("tollway.upstream", route=backend.route, attempt=attempt):
+                        upstream = await backend.send(
+                            UpstreamRequest(
+                                path=path,
+                                body=orjson.dumps(body),
+                                stream=call.stream,
+                                request_id=record.request_id,
+                                affinity=affinity,
+                                tenant=principal.tenant_id,
+                                priority=agent.profile.priority if agent.profile else 0,
+                                kv_tokens=prompt_estimate + output,
+                                payload=body,
+                                first_byte_timeout_s=first_byte_s,
+                                total_timeout_s=total_s,
+                            )
                         )
-                    )
-                break
-            except (UpstreamError, RateLimited) as exc:
-                # Fall back only before any byte reached the client, and never for the
-                # client's own mistakes (the upstream's 4xx), nor for tenant limits.
-                client_fault = isinstance(exc, UpstreamRejected)
-                ours = isinstance(exc, RateLimited) and exc.code not in _SATURATED
-                if client_fault or ours or attempt == len(chain) - 1:
-                    raise
-                log.warning("route %s failed (%s); falling back", backend.route, exc.code)
+                    break
+                except (UpstreamError, RateLimited) as exc:
+                    # Fall back only before any byte reached the client, and never for the
+                    # client's own mistakes (the upstream's 4xx), nor for tenant limits.
+                    client_fault = isinstance(exc, UpstreamRejected)
+                    ours = isinstance(exc, RateLimited) and exc.code not in _SATURATED
+                    if client_fault or ours or attempt == len(chain) - 1:
+                        raise
+                    log.warning("route %s failed (%s); falling back", backend.route, exc.code)
+        except Exception:
+            if pending is not None:  # a refusal of the admission wins over the upstream's error
+                record.ticket = await self._answer(pending, record)
+            raise
+        except BaseException:
+            if pending is not None and self.admitter is not None:
+                self.admitter.abandon(pending, record)
+            raise
+        if pending is not None:
+            await self._conclude(pending, upstream, record, headers)
         record.route, record.worker = upstream.route, upstream.worker
         headers["x-tollway-route"] = upstream.route
         if agent.agent_type is not None:
@@ -278,6 +296,36 @@ class InferencePipeline:
         return self.responder.stream(
             upstream, record, call.include_usage, backend.upstream_model, body, headers
         )
+
+    async def _answer(self, pending: Pending, record: RequestRecord) -> Ticket | None:
+        """A speculative admission's ticket (or its refusal). Shielded: a client that goes
+        away must not cancel an admission Redis may already have applied; its ticket
+        then goes to :meth:`Admitter.abandon`, which settles it when it arrives."""
+        if pending.done():
+            return pending.result()
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            if self.admitter is not None:
+                self.admitter.abandon(pending, record)
+            raise
+
+    async def _conclude(
+        self,
+        pending: Pending,
+        upstream: UpstreamResponse,
+        record: RequestRecord,
+        headers: dict[str, str],
+    ) -> None:
+        """Wait for a speculative admission; on a refusal drop the upstream's answer."""
+        try:
+            record.ticket = await self._answer(pending, record)
+        except BaseException:
+            upstream.gpu_seconds()
+            await upstream.aclose()
+            raise
+        if record.ticket is not None:
+            headers.update(ticket_headers(record.ticket))
 
     @staticmethod
     def _validate(path: str, body: dict[str, Any], max_messages: int) -> _Call:

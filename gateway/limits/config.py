@@ -21,6 +21,10 @@ class LimitsConfig(BaseModel):
           clock: redis                    # or local
           upstream_max_wait_s: 2.0
           settle_batch_ms: 0
+          speculate: true
+          speculate_headroom: 0.25
+          speculate_max_age_s: 1.0
+          speculate_cooldown_s: 10.0
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -90,6 +94,37 @@ class LimitsConfig(BaseModel):
             "concurrency 1 the settlement then runs while the gateway waits for the next "
             "request, instead of delaying that request's admission in Redis."
         ),
+    )
+
+    speculate: bool = Field(
+        default=True,
+        description=(
+            "With Redis: dispatch a request to a self-hosted pool while its admission is "
+            "still in flight, when this replica's last answer for the key left at least "
+            "speculate_headroom of every rate limit; nothing reaches the client before "
+            "Redis answers, and a refusal is answered as without speculation (its "
+            "upstream work is wasted). Never for catalog routes or agent-type limits."
+        ),
+    )
+    speculate_headroom: float = Field(
+        default=0.25,
+        ge=0,
+        le=1,
+        description="Share of each requests- and tokens-per-minute limit that must be left "
+        "(after this replica's speculations since the last answer) to speculate.",
+    )
+    speculate_max_age_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="A key's last admission answer older than this allows no speculation.",
+    )
+    speculate_cooldown_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="After any refusal for a key (a limit, its budget, or Redis down), no "
+        "speculation for it for this long.",
     )
 
     @property

@@ -1,0 +1,77 @@
+"""The admitter's speculative admissions: a ticket whose request ended early is settled."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.admitting import Admitter
+from gateway.auth import Principal
+from gateway.limits import AdmissionRequest, MemoryAdmission, Ticket
+from gateway.outcome import RequestRecord
+from gateway.speculation import SpeculationGate
+from gateway.tenancy.schemas import Limits
+
+
+class SlowAdmission:
+    """Admits in memory once ``release`` is set; records settlements."""
+
+    def __init__(self) -> None:
+        self.engine = MemoryAdmission()
+        self.release = asyncio.Event()
+        self.settled: list[tuple[str, int, int]] = []
+
+    async def admit(self, request: AdmissionRequest) -> Ticket:
+        await self.release.wait()
+        ticket = await self.engine.admit(request)
+        ticket.engine = "redis"  # as if Redis had answered: the gate learns from it
+        return ticket
+
+    async def settle(self, ticket: Ticket, actual_tokens: int, actual_cost: int) -> None:
+        self.settled.append((ticket.request_id, actual_tokens, actual_cost))
+        await self.engine.settle(ticket, actual_tokens, actual_cost)
+
+
+def principal() -> Principal:
+    return Principal(
+        tenant_id="t", key_id="k", key_prefix="tw-k", key_limits=Limits(rpm=100, max_concurrent=5)
+    )
+
+
+async def test_an_abandoned_speculation_is_settled_when_its_answer_arrives() -> None:
+    admission = SlowAdmission()
+    admitter = Admitter(admission, None, speculation=SpeculationGate())
+    who = principal()
+    admission.release.set()
+    first = RequestRecord("r1", "/v1/chat/completions")
+    assert await admitter.admit(first, who, 10, 10) is not None  # teaches the gate
+    admission.release.clear()
+    record = RequestRecord("r2", "/v1/chat/completions")
+    pending = admitter.speculate(record, who, 10, 10)
+    assert pending is not None and record.speculative
+    admitter.abandon(pending, record)  # the client went away before the answer
+    assert admission.settled == []
+    admission.release.set()
+    await pending
+    await admitter.drain()
+    assert admission.settled == [("r2", 0, 0)]
+
+
+async def test_an_abandoned_refusal_settles_nothing() -> None:
+    admission = SlowAdmission()
+    admitter = Admitter(admission, None, speculation=SpeculationGate())
+    who = principal()
+    admission.release.set()
+    assert await admitter.admit(RequestRecord("r1", "/v1/x"), who, 10, 10) is not None
+    limited = Principal(
+        tenant_id="t", key_id="k", key_prefix="tw-k", key_limits=Limits(rpm=100, tpm=30)
+    )
+    # The hint came from a key without a tokens limit; this principal has one of 30,
+    # and asks for 40: Redis (here: memory) refuses.
+    record = RequestRecord("r2", "/v1/x")
+    pending = admitter.speculate(record, limited, 20, 20)
+    assert pending is not None
+    admitter.abandon(pending, record)
+    await asyncio.gather(pending, return_exceptions=True)
+    await admitter.drain()
+    assert admission.settled == []
+    assert admitter.speculation is not None and admitter.speculation.lost == 1
