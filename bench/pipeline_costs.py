@@ -16,6 +16,9 @@ core 0, ``REDIS_URL`` set) run side by side in front of one canned upstream
 - **E** C plus a price book, ``durable_before_response: false``.
 - **F** C plus a price book, ``metering.journal: true`` (the record is written to the
   local journal before the response finishes and appended to the stream after).
+- **G** C with ``limits.speculate: false``: the admission's answer is awaited before the
+  request is dispatched (C dispatches to the pool while the admission is in flight,
+  see ``gateway/speculation.py``).
 
 Every variant has ``metering.writer: external`` (no ledger writer inside the gateway),
 so the usage records stay in a Redis stream, which is trimmed after every
@@ -126,6 +129,8 @@ class Variant:
     pricing: bool
     durable: bool
     journal: bool = False
+    #: ``limits.speculate``: dispatch while the admission is in flight (the default).
+    speculate: bool = True
 
 
 VARIANTS: tuple[Variant, ...] = (
@@ -143,6 +148,15 @@ VARIANTS: tuple[Variant, ...] = (
         False,
         journal=True,
     ),
+    Variant(
+        "G",
+        "C with limits.speculate off (the admission answers before dispatch)",
+        True,
+        HIGH_LIMITS,
+        False,
+        False,
+        speculate=False,
+    ),
 )
 
 #: (label, variant, baseline, target in µs or None): the differences reported.
@@ -150,6 +164,8 @@ COMPARISONS: tuple[Comparison, ...] = (
     ("authentication", "B", "A", None),
     ("authentication + limits", "C", "A", TARGET_AUTH_LIMITS_US),
     ("limits alone", "C", "B", None),
+    ("authentication + limits, admission awaited before dispatch", "G", "A", None),
+    ("what speculation saves", "G", "C", None),
     ("metering, durable (awaited XADD) + pricing", "D", "C", TARGET_METERING_US),
     ("metering, non-durable + pricing", "E", "C", TARGET_METERING_US),
     ("metering, journal + pricing", "F", "C", TARGET_METERING_US),
@@ -185,7 +201,10 @@ def variant_config(
     overlay: dict[str, Any] = {
         "admin_token": admin_token,
         "auth": {"mode": "keys", "keys": []} if variant.key_auth else {"mode": "none"},
-        "limits": {"key_prefix": f"{prefix}{variant.name}:"},
+        "limits": {
+            "key_prefix": f"{prefix}{variant.name}:",
+            "speculate": variant.speculate,
+        },
         "metering": {
             "durable_before_response": variant.durable,
             "journal": variant.journal,
@@ -341,7 +360,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each one")
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument(
-        "--variants", default="ABCDEF", help="which variants to run (letters, default ABCDEF)"
+        "--variants", default="ABCDEFG", help="which variants to run (letters, default ABCDEFG)"
     )
     parser.add_argument(
         "--redis-url",
