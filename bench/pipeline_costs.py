@@ -157,6 +157,16 @@ VARIANTS: tuple[Variant, ...] = (
         False,
         speculate=False,
     ),
+    Variant(
+        "H",
+        "F with limits.speculate off",
+        True,
+        HIGH_LIMITS,
+        True,
+        False,
+        journal=True,
+        speculate=False,
+    ),
 )
 
 #: (label, variant, baseline, target in µs or None): the differences reported.
@@ -166,6 +176,7 @@ COMPARISONS: tuple[Comparison, ...] = (
     ("limits alone", "C", "B", None),
     ("authentication + limits, admission awaited before dispatch", "G", "A", None),
     ("what speculation saves", "G", "C", None),
+    ("what speculation saves, with metering (journal + pricing)", "H", "F", None),
     ("metering, durable (awaited XADD) + pricing", "D", "C", TARGET_METERING_US),
     ("metering, non-durable + pricing", "E", "C", TARGET_METERING_US),
     ("metering, journal + pricing", "F", "C", TARGET_METERING_US),
