@@ -20,7 +20,7 @@ RUN python -m venv /opt/tollway
 ENV PATH=/opt/tollway/bin:$PATH
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY tollway ./tollway
 COPY gateway ./gateway
 COPY backends ./backends
@@ -31,7 +31,7 @@ COPY simulator ./simulator
 # Every dependency ships manylinux wheels for CPython 3.11 (amd64 and arm64),
 # so no compiler is needed, here or in the final image.
 RUN pip wheel --no-deps --wheel-dir /wheels . \
-    && pip install /wheels/tollway-*.whl \
+    && pip install -c constraints.txt /wheels/tollway-*.whl \
     && tollway --help > /dev/null
 
 # ---- final: slim Python with only the virtualenv -----------------------------

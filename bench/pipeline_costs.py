@@ -97,6 +97,7 @@ HIGH_LIMITS: dict[str, Any] = {
     "limits": {"rpm": 10_000_000, "tpm": 10_000_000_000, "max_concurrent": 100_000},
     "budgets": {"daily_usd": "10000000"},
 }
+NO_BUDGET_LIMITS: dict[str, Any] = {"limits": HIGH_LIMITS["limits"]}
 PRICE_BOOK: dict[str, Any] = {
     "books": [
         {
@@ -157,6 +158,8 @@ VARIANTS: tuple[Variant, ...] = (
         False,
         speculate=False,
     ),
+    Variant("X", "C without the budget", True, NO_BUDGET_LIMITS, False, False),
+    Variant("Y", "E without the budget", True, NO_BUDGET_LIMITS, True, False),
     Variant(
         "H",
         "F with limits.speculate off",

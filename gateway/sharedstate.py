@@ -10,8 +10,8 @@ their outage policy although Redis is fine. Replies are parsed by hiredis.
 from __future__ import annotations
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 
 def connect_redis(url: str, *, timeout_s: float = 0.25, max_connections: int = 512) -> Redis:
