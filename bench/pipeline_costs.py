@@ -238,8 +238,10 @@ def start_gateways(
     redis_url: str,
     prefix: str,
     log_level: str,
+    root: Path = ROOT,
 ) -> list[Gateway]:
-    """Start every variant's gateway, make its key, check one answer."""
+    """Start every variant's gateway (its code from the source tree ``root``), make its
+    key, check one answer."""
     pricing = children.log_dir / "pricing.yaml"
     pricing.write_text(yaml.safe_dump(PRICE_BOOK))
     admin_token = "bench-admin-" + secrets.token_hex(16)
@@ -259,7 +261,7 @@ def start_gateways(
                 "TOLLWAY_DATA_DIR": str(children.log_dir / f"data-{variant.name}"),
                 "REDIS_URL": redis_url,
             },
-            cwd=ROOT,
+            cwd=root,
         )
         children.wait_ready(name, f"http://127.0.0.1:{port}/readyz", timeout=60, proc=proc)
         authorization = None

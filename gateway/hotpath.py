@@ -3,7 +3,8 @@
 ``POST /v1/chat/completions`` and ``POST /v1/completions`` carry nearly all of
 the traffic, so they skip FastAPI's middleware stack, router and exception
 wrappers: this layer assigns the request id, calls the pipeline, renders any
-Tollway error in OpenAI's shape, and adds ``x-request-id``. Every other route
+Tollway error in OpenAI's shape, adds ``x-request-id`` and sends the response
+(:mod:`gateway.sending`: a stream without Starlette's task group). Every other route
 (admin, usage, models, health, metrics, docs) goes to the FastAPI app as usual.
 """
 
@@ -19,6 +20,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.responses import error_response
+from gateway.sending import send_response
 from tollway.errors import TollwayError
 
 log = logging.getLogger("tollway")
@@ -81,4 +83,4 @@ class HotPath:
                 TollwayError("The server had an error while processing your request."), rid
             )
         response.headers["x-request-id"] = rid
-        await response(scope, receive, send)
+        await send_response(response, receive, send)

@@ -1,0 +1,97 @@
+"""Sending the hot path's responses over ASGI without Starlette's per-response machinery.
+
+A JSON response is two ``send`` calls. A stream is relayed in the handler's own
+task: Starlette's :class:`~starlette.responses.StreamingResponse` (on an ASGI
+2.3 server such as uvicorn) runs every stream in a task group with a second
+task listening for the client's disconnect, which costs a task hop before the
+first byte and anyio's cancel scopes on every request. Here a plain callback
+on one waiter does the listening: when the client goes away mid-stream the
+handler's task is cancelled, the body iterator is closed (so the relay sees a
+cancellation and bills what was delivered), and the handler returns normally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Message, Receive, Send
+
+
+async def send_response(response: Response, receive: Receive, send: Send) -> None:
+    """Send ``response`` (a plain or a streaming one) on an HTTP connection."""
+    if isinstance(response, StreamingResponse):
+        await _send_stream(response, receive, send)
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": response.raw_headers,
+        }
+    )
+    await send({"type": "http.response.body", "body": response.body})
+    if response.background is not None:
+        await response.background()
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Return when the client disconnects (the request body was read already)."""
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+class _Watch:
+    """Cancels the streaming task if the client disconnects while it streams."""
+
+    __slots__ = ("task", "streaming", "fired")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.streaming = True
+        self.fired = False
+
+    def __call__(self, waiter: asyncio.Future[None]) -> None:
+        if waiter.cancelled() or waiter.exception() is not None or not self.streaming:
+            return
+        self.fired = True
+        self.task.cancel()
+
+
+async def _send_stream(response: StreamingResponse, receive: Receive, send: Send) -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    watch = _Watch(task)
+    waiter = asyncio.ensure_future(_disconnected(receive))
+    waiter.add_done_callback(watch)
+    iterator = response.body_iterator
+    try:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": response.raw_headers,
+            }
+        )
+        async for chunk in iterator:
+            body = chunk if isinstance(chunk, bytes | memoryview) else chunk.encode("utf-8")
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+        watch.streaming = False
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except asyncio.CancelledError:
+        if not watch.fired:
+            raise
+        task.uncancel()  # our own cancellation: the client is gone, nothing to send
+    finally:
+        watch.streaming = False
+        waiter.cancel()
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+    if response.background is not None:
+        await response.background()
