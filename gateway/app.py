@@ -29,7 +29,7 @@ from gateway.config import TollwayConfig
 from gateway.database import create_engine, default_database_url, migrate
 from gateway.hotpath import HotPath, RequestIds
 from gateway.idempotency import build_idempotency
-from gateway.limits import build_admission
+from gateway.limits import BudgetResync, build_admission
 from gateway.metering import Metering
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.outcome import RequestRecord
@@ -173,15 +173,19 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
         metrics.observe(record)
         access.write(record)
 
-    admitter = Admitter(
-        build_admission(
-            config.limits,
-            redis,
-            on_redis_error=lambda where, exc: metrics.redis_errors.inc(),
-            fast=fast_redis,
-        ),
-        metering,
-        speculation=speculation,
+    admission = build_admission(
+        config.limits,
+        redis,
+        on_redis_error=lambda where, exc: metrics.redis_errors.inc(),
+        fast=fast_redis,
+    )
+    admitter = Admitter(admission, metering, speculation=speculation)
+    budget_resync = BudgetResync.build(
+        config.limits,
+        admission,
+        engine,
+        redis,
+        on_round=lambda outcome: metrics.budget_resyncs.labels(outcome).inc(),
     )
     idempotency = build_idempotency(config.idempotency, redis)
     compressor = Compressor(config, registry, redis, prefix=config.limits.key_prefix)
@@ -207,11 +211,13 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
         await keys.start()
         await metering.start()
         await registry.start()
+        await budget_resync.start()
         if settings.gc_tuning:
             tune_gc()
         try:
             yield
         finally:
+            await budget_resync.stop()
             await registry.stop()
             await admitter.drain()
             await idempotency.aclose()
@@ -262,6 +268,7 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
     app.state.store = store
     app.state.metrics = metrics
     app.state.metering = metering
+    app.state.budget_resync = budget_resync
     app.state.tracer = tracer
     hot = HotPath(
         app,

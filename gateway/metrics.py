@@ -203,6 +203,12 @@ class Metrics:
         )
         self.redis_errors = Counter("tollway_redis_errors", "Redis errors.", registry=r)
         self.database_errors = Counter("tollway_database_errors", "Database errors.", registry=r)
+        self.budget_resyncs = Counter(
+            "tollway_budget_resyncs",
+            "Budget counters restored from the ledger (synced) or rounds that failed.",
+            ["outcome"],
+            registry=r,
+        )
         self._state = StateCollector(backends, metering, speculation)
         r.register(self._state)
         for backend in backends():

@@ -15,8 +15,10 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 REQUIRE_SERVICES = os.environ.get("TOLLWAY_TEST_REQUIRE_SERVICES") == "1"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
@@ -135,3 +137,15 @@ async def postgres_schema(postgres_url: str) -> AsyncIterator[tuple[str, str]]:
     finally:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await conn.close()
+
+
+@pytest.fixture
+async def sqlite_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """A fresh SQLite file with the billing tables (the usage ledger among them)."""
+    from billing.database import create_engine
+    from billing.tables import create_all
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
+    await create_all(engine)
+    yield engine
+    await engine.dispose()

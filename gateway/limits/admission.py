@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from redis.asyncio import Redis
 
 from gateway.limits.config import LimitsConfig
+from gateway.limits.floors import SpendFloor
 from gateway.limits.memory import MemoryAdmission
 from gateway.limits.redis_admission import RedisAdmission
 from gateway.limits.resilient import ErrorHook, ResilientAdmission
@@ -31,6 +33,13 @@ class Admission(Protocol):
         """Release the concurrency slot, correct the token estimate to ``actual_tokens``
         and turn the budget reservation into ``actual_cost_micro_usd`` of spend.
         Call once per ticket, after the response (a second call does nothing)."""
+        ...
+
+    async def raise_spend_floors(self, floors: Sequence[SpendFloor], now_ms: int) -> int:
+        """Raise the budget counters of spend in the UTC day and month holding ``now_ms``
+        to at least ``floors`` (each key's, and per tenant the sum of its keys'); never
+        lower one, nor touch a reservation (see :mod:`gateway.limits.floors`). Returns
+        how many counters were raised; raises ServiceUnavailable when Redis fails."""
         ...
 
 

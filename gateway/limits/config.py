@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class LimitsConfig(BaseModel):
@@ -25,6 +25,7 @@ class LimitsConfig(BaseModel):
           speculate_headroom: 0.25
           speculate_max_age_s: 1.0
           speculate_cooldown_s: 10.0
+          budget_resync_check_s: 5.0
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -126,6 +127,25 @@ class LimitsConfig(BaseModel):
         description="After any refusal for a key (a limit, its budget, or Redis down), no "
         "speculation for it for this long.",
     )
+
+    budget_resync_check_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description=(
+            "How often each replica checks that the budget counters are whole (with Redis: "
+            "that the key <key_prefix>budget-synced exists); when they are not (first "
+            "start, Redis lost its data, a new process without Redis), they are raised to "
+            "the day's and month's spend in the usage ledger. 0 switches this off."
+        ),
+    )
+
+    @field_validator("budget_resync_check_s")
+    @classmethod
+    def _not_too_often(cls, value: float) -> float:
+        if 0 < value < 0.1:
+            raise ValueError("must be 0 (off) or at least 0.1")
+        return value
 
     @property
     def max_request_duration_ms(self) -> int:

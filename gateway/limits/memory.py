@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import itertools
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from gateway.limits.clock import Clock, wall_clock_ms
 from gateway.limits.config import LimitsConfig
+from gateway.limits.floors import SpendFloor, plan_floors
 from gateway.limits.plan import DAY_MS, Planner
 from gateway.limits.specs import WINDOW_MS, AdmissionRequest, Plan, Scope, Ticket
 from gateway.limits.verdict import (
@@ -106,6 +108,14 @@ class HashStore:
         if self.get(key, now) is not None:
             self._expires[key] = now + ttl_ms
 
+    def pttl(self, key: str, now: int) -> int:
+        """Milliseconds ``key`` has left: -2 when there is no such hash, -1 when it never
+        expires (as PTTL answers)."""
+        if self.get(key, now) is None:
+            return -2
+        expires = self._expires.get(key)
+        return -1 if expires is None else expires - now
+
     def sweep(self, now: int) -> None:
         """Drop every expired hash."""
         for key in [k for k, t in self._expires.items() if t <= now]:
@@ -133,6 +143,28 @@ class MemoryAdmission:
     async def settle(self, ticket: Ticket, actual_tokens: int, actual_cost_micro_usd: int) -> None:
         """Release the ticket's slot, correct its tokens and turn its reservation into spend."""
         self.settle_now(ticket, actual_tokens, actual_cost_micro_usd)
+
+    async def raise_spend_floors(self, floors: Sequence[SpendFloor], now_ms: int) -> int:
+        """Raise the spent counters of the UTC day and month holding ``now_ms`` to at
+        least ``floors``, as :data:`gateway.limits.scripts.RAISE_FLOORS` does; the count
+        of counters raised."""
+        now, store, raised = self._clock(), self._store, 0
+        for plan in plan_floors(self._config.key_prefix, floors, now_ms):
+            ttl = max(1, plan.expires_at_ms - now)
+            day, month = f"{plan.day}:s", f"{plan.month}:s"
+            for target in plan.targets:
+                spent_day, spent_month = store.hmget(target.key, now, day, month)
+                values: dict[str, Value] = {}
+                if target.day_micro_usd > _int(spent_day):
+                    values[day] = target.day_micro_usd
+                if target.month_micro_usd > _int(spent_month):
+                    values[month] = target.month_micro_usd
+                if values:
+                    store.hset(target.key, now, values)
+                    raised += len(values)
+                    if store.pttl(target.key, now) < ttl:
+                        store.pexpire(target.key, now, ttl)
+        return raised
 
     # -- the rate bucket, as in the scripts ----------------------------------------------
 

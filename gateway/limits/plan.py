@@ -52,6 +52,11 @@ def period_ids(now_ms: int) -> tuple[str, int, str, int]:
     )
 
 
+def tenant_stem(prefix: str, tenant_id: str) -> str:
+    """The start of every key of ``tenant_id``: the prefix and the tenant's hash tag."""
+    return f"{prefix}{{t:{tenant_id}}}:"
+
+
 def _number(value: int | None) -> str:
     return "-1" if value is None else str(value)
 
@@ -64,7 +69,7 @@ def build_layout(
     budgets: tuple[BudgetSpec, BudgetSpec],
 ) -> Layout:
     """The scopes that have a limit or a budget, tenant first, with their keys and spec."""
-    stem = f"{prefix}{{t:{tenant_id}}}:"
+    stem = tenant_stem(prefix, tenant_id)
     scopes = []
     for name, suffix, spec, budget in (
         ("tenant", "t", limits[0], budgets[0]),

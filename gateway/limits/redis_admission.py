@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import itertools
 import secrets
+from collections.abc import Sequence
 from types import TracebackType
 from typing import cast
 
@@ -31,6 +32,7 @@ from redis.exceptions import NoScriptError, RedisError
 from gateway.limits import scripts
 from gateway.limits.clock import Clock, wall_clock_ms
 from gateway.limits.config import LimitsConfig
+from gateway.limits.floors import SpendFloor, plan_floors
 from gateway.limits.plan import Planner
 from gateway.limits.specs import WINDOW_MS, AdmissionRequest, Ticket
 from gateway.limits.verdict import Verdict, conclude
@@ -99,6 +101,7 @@ class RedisAdmission:
         self._fast = fast
         self._admit_sha = hashlib.sha1(scripts.ADMIT.encode()).hexdigest()
         self._settle_sha = hashlib.sha1(scripts.SETTLE.encode()).hexdigest()
+        self._floors_sha = hashlib.sha1(scripts.RAISE_FLOORS.encode()).hexdigest()
         # a client made without a socket timeout still gets a deadline per call
         has_timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
         self._deadline = None if has_timeout else self._config.redis_timeout_s
@@ -168,6 +171,29 @@ class RedisAdmission:
             defer_s=self._config.settle_batch_ms / 1000,
         )
 
+    async def raise_spend_floors(self, floors: Sequence[SpendFloor], now_ms: int) -> int:
+        """Raise the spent counters of the UTC day and month holding ``now_ms`` to at
+        least ``floors`` (each key's, and per tenant the sum of its keys'); never lower
+        one, nor touch a reservation. One script call per tenant, through redis-py (not
+        the request path's client). The count of counters raised; ServiceUnavailable
+        when Redis fails (the tenants done before stay done: raising is idempotent)."""
+        raised = 0
+        for plan in plan_floors(self._config.key_prefix, floors, now_ms):
+            ttl = max(1, plan.expires_at_ms - self._clock())
+            keys = tuple(target.key for target in plan.targets)
+            args: tuple[str | int, ...] = (
+                plan.day,
+                plan.month,
+                ttl,
+                *(n for t in plan.targets for n in (t.day_micro_usd, t.month_micro_usd)),
+            )
+            with _BOUNDARY:
+                reply = await self._evaluate_slow(
+                    self._floors_sha, scripts.RAISE_FLOORS, keys, args
+                )
+            raised += cast(int, reply)
+        return raised
+
     async def _evaluate(
         self,
         sha: str,
@@ -183,13 +209,19 @@ class RedisAdmission:
         with _BOUNDARY:
             if self._fast is not None:
                 return await self._evaluate_fast(sha, script, keys, args, defer_s)
-            async with asyncio.timeout(self._deadline):
-                try:
-                    reply = await self._redis.evalsha(sha, len(keys), *keys, *args)
-                except NoScriptError:
-                    await self._redis.script_load(script)
-                    reply = await self._redis.evalsha(sha, len(keys), *keys, *args)
+            reply = await self._evaluate_slow(sha, script, keys, args)
         return cast(list[int], reply)
+
+    async def _evaluate_slow(
+        self, sha: str, script: str, keys: tuple[str, ...], args: tuple[str | int, ...]
+    ) -> object:
+        """``EVALSHA`` through redis-py (untranslated: callers hold the boundary)."""
+        async with asyncio.timeout(self._deadline):
+            try:
+                return await self._redis.evalsha(sha, len(keys), *keys, *args)
+            except NoScriptError:
+                await self._redis.script_load(script)
+                return await self._redis.evalsha(sha, len(keys), *keys, *args)
 
     async def _evaluate_fast(
         self,

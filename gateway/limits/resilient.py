@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from gateway.limits.config import LimitsConfig
+from gateway.limits.floors import SpendFloor
 from gateway.limits.memory import MemoryAdmission
 from gateway.limits.redis_admission import RedisAdmission
 from gateway.limits.specs import AdmissionRequest, Ticket
@@ -88,6 +89,12 @@ class ResilientAdmission:
         except ServiceUnavailable as exc:
             self._record("settle", exc)
             self.dropped_settlements += 1
+
+    async def raise_spend_floors(self, floors: Sequence[SpendFloor], now_ms: int) -> int:
+        """Raise the spend floors in the local fallback, then in Redis (whose count is
+        returned); ServiceUnavailable when Redis fails, whatever the outage policy."""
+        await self._fallback.raise_spend_floors(floors, now_ms)
+        return await self._primary.raise_spend_floors(floors, now_ms)
 
     async def _degraded(
         self, request: AdmissionRequest, cause: ServiceUnavailable | None

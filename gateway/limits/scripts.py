@@ -1,4 +1,5 @@
-"""The two Lua scripts: admission (check everything, then apply everything) and settlement.
+"""The Lua scripts: admission (check everything, then apply everything), settlement,
+and spend floors (budget counters restored from the ledger, :data:`RAISE_FLOORS`).
 
 Arithmetic: Lua 5.1 has only doubles, so every quantity is an integer below
 2**53 (limits up to 1e11 per minute times a 60 000 ms window), divisions are
@@ -285,3 +286,26 @@ end
 return 0
 """
 )
+
+#: Spend floors (:mod:`gateway.limits.floors`): raise each budget hash's spent
+#: counters of the day and the month to at least the given amounts, never lower
+#: them, leave reservations alone, and give a hash written an expiry no shorter
+#: than the given one. KEYS: budget hashes of one tenant; ARGV: day id, month id,
+#: expiry ms, then per key its day and month floor. Replies the counters raised.
+RAISE_FLOORS = """
+local day, month, ttl = ARGV[1] .. ':s', ARGV[2] .. ':s', tonumber(ARGV[3])
+local raised = 0
+for i = 1, #KEYS do
+  local d, m = ARGV[2 + 2 * i], ARGV[3 + 2 * i]
+  local h = redis.call('HMGET', KEYS[i], day, month)
+  local g = {}
+  if tonumber(d) > (tonumber(h[1]) or 0) then g[#g + 1] = day; g[#g + 1] = d end
+  if tonumber(m) > (tonumber(h[2]) or 0) then g[#g + 1] = month; g[#g + 1] = m end
+  if #g > 0 then
+    redis.call('HSET', KEYS[i], unpack(g))
+    raised = raised + #g / 2
+    if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
+  end
+end
+return raised
+"""

@@ -1,10 +1,10 @@
-"""Fixtures of the billing tests: a ledger database on SQLite and on PostgreSQL."""
+"""Fixtures of the billing tests: a ledger database on SQLite (``sqlite_engine``, in the
+shared conftest) and on PostgreSQL."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,15 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from billing.database import create_engine
 from billing.tables import create_all
 from billing.usage import UsageRecord
-
-
-@pytest.fixture
-async def sqlite_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    """A fresh SQLite file with the billing tables."""
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
-    await create_all(engine)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

@@ -122,6 +122,16 @@ def test_a_good_file_parses_into_a_frozen_config(tmp_path: Path) -> None:
             "pools.h100-small.policy",
             "Input should be",
         ),
+        (
+            with_change("limits", {"budget_resync_check_s": -1}),
+            "limits.budget_resync_check_s",
+            "greater than or equal",
+        ),
+        (
+            with_change("limits", {"budget_resync_check_s": 0.01}),
+            "limits.budget_resync_check_s",
+            "0 (off) or at least 0.1",
+        ),
     ],
 )
 def test_bad_files_name_the_key_and_the_reason(data: Any, path: str, reason: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -51,6 +52,17 @@ async def redis_clients(
         await cleaner.aclose()
         for client in clients:
             await client.aclose()
+
+
+@pytest.fixture
+async def dead_redis() -> AsyncIterator[Redis]:
+    """A client pointed at a loopback port where nothing listens."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = connect_redis(f"redis://127.0.0.1:{port}/0", LimitsConfig(redis_timeout_s=0.2))
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture(params=["redis-py", "resp"])

@@ -26,11 +26,12 @@ def request(
     tenant: BudgetSpec | None = None,
     key: BudgetSpec | None = None,
     reserve: int = 100,
+    key_id: str = "k1",
 ) -> AdmissionRequest:
     return AdmissionRequest(
         f"req-{n}",
         "acme",
-        "k1",
+        key_id,
         tenant_budget=tenant or BudgetSpec(),
         key_budget=key or BudgetSpec(),
         reserve_micro_usd=reserve,

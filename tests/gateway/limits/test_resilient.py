@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 from redis.asyncio import Redis
@@ -29,17 +28,6 @@ SPEC = LimitSpec(rpm=2)
 
 def request(n: int) -> AdmissionRequest:
     return AdmissionRequest(f"req-{n}", "acme", "k1", key_limits=SPEC)
-
-
-@pytest.fixture
-async def dead_redis() -> AsyncIterator[Redis]:
-    """A client pointed at a loopback port where nothing listens."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    client = connect_redis(f"redis://127.0.0.1:{port}/0", LimitsConfig(redis_timeout_s=0.2))
-    yield client
-    await client.aclose()
 
 
 def resilient(
