@@ -6,6 +6,12 @@ after the commit ``XACK``s (and ``XDEL``s) them. Entries delivered to a consumer
 that died before acknowledging stay pending and are reclaimed with ``XAUTOCLAIM``
 after ``claim_idle_ms``. The key carries a hash tag so Redis Cluster works.
 
+When Redis loses its data (a restart without persistence, a flush, a failover to an
+empty replica) the group goes with the stream, and the producers' next ``XADD``
+re-creates the stream without it. A group read answered ``NOGROUP`` therefore
+re-creates the group (from id 0: every entry of the new stream is new) and reads
+again; records read twice are harmless, the ledger ignores a known request id.
+
 Given a :class:`tollway.resp.RespClient` (``fast``), appends go through it: each
 ``XADD`` is sent at once, and the client puts the appends of one event-loop
 iteration into one write, so they still share a round trip.
@@ -14,7 +20,8 @@ iteration into one write, so they still share a round trip.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -25,6 +32,18 @@ from tollway.resp import RespClient
 
 FIELD = b"r"
 Entry = tuple[bytes, bytes]  # (stream entry id, record payload)
+
+#: Redis's error codes (an error reply's first word) for a read whose group is gone:
+#: ``NOGROUP`` (no such key or group), ``UNBLOCKED`` (the key was deleted while a
+#: blocking read waited on it).
+_GROUP_GONE = frozenset({"NOGROUP", "UNBLOCKED"})
+
+log = logging.getLogger("tollway.billing.stream")
+
+
+def _error_code(exc: redis.exceptions.ResponseError) -> str:
+    """The code of a Redis error reply: ``BUSYGROUP``, ``NOGROUP``, ``ERR`` …"""
+    return exc.status_code or str(exc).split(" ", 1)[0]
 
 
 async def _call(value: Any) -> Any:
@@ -119,12 +138,34 @@ class RedisStream:
     async def ensure_group(self) -> None:
         """Create the stream and its consumer group if they do not exist."""
         with foreign_errors("creating the usage consumer group"):
+            await self._create_group()
+
+    async def _create_group(self) -> bool:
+        """``XGROUP CREATE … MKSTREAM`` from id 0; False if the group exists."""
+        try:
+            await _call(self.client.xgroup_create(self.key, self.group, id="0", mkstream=True))
+        except redis.exceptions.ResponseError as exc:
+            if _error_code(exc) != "BUSYGROUP":
+                raise
+            return False
+        return True
+
+    async def _on_group(self, what: str, command: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a group command; if Redis lost the group, re-create it and run it again."""
+        with foreign_errors(what):
             try:
-                await _call(self.client.xgroup_create(self.key, self.group, id="0", mkstream=True))
+                return await command()
             except redis.exceptions.ResponseError as exc:
-                # BUSYGROUP is Redis's error code (the reply's first word): it exists.
-                if not str(exc).startswith("BUSYGROUP"):
+                if _error_code(exc) not in _GROUP_GONE:
                     raise
+            if await self._create_group():  # False: another writer re-created it first
+                log.warning(
+                    "usage stream %s: consumer group %r was gone (Redis lost its data?); "
+                    "re-created it",
+                    self.key,
+                    self.group,
+                )
+            return await command()
 
     async def read_own_pending(self, consumer: str, count: int) -> list[Entry]:
         """Entries delivered to ``consumer`` and not acknowledged (after a failed write)."""
@@ -137,12 +178,14 @@ class RedisStream:
     async def _read(
         self, consumer: str, start: str, count: int, block_ms: int | None
     ) -> list[Entry]:
-        with foreign_errors("reading the usage stream"):
-            reply = await _call(
+        reply = await self._on_group(
+            "reading the usage stream",
+            lambda: _call(
                 self.client.xreadgroup(
                     self.group, consumer, {self.key: start}, count=count, block=block_ms
                 )
-            )
+            ),
+        )
         entries: list[Entry] = []
         for _stream, items in reply or []:
             for entry_id, fields in items:
@@ -154,15 +197,20 @@ class RedisStream:
 
     async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Entry]:
         """Take over entries pending on other (dead) consumers for ``min_idle_ms`` or more."""
-        with foreign_errors("reclaiming usage stream entries"):
-            reply = await _call(
+        reply = await self._on_group(
+            "reclaiming usage stream entries",
+            lambda: _call(
                 self.client.xautoclaim(self.key, self.group, consumer, min_idle_ms, "0-0", count)
-            )
+            ),
+        )
         items = reply[1] if reply else []
         return [(entry_id, (fields or {}).get(FIELD, b"")) for entry_id, fields in items]
 
     async def ack(self, entry_ids: Sequence[bytes]) -> None:
-        """Acknowledge and delete entries (call only after the SQL commit)."""
+        """Acknowledge and delete entries (call only after the SQL commit).
+
+        Without the group (Redis lost it) ``XACK`` acknowledges nothing and succeeds.
+        """
         if not entry_ids:
             return
         with foreign_errors("acknowledging usage stream entries"):
@@ -189,7 +237,12 @@ class RedisStream:
             return int(await _call(self.client.xlen(self.key)))
 
     async def pending_count(self) -> int:
-        """Entries delivered but not acknowledged."""
+        """Entries delivered but not acknowledged (0 when the group is gone)."""
         with foreign_errors("reading the usage stream"):
-            summary = await _call(self.client.xpending(self.key, self.group))
+            try:
+                summary = await _call(self.client.xpending(self.key, self.group))
+            except redis.exceptions.ResponseError as exc:
+                if _error_code(exc) != "NOGROUP":
+                    raise
+                return 0
         return int(summary["pending"]) if summary else 0

@@ -192,6 +192,82 @@ async def test_sql_down_then_back_drains_both_buffers_exactly_once(
     await up.dispose()
 
 
+async def forget_prefix(client: aioredis.Redis, prefix: str) -> None:
+    """Redis lost its data (a restart without persistence, FLUSHDB, an empty replica):
+    every key of the test's prefix goes, the stream and its consumer group with it."""
+    keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+    assert keys
+    await client.delete(*keys)
+
+
+async def test_writer_recreates_its_group_after_redis_lost_the_stream(
+    tmp_path: Path,
+    stream: RedisStream,
+    redis_client: aioredis.Redis,
+    redis_prefix: str,
+    sqlite_engine: AsyncEngine,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    buffer = UsageBuffer(Spool(tmp_path / "spool"), stream)
+    await buffer.open()
+    ledger = Ledger(sqlite_engine)
+    writer = LedgerWriter(ledger, stream=stream, consumer="w1")
+    before = [make_record(f"before-{i}") for i in range(30)]
+    assert {await buffer.append(r) for r in before} == {BufferedIn.STREAM}
+    assert await writer.run_once() == 30
+
+    await forget_prefix(redis_client, redis_prefix)
+    # Producers re-create the stream, without the group, by appending to it.
+    after = [make_record(f"after-{i}") for i in range(40)]
+    assert {await buffer.append(r) for r in after} == {BufferedIn.STREAM}
+    with caplog.at_level("WARNING", logger="tollway.billing.stream"):
+        assert await writer.run_once() == 40  # the same writer, the next round
+    assert [r.getMessage() for r in caplog.records if "re-created" in r.getMessage()] == [
+        f"usage stream {stream.key}: consumer group 'ledger' was gone (Redis lost its data?); "
+        "re-created it"
+    ]
+    assert await writer.run_once() == 0
+    assert sorted(await ledger.request_ids()) == sorted(r.request_id for r in before + after)
+    assert await ledger.count() == 70  # each record exactly once
+    assert await stream.length() == 0 and await stream.pending_count() == 0
+    await buffer.close()
+
+
+async def test_a_running_writer_and_its_leader_lock_survive_redis_losing_its_data(
+    stream: RedisStream,
+    redis_client: aioredis.Redis,
+    redis_prefix: str,
+    sqlite_engine: AsyncEngine,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ledger = Ledger(sqlite_engine)
+    leader = LeaderLock(redis_client, f"{redis_prefix}{{usage}}:leader")
+    settings = WriterSettings(block_ms=200, idle_sleep_s=0.05, backoff_initial_s=0.05)
+    writer = LedgerWriter(ledger, stream=stream, leader=leader, settings=settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(writer.run(stop))
+
+    async def appended_and_written(records: list[UsageRecord], total: int) -> None:
+        await asyncio.gather(*(stream.append(r.to_bytes()) for r in records))
+        async with asyncio.timeout(10):
+            while await ledger.count() < total:
+                await asyncio.sleep(0.05)
+
+    try:
+        await appended_and_written([make_record(f"a{i}") for i in range(20)], 20)
+        await asyncio.sleep(0.05)  # the writer is blocked in XREADGROUP again
+        await forget_prefix(redis_client, redis_prefix)  # the lock goes too
+        await appended_and_written([make_record(f"b{i}") for i in range(20)], 40)
+    finally:
+        stop.set()
+        await task
+    assert await ledger.count() == 40
+    # No failed round: a blocked read that lost its key (UNBLOCKED) reads again.
+    assert not [r for r in caplog.records if r.name == "tollway.billing.writer"]
+    assert not leader.held  # released on stop
+    assert await stream.length() == 0
+
+
 async def test_redis_down_falls_back_to_the_spool(
     tmp_path: Path, sqlite_engine: AsyncEngine
 ) -> None:
