@@ -65,6 +65,20 @@ class UsageBuffer:
         await self.spool.append(payload)
         return BufferedIn.SPOOL
 
+    async def append_payloads(self, payloads: list[bytes]) -> BufferedIn:
+        """Make several serialized records durable together: one pipelined write to the
+        stream (else the spool, sharing its fsyncs); returns where. Raises only if both
+        buffers fail. After a failed stream write the whole batch goes to the spool, so a
+        record may reach the ledger's writer twice; its unique request id keeps one."""
+        if self.stream is not None and self._clock() >= self._redis_down_until:
+            try:
+                await self.stream.append_many(payloads)
+                return BufferedIn.STREAM
+            except (TollwayError, RuntimeError):
+                self._redis_down_until = self._clock() + self.redis_retry_s
+        await asyncio.gather(*[self.spool.submit(payload) for payload in payloads])
+        return BufferedIn.SPOOL
+
     def submit(self, record: UsageRecord) -> asyncio.Task[BufferedIn]:
         """Start making a record durable without waiting (the task is kept referenced).
 

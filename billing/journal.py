@@ -4,7 +4,9 @@ without the request waiting for Redis or an ``fsync``.
 With ``metering.journal`` the request path writes each usage record to this
 process's journal segment (one ``write`` into the page cache: it survives the
 process being killed, not the host crashing) and hands it to the usage buffer
-(the Redis stream, else the fsynced spool) in the background. A segment stays
+(the Redis stream, else the fsynced spool) in the background: the records written
+in one turn of the event loop leave together, in one batch (one task and one
+pipelined write to the stream, however many requests finished in that turn). A segment stays
 locked (``flock``) by its process until every record in it is in the buffer,
 then it is deleted. Segments whose process died unlocked are *replayed*: every
 record goes to the buffer again, and the ledger's unique request id makes any
@@ -31,8 +33,8 @@ log = logging.getLogger("tollway.metering")
 
 _SUFFIX = ".log"
 
-#: Makes one serialized record durable in the usage buffer (raises if it cannot).
-Ship = Callable[[bytes], Awaitable[object]]
+#: Makes a batch of serialized records durable in the usage buffer (raises if it cannot).
+Ship = Callable[[list[bytes]], Awaitable[object]]
 
 
 class _Segment:
@@ -68,6 +70,8 @@ class Journal:
         self._opened_at = 0.0
         self._counter = 0
         self._sealed: list[_Segment] = []
+        self._queued: list[tuple[_Segment, bytes]] = []  # written, to ship this turn
+        self._ship_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._replayer: asyncio.Task[None] | None = None
         #: Records shipped and records whose shipping failed (kept for a replay).
@@ -105,9 +109,10 @@ class Journal:
         os.write(segment.fd, data)
         segment.size += len(data)
         segment.unshipped += 1
-        task = asyncio.get_running_loop().create_task(self._ship(segment, payload))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._queued.append((segment, payload))
+        if not self._ship_scheduled:
+            self._ship_scheduled = True
+            asyncio.get_running_loop().call_soon(self._ship_queued)
         if (
             segment.size >= self.segment_bytes
             or time.monotonic() - self._opened_at >= self.segment_age_s
@@ -115,17 +120,27 @@ class Journal:
             self._seal(segment)
             self._active = self._new_segment()
 
-    async def _ship(self, segment: _Segment, payload: bytes) -> None:
+    def _ship_queued(self) -> None:
+        """Ship what this turn of the event loop wrote, as one batch."""
+        self._ship_scheduled = False
+        batch, self._queued = self._queued, []
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._ship(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _ship(self, batch: list[tuple[_Segment, bytes]]) -> None:
         try:
-            await self.ship(payload)
+            await self.ship([payload for _, payload in batch])
         except Exception as exc:  # kept in the journal; replayed by the next start
-            self.failed += 1
-            log.error("usage record kept in the local journal only: %s", exc)
+            self.failed += len(batch)
+            log.error("%d usage records kept in the local journal only: %s", len(batch), exc)
             return
-        self.shipped += 1
-        segment.unshipped -= 1
-        if segment.sealed and segment.unshipped == 0:
-            self._retire(segment)
+        self.shipped += len(batch)
+        for segment, _ in batch:
+            segment.unshipped -= 1
+            if segment.sealed and segment.unshipped == 0 and segment.fd >= 0:
+                self._retire(segment)
 
     def _seal(self, segment: _Segment) -> None:
         segment.sealed = True
@@ -147,8 +162,7 @@ class Journal:
         """Ship every record of the segments no live process holds; returns how many."""
 
         async def ship_all(batch: list[bytes]) -> None:
-            for payload in batch:
-                await self.ship(payload)
+            await self.ship(batch)
 
         total = 0
         mine = {s.path for s in (*self._sealed, self._active) if s is not None}
@@ -174,6 +188,7 @@ class Journal:
 
     async def flush(self) -> None:
         """Wait until every record written so far has been shipped (or failed to)."""
+        self._ship_queued()
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 

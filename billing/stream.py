@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from billing.boundary import foreign_errors
-from tollway.resp import RespClient
+from tollway.resp import RespClient, RespError
 
 FIELD = b"r"
 Entry = tuple[bytes, bytes]  # (stream entry id, record payload)
@@ -93,6 +93,23 @@ class RedisStream:
             with foreign_errors("appending to the usage stream"):
                 return cast(bytes, await self.fast.execute("XADD", self.key, "*", FIELD, payload))
         return await self.submit(payload)
+
+    async def append_many(self, payloads: list[bytes]) -> None:
+        """``XADD`` several records in one pipelined write.
+
+        Raises :class:`~tollway.errors.ServiceUnavailable` when Redis fails or refuses
+        any of them (the caller then buffers the whole batch elsewhere).
+        """
+        if self.fast is None:
+            await asyncio.gather(*[self.submit(payload) for payload in payloads])
+            return
+        with foreign_errors("appending to the usage stream"):
+            replies = await self.fast.pipeline(
+                [("XADD", self.key, "*", FIELD, payload) for payload in payloads]
+            )
+            for reply in replies:
+                if isinstance(reply, RespError):
+                    raise reply
 
     async def _flush_loop(self) -> None:
         while True:

@@ -71,7 +71,7 @@ class Metering:
         )
         self.buffer = UsageBuffer(self.spool, self.stream)
         self.journal = (
-            Journal(data_dir / "journal", self.buffer.append_payload) if journal else None
+            Journal(data_dir / "journal", self.buffer.append_payloads) if journal else None
         )
         self.books = PriceBookStore(engine)
         self.active: ActivePriceBook | None = None

@@ -23,9 +23,9 @@ async def main(journal_dir: Path, spool_dir: Path) -> None:
     await spool.open()
     rng = random.Random(7)
 
-    async def slow_ship(payload: bytes) -> None:
+    async def slow_ship(payloads: list[bytes]) -> None:
         await asyncio.sleep(rng.uniform(0, 0.05))
-        await spool.append(payload)
+        await asyncio.gather(*[spool.submit(payload) for payload in payloads])
 
     journal = Journal(journal_dir, slow_ship, segment_bytes=16 * 1024, segment_age_s=0.2)
     await journal.open()

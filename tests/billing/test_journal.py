@@ -28,9 +28,9 @@ def segments(directory: Path) -> list[Path]:
 async def test_records_are_shipped_and_shipped_segments_deleted(tmp_path: Path) -> None:
     shipped: list[bytes] = []
 
-    async def ship(payload: bytes) -> None:
+    async def ship(payloads: list[bytes]) -> None:
         await asyncio.sleep(0)
-        shipped.append(payload)
+        shipped.extend(payloads)
 
     journal = Journal(tmp_path, ship, segment_bytes=2048)
     await journal.open()
@@ -46,7 +46,7 @@ async def test_records_are_shipped_and_shipped_segments_deleted(tmp_path: Path) 
 async def test_a_record_that_could_not_be_shipped_is_replayed_by_the_next_start(
     tmp_path: Path,
 ) -> None:
-    async def broken(payload: bytes) -> None:
+    async def broken(payloads: list[bytes]) -> None:
         raise OSError("buffer down")
 
     first = Journal(tmp_path, broken)
@@ -58,8 +58,8 @@ async def test_a_record_that_could_not_be_shipped_is_replayed_by_the_next_start(
 
     shipped: list[str] = []
 
-    async def ship(payload: bytes) -> None:
-        shipped.append(UsageRecord.from_bytes(payload).request_id)
+    async def ship(payloads: list[bytes]) -> None:
+        shipped.extend(UsageRecord.from_bytes(p).request_id for p in payloads)
 
     second = Journal(tmp_path, ship)
     await second.open()  # replays before it writes anything
@@ -72,17 +72,17 @@ async def test_a_live_processs_segment_is_not_replayed_by_another(tmp_path: Path
     hold = asyncio.Event()
     shipped: list[bytes] = []
 
-    async def slow(payload: bytes) -> None:
+    async def slow(payloads: list[bytes]) -> None:
         await hold.wait()
-        shipped.append(payload)
+        shipped.extend(payloads)
 
     owner = Journal(tmp_path, slow)
     await owner.open()
     owner.record(make_record("in-flight").to_bytes())
     other_shipped: list[bytes] = []
 
-    async def other_ship(payload: bytes) -> None:
-        other_shipped.append(payload)
+    async def other_ship(payloads: list[bytes]) -> None:
+        other_shipped.extend(payloads)
 
     other = Journal(tmp_path, other_ship)
     assert await other.replay() == 0  # locked by its live owner
@@ -119,15 +119,29 @@ async def test_sigkill_loses_no_recorded_usage(tmp_path: Path, sqlite_engine: As
         seen.update(r.request_id for r in records)
         await ledger.write(records)
 
-    async def ship(payload: bytes) -> None:
-        await to_ledger([payload])
-
     # What the dead process shipped is in its spool; what it had not is in its journal.
     await Spool(spool_dir).drain(to_ledger, batch_size=500)
-    restarted = Journal(journal_dir, ship)
+    restarted = Journal(journal_dir, to_ledger)
     await restarted.open()
     await restarted.close()
     stored = set(await ledger.request_ids())
     assert set(recorded) <= stored  # every recorded request reached the ledger
     assert await ledger.count() == len(stored)  # once each, replays or not
     assert segments(journal_dir) == []
+
+
+async def test_the_records_of_one_loop_turn_ship_as_one_batch(tmp_path: Path) -> None:
+    batches: list[list[bytes]] = []
+
+    async def ship(payloads: list[bytes]) -> None:
+        batches.append(payloads)
+
+    journal = Journal(tmp_path, ship)
+    await journal.open()
+    for i in range(5):
+        journal.record(make_record(f"a{i}").to_bytes())
+    await asyncio.sleep(0.01)
+    journal.record(make_record("b").to_bytes())
+    await journal.close()
+    assert [len(b) for b in batches] == [5, 1]
+    assert journal.shipped == 6 and journal.pending == 0
