@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import statistics
 import sys
 import uuid
@@ -71,23 +72,27 @@ def _phase(
     return sample, spent * 1e6 / max(1, sample.requests)
 
 
-def measure(gateway: Gateway, duration: float, warmup: float) -> Figures:
-    """The figures of one gateway in one round."""
-    c1, cpu1 = _phase(gateway, request_body(False), 1, duration, warmup)
-    c64, cpu64 = _phase(gateway, request_body(False), HIGH, duration, warmup)
-    stream_target = Target(gateway.port, request_body(True), authorization=gateway.authorization)
-    stream: Sample = run(stream_target, Load(1, duration, warmup), cpu=LOAD_CPU, ttfb=True)
-    errors = c1.errors + c64.errors + stream.errors
+def measure(gateway: Gateway, duration: float, warmup: float, phases: str) -> Figures:
+    """The figures of one gateway in one round (NaN for the phases not measured)."""
+    nan = float("nan")
+    figures = Figures(nan, nan, nan, nan, nan, nan)
+    errors = 0
+    if "1" in phases:
+        c1, cpu1 = _phase(gateway, request_body(False), 1, duration, warmup)
+        figures.p50_us, figures.p99_us, figures.cpu_c1_us = c1.p50_ms * 1000, c1.p99_ms * 1000, cpu1
+        errors += c1.errors
+    if "6" in phases:
+        c64, cpu64 = _phase(gateway, request_body(False), HIGH, duration, warmup)
+        figures.rps, figures.cpu_c64_us = c64.rps, cpu64
+        errors += c64.errors
+    if "s" in phases:
+        target = Target(gateway.port, request_body(True), authorization=gateway.authorization)
+        stream: Sample = run(target, Load(1, duration, warmup), cpu=LOAD_CPU, ttfb=True)
+        figures.ttfb_us = (stream.ttfb_p50_ms or 0.0) * 1000
+        errors += stream.errors
     if errors:
         raise RuntimeError(f"{gateway.variant.name}: {errors} failed requests")
-    return Figures(
-        c1.p50_ms * 1000,
-        c1.p99_ms * 1000,
-        cpu1,
-        c64.rps,
-        cpu64,
-        (stream.ttfb_p50_ms or 0.0) * 1000,
-    )
+    return figures
 
 
 _ROWS: tuple[tuple[str, Callable[[Figures], float], int], ...] = (
@@ -109,6 +114,8 @@ def report(base: list[Figures], new: list[Figures], header: str) -> str:
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for label, get, digits in _ROWS:
+        if math.isnan(get(base[0])):
+            continue
         b = statistics.median(get(f) for f in base)
         n = statistics.median(get(f) for f in new)
         d = statistics.median(get(x) - get(y) for x, y in zip(new, base, strict=True))
@@ -127,6 +134,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument(
+        "--phases", default="16s", help="1: JSON c=1, 6: JSON c=64, s: stream c=1 (default all)"
+    )
     args = parser.parse_args(argv)
     (variant,) = [v for v in VARIANTS if v.name == args.variant.upper()]
     machine = describe()
@@ -150,13 +160,14 @@ def main(argv: list[str] | None = None) -> None:
         for round_ in range(max(1, args.repeat)):
             order = gateways if round_ % 2 == 0 else gateways[::-1]
             for gateway in order:
-                figures = measure(gateway, args.duration, args.warmup)
+                figures = measure(gateway, args.duration, args.warmup, args.phases)
                 scratch.trim_usage()
                 runs[gateway.variant.name].append(figures)
                 print(f"round {round_ + 1} {gateway.variant.name}: {figures}", file=sys.stderr)
     header = (
         f"Command: `python -m bench.ab --baseline DIR --variant {variant.name} "
-        f"--repeat {args.repeat} --duration {args.duration:g} --warmup {args.warmup:g}`; "
+        f"--repeat {args.repeat} --duration {args.duration:g} --warmup {args.warmup:g} "
+        f"--phases {args.phases}`; "
         f"variant {variant.name} ({variant.label}); baseline `{args.baseline}`, new "
         f"`{args.new}`. Machine: {machine.rstrip('.')}; load average at the end: "
         f"{load_average()}."

@@ -72,7 +72,7 @@ class Journal:
         self._sealed: list[_Segment] = []
         self._queued: list[tuple[_Segment, bytes]] = []  # written, to ship this turn
         self._ship_scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
         self._replayer: asyncio.Task[None] | None = None
         #: Records shipped and records whose shipping failed (kept for a replay).
         self.shipped = 0

@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import logging
 from decimal import Decimal
+from typing import Any
 
 from billing.money import usd_to_micros
 from gateway.auth import Principal
@@ -24,7 +25,11 @@ from gateway.metering import Metering
 from gateway.outcome import RequestRecord
 from gateway.speculation import SpeculationGate
 from gateway.tenancy.schemas import Budgets, Limits
+from tollway.eager import start_eagerly
 from tollway.errors import TollwayError
+
+#: Speculative admissions in flight below which the next one starts eagerly.
+EAGER_BELOW = 4
 
 #: An admission started by :meth:`Admitter.speculate`; await it for the ticket (or the 429).
 Pending = asyncio.Future[Ticket | None]
@@ -90,6 +95,8 @@ class Admitter:
         self.metering = metering
         self.speculation = speculation
         self._settling: set[asyncio.Task[None]] = set()
+        #: Speculative admissions on their way to Redis (see :meth:`speculate`).
+        self.in_flight = 0
         # The engine's view of each principal, computed once (principals are immutable;
         # a changed key gets a new principal object from the key cache).
         self._specs: dict[tuple[str, str], tuple[Principal, _Specs]] = {}
@@ -139,9 +146,21 @@ class Admitter:
         if not gate.try_speculate(key, prompt + output):
             return None
         record.speculative = True
-        return asyncio.ensure_future(
-            self._admit(record, principal, specs, prompt, output, speculative=True)
+        admission = self._admit(record, principal, specs, prompt, output, speculative=True)
+        # When few requests are in flight, start the admission in this step, so its script
+        # leaves for Redis with this turn's writes instead of a turn later (lower latency);
+        # under load, a task, so that more admissions share each write and each reply.
+        pending: Pending = (
+            start_eagerly(admission)
+            if self.in_flight < EAGER_BELOW
+            else asyncio.ensure_future(admission)
         )
+        self.in_flight += 1
+        pending.add_done_callback(self._admission_done)
+        return pending
+
+    def _admission_done(self, _: asyncio.Future[Any]) -> None:
+        self.in_flight -= 1
 
     def abandon(self, pending: Pending, record: RequestRecord) -> None:
         """The request ended before its speculative admission was awaited: settle the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.admitting import Admitter
+from gateway.admitting import EAGER_BELOW, Admitter
 from gateway.auth import Principal
 from gateway.limits import AdmissionRequest, MemoryAdmission, Ticket
 from gateway.outcome import RequestRecord
@@ -75,3 +75,39 @@ async def test_an_abandoned_refusal_settles_nothing() -> None:
     await admitter.drain()
     assert admission.settled == []
     assert admitter.speculation is not None and admitter.speculation.lost == 1
+
+
+class CountingAdmission(SlowAdmission):
+    """SlowAdmission that notes when each admission's first step ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: list[str] = []
+
+    async def admit(self, request: AdmissionRequest) -> Ticket:
+        self.started.append(request.request_id)
+        return await super().admit(request)
+
+
+async def test_a_speculation_starts_at_once_when_few_are_in_flight_else_a_turn_later() -> None:
+    admission = CountingAdmission()
+    admitter = Admitter(admission, None, speculation=SpeculationGate())
+    who = Principal(tenant_id="t", key_id="k", key_prefix="tw-k", key_limits=Limits(rpm=10_000))
+    admission.release.set()
+    assert await admitter.admit(RequestRecord("r0", "/v1/chat/completions"), who, 1, 1)
+    admission.release.clear()
+    admission.started.clear()
+    pendings = []
+    for i in range(EAGER_BELOW + 2):
+        pending = admitter.speculate(RequestRecord(f"s{i}", "/v1/chat/completions"), who, 1, 1)
+        assert pending is not None
+        pendings.append(pending)
+    # Eager: the first ones reached the engine before speculate() returned; the rest
+    # (too many in flight) run as tasks, on the loop's next turn.
+    assert admission.started == [f"s{i}" for i in range(EAGER_BELOW)]
+    assert admitter.in_flight == EAGER_BELOW + 2
+    await asyncio.sleep(0)
+    assert len(admission.started) == EAGER_BELOW + 2
+    admission.release.set()
+    await asyncio.gather(*pendings)
+    assert admitter.in_flight == 0
