@@ -19,6 +19,14 @@ core 0, ``REDIS_URL`` set) run side by side in front of one canned upstream
 - **G** C with ``limits.speculate: false``: the admission's answer is awaited before the
   request is dispatched (C dispatches to the pool while the admission is in flight,
   see ``gateway/speculation.py``).
+- **H** F with ``limits.speculate: false``.
+- **P** A plus the price book (metering prices every request; no auth, no limits), and
+  **Q** P with the journal: the full pipeline with authentication and limits switched
+  off, the baselines of "authentication + limits, full pipeline" (E − P, F − Q).
+- **X**, **Y**, **Z**: C, E and F for a key without a budget. Y − X and Z − X are what
+  metering itself adds; E − Y is what pricing the budget's reservation adds to the
+  limits (with a price book the reservation is no longer zero, so the admission and
+  settlement scripts update budget counters).
 
 Every variant has ``metering.writer: external`` (no ledger writer inside the gateway),
 so the usage records stay in a Redis stream, which is trimmed after every
@@ -158,8 +166,18 @@ VARIANTS: tuple[Variant, ...] = (
         False,
         speculate=False,
     ),
+    Variant(
+        "P",
+        "A + price book (auth and limits off, full metering, non-durable)",
+        False,
+        {},
+        True,
+        False,
+    ),
+    Variant("Q", "P with the journal", False, {}, True, False, journal=True),
     Variant("X", "C without the budget", True, NO_BUDGET_LIMITS, False, False),
     Variant("Y", "E without the budget", True, NO_BUDGET_LIMITS, True, False),
+    Variant("Z", "F without the budget", True, NO_BUDGET_LIMITS, True, False, journal=True),
     Variant(
         "H",
         "F with limits.speculate off",
@@ -180,6 +198,21 @@ COMPARISONS: tuple[Comparison, ...] = (
     ("authentication + limits, admission awaited before dispatch", "G", "A", None),
     ("what speculation saves", "G", "C", None),
     ("what speculation saves, with metering (journal + pricing)", "H", "F", None),
+    (
+        "authentication + limits, full pipeline (priced budget), non-durable",
+        "E",
+        "P",
+        TARGET_AUTH_LIMITS_US,
+    ),
+    (
+        "authentication + limits, full pipeline (priced budget), journal",
+        "F",
+        "Q",
+        TARGET_AUTH_LIMITS_US,
+    ),
+    ("metering, non-durable + pricing, key without a budget", "Y", "X", TARGET_METERING_US),
+    ("metering, journal + pricing, key without a budget", "Z", "X", TARGET_METERING_US),
+    ("a priced budget's reservation (limits), non-durable", "E", "Y", None),
     ("metering, durable (awaited XADD) + pricing", "D", "C", TARGET_METERING_US),
     ("metering, non-durable + pricing", "E", "C", TARGET_METERING_US),
     ("metering, journal + pricing", "F", "C", TARGET_METERING_US),
