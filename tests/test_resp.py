@@ -7,6 +7,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import hiredis
 import pytest
@@ -14,7 +15,7 @@ import uvloop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tollway.resp import RespClient, RespConnectionError, RespError, RespTimeout
+from tollway.resp import RespClient, RespConnectionError, RespError, RespTimeout, _Connection
 
 Handler = Callable[[list[bytes], asyncio.StreamWriter], Awaitable[None]]
 
@@ -249,3 +250,38 @@ async def test_a_deferred_command_is_not_timed_out_while_it_waits(redis_url: str
         assert await resp.execute("PING", defer_s=0.3) == b"PONG"
     finally:
         await resp.aclose()
+
+
+async def test_a_pipeline_cut_midway_raises_and_leaves_no_stray_futures(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent = 0
+
+    async def handler(command: list[bytes], writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        sent += 1
+        if sent == 1:
+            writer.write(b"+PONG\r\n")  # the first reply, then the connection dies
+            await writer.drain()
+        elif sent == 2:
+            writer.close()
+
+    made: list[asyncio.Future[object]] = []
+    original = _Connection.send
+
+    def recording_send(self: _Connection, *args: Any, **kwargs: Any) -> list[Any]:
+        futures = original(self, *args, **kwargs)
+        made.extend(futures)
+        return futures
+
+    monkeypatch.setattr(_Connection, "send", recording_send)
+    async with scripted_server(handler) as (url, _):
+        resp = RespClient.from_url(url, timeout_s=1.0)
+        try:
+            with pytest.raises(RespConnectionError):
+                await resp.pipeline([("PING",), ("PING",), ("PING",)])
+        finally:
+            await resp.aclose()
+    assert len(made) == 3 and all(f.done() for f in made)
+    # Each failed future's exception was retrieved: none would be logged as lost at GC.
+    assert not any(getattr(f, "_log_traceback", False) for f in made)

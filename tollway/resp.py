@@ -232,11 +232,22 @@ class RespClient:
             conn = await self._connection()
         packed = b"".join(_pack(c) for c in commands)
         futures = conn.send(packed, replies=len(commands))
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, RespError):
-                raise result
-        return list(results)
+        # The replies come in order, usually in one read: awaiting each future in turn
+        # costs less than gather()'s aggregate future and per-future callbacks.
+        results: list[Any] = []
+        for i, future in enumerate(futures):
+            try:
+                results.append(await future)
+            except RespError as reply:
+                results.append(reply)
+            except BaseException:
+                for rest in futures[i + 1 :]:  # failed or cancelled with it: retrieve them
+                    if rest.done() and not rest.cancelled():
+                        rest.exception()
+                    else:
+                        rest.cancel()
+                raise
+        return results
 
     async def _connection(self) -> _Connection:
         if self._closed:
