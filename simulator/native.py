@@ -229,7 +229,13 @@ async def model_info(request: Request) -> Response:
 
 
 async def get_load(request: Request) -> Response:
-    """``GET /get_load``: one entry per data-parallel rank (SGLang's legacy shape)."""
+    """``GET /get_load``: one entry per data-parallel rank (SGLang's legacy shape).
+
+    A request counts (``num_reqs``; its prompt and reserved output in
+    ``num_tokens``) from arrival until its last token is generated; as in
+    SGLang, generation does not wait for a slow stream reader, and a client
+    that hangs up aborts the request and frees its KV slots at once.
+    """
     state = worker(request)
     s = state.engine.scheduler
     waiting_tokens = sum(len(q.prompt_ids) for q in s.waiting)

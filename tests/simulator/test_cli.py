@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.simulator.test_native import metric
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,9 +54,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> str:
     return out
 
 
-def _start(*args: str) -> tuple[subprocess.Popen[bytes], str]:
+def _start(*args: str, instant: bool = True) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
-    cmd = [sys.executable, "-m", "simulator", "emulate", "--instant", "--port", str(port), *args]
+    mode = ["--instant"] if instant else []
+    cmd = [sys.executable, "-m", "simulator", "emulate", *mode, "--port", str(port), *args]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     return proc, f"http://127.0.0.1:{port}"
 
@@ -90,3 +95,68 @@ def test_cli_cut_stream_drops_the_connection() -> None:
         assert httpx.get(f"{base}/health").status_code == 200
     finally:
         _stop(proc)
+
+
+#: ~1000 decode steps of ~8 ms model time: ~2 s of wall time at ``--speed 4``.
+LONG_STREAM = {
+    "messages": [{"role": "user", "content": "Write a long story."}],
+    "max_tokens": 1000,
+    "ignore_eos": True,
+    "stream": True,
+}
+
+
+def _load(base: str) -> tuple[int, int, float]:
+    """``num_reqs``, ``num_tokens`` of ``/get_load`` and ``sglang:num_running_reqs``."""
+    load = httpx.get(f"{base}/get_load").json()[0]
+    running = metric(httpx.get(f"{base}/metrics").text, "sglang:num_running_reqs")
+    return load["num_reqs"], load["num_tokens"], running
+
+
+def _read_events(chunks: Iterator[bytes], count: int) -> None:
+    seen = 0
+    for chunk in chunks:
+        seen += chunk.count(b"data: ")
+        if seen >= count:
+            return
+    raise AssertionError(f"the stream ended after {seen} events")
+
+
+@contextlib.contextmanager
+def _long_stream() -> Iterator[tuple[str, httpx.Response]]:
+    """A real-time (``--speed 4``) emulator and an open :data:`LONG_STREAM` on it."""
+    proc, base = _start("--speed", "4", instant=False)
+    try:
+        _wait_healthy(base, proc)
+        url = f"{base}/v1/chat/completions"
+        with httpx.stream("POST", url, json=LONG_STREAM, timeout=10) as response:
+            yield base, response
+    finally:
+        _stop(proc)
+
+
+@pytest.mark.e2e
+def test_cli_counts_a_stream_as_running_until_its_last_token() -> None:
+    with _long_stream() as (base, r):
+        # Keep a reference to the iterator: a dropped one (a ``break`` out of
+        # ``for chunk in r.iter_raw()``) is closed, which closes the connection.
+        chunks = r.iter_raw()
+        _read_events(chunks, 5)
+        reqs, tokens, running = _load(base)  # nobody polled before this
+        assert (reqs, running) == (1, 1)
+        assert tokens >= LONG_STREAM["max_tokens"]  # prompt + reserved output
+        assert b"".join(chunks).endswith(b"data: [DONE]\n\n")
+        assert _load(base) == (0, 0, 0)
+
+
+@pytest.mark.e2e
+def test_cli_aborts_a_stream_whose_client_disconnects() -> None:
+    with _long_stream() as (base, r):
+        _read_events(r.iter_raw(), 5)
+        r.close()  # the client hangs up mid-stream
+        deadline = time.monotonic() + 1.0  # the stream itself would run ~2 s more
+        while _load(base) != (0, 0, 0) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _load(base) == (0, 0, 0)
+        text = httpx.get(f"{base}/metrics").text
+        assert metric(text, "sglang:num_aborted_requests_total") == 1
