@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from gateway.admitting import EAGER_BELOW, Admitter
 from gateway.auth import Principal
 from gateway.limits import AdmissionRequest, MemoryAdmission, Ticket
+from gateway.limits.admission import Admission
+from gateway.limits.floors import SpendFloor
 from gateway.outcome import RequestRecord
 from gateway.speculation import SpeculationGate
 from gateway.tenancy.schemas import Limits
@@ -30,11 +33,19 @@ class SlowAdmission:
         self.settled.append((ticket.request_id, actual_tokens, actual_cost))
         await self.engine.settle(ticket, actual_tokens, actual_cost)
 
+    async def raise_spend_floors(self, floors: Sequence[SpendFloor], now_ms: int) -> int:
+        return await self.engine.raise_spend_floors(floors, now_ms)
+
 
 def principal() -> Principal:
     return Principal(
         tenant_id="t", key_id="k", key_prefix="tw-k", key_limits=Limits(rpm=100, max_concurrent=5)
     )
+
+
+def test_the_stand_in_is_an_admission() -> None:
+    stand_in: Admission = SlowAdmission()  # mypy checks the protocol (the class is typed)
+    assert callable(stand_in.raise_spend_floors)
 
 
 async def test_an_abandoned_speculation_is_settled_when_its_answer_arrives() -> None:
