@@ -2,7 +2,7 @@
 
 The pool's entry in the gateway's YAML file is the one source of truth: this
 command reads it with :func:`gateway.config.load_config` and renders it with
-:mod:`backends.sglang.launch`. Whether the pool needs SGLang's priority
+:mod:`backends.sglang.manifest`. Whether the pool needs SGLang's priority
 scheduling follows from the file too: it does when an agent type with a
 priority routes to it. ``register(app)`` adds the command to a typer app.
 """
@@ -18,8 +18,8 @@ import typer
 import yaml
 
 from backends.sglang.config import PoolConfig
-from backends.sglang.launch import (
-    LaunchOptions,
+from backends.sglang.launch import LaunchOptions
+from backends.sglang.manifest import (
     render_pool_manifest,
     render_pool_scaled_object,
     worker_url_problems,

@@ -5,7 +5,7 @@ Every ``health.interval_s`` each worker's ``/health`` is probed and its
 Each result after the first also goes to ``on_probe`` (the pool feeds its
 circuit breakers with it). At start each worker's KV capacity comes from ``/get_server_info``
 (``max_total_num_tokens``), else from the pool's configuration or the
-capacity model.
+capacity model (:func:`modelled_capacity`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from backends.sglang.config import HealthConfig
+from backends.sglang.capacity import Deployment, kv_pool
+from backends.sglang.catalog import GPUS, MODELS
+from backends.sglang.config import HealthConfig, PoolConfig
 from backends.sglang.worker import Worker
 
 log = logging.getLogger("tollway.health")
@@ -63,6 +65,18 @@ async def scrape_load(session: aiohttp.ClientSession, worker: Worker, timeout_s:
         worker.reported_tokens = tokens
         worker.others_requests = max(0, requests - worker.in_flight)
         worker.others_tokens = max(0, tokens - worker.projected_tokens)
+
+
+def modelled_capacity(config: PoolConfig) -> int | None:
+    """KV tokens per worker from the configuration, else the capacity model."""
+    if config.max_total_tokens is not None:
+        return config.max_total_tokens
+    gpu, model = GPUS.get(config.gpu), MODELS.get(config.model.name)
+    if gpu is None or model is None:
+        return None
+    m = config.model
+    deployment = Deployment(gpu, model, m.tp, m.weights_dtype, m.kv_dtype)
+    return kv_pool(deployment).max_total_num_tokens or None
 
 
 async def discover_capacity(

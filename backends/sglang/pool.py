@@ -36,7 +36,6 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -46,11 +45,14 @@ from backends.http1 import Http1Pool
 from backends.ratelimit import UpstreamRateLimiter
 from backends.retry import is_retryable, retry_call
 from backends.sglang.admission import KvAdmission, KvNeed, Reservation
-from backends.sglang.capacity import Deployment, kv_pool
-from backends.sglang.catalog import GPUS, MODELS
 from backends.sglang.circuit import CircuitBreaker, CircuitState
 from backends.sglang.config import PoolConfig
-from backends.sglang.health import discover_capacity, probe_all, run_health_checks
+from backends.sglang.health import (
+    discover_capacity,
+    modelled_capacity,
+    probe_all,
+    run_health_checks,
+)
 from backends.sglang.picking import make_picker
 from backends.sglang.prefix import previous_prompt_tokens
 from backends.sglang.transport import (
@@ -60,6 +62,7 @@ from backends.sglang.transport import (
     make_session,
     translate_errors,
 )
+from backends.sglang.verdict import Verdict, watched
 from backends.sglang.worker import Worker
 from tollway.errors import (
     TollwayError,
@@ -71,62 +74,9 @@ from tollway.errors import (
 log = logging.getLogger("tollway.pool")
 
 
-def modelled_capacity(config: PoolConfig) -> int | None:
-    """KV tokens per worker from the configuration, else the capacity model."""
-    if config.max_total_tokens is not None:
-        return config.max_total_tokens
-    gpu, model = GPUS.get(config.gpu), MODELS.get(config.model.name)
-    if gpu is None or model is None:
-        return None
-    m = config.model
-    deployment = Deployment(gpu, model, m.tp, m.weights_dtype, m.kv_dtype)
-    return kv_pool(deployment).max_total_num_tokens or None
-
-
 def _with_priority(body: bytes, priority: int) -> bytes:
     """Splice SGLang's ``priority`` field into a JSON object body without re-encoding it."""
     return b'{"priority":%d,' % priority + body[1:] if body[:1] == b"{" else body
-
-
-class _Verdict:
-    """Reports one admitted request's outcome to its worker's breaker, exactly once."""
-
-    __slots__ = ("_breaker", "_given")
-
-    def __init__(self, breaker: CircuitBreaker) -> None:
-        self._breaker = breaker
-        self._given = False
-
-    def _give(self) -> bool:
-        given, self._given = self._given, True
-        return not given
-
-    def success(self) -> None:
-        if self._give():
-            self._breaker.record_success()
-
-    def failure(self) -> None:
-        if self._give():
-            self._breaker.record_failure()
-
-    def release(self) -> None:
-        """No verdict (the client went away): only free a half-open probe slot."""
-        if self._give():
-            self._breaker.release()
-
-
-async def _watched(stream: AsyncIterator[bytes], verdict: _Verdict) -> AsyncIterator[bytes]:
-    """Relay ``stream``; how it ends is the verdict on its worker."""
-    try:
-        async for block in stream:
-            yield block
-    except UpstreamError:
-        verdict.failure()
-        raise
-    else:
-        verdict.success()
-    finally:
-        verdict.release()
 
 
 @dataclass(slots=True)
@@ -333,7 +283,7 @@ class SGLangPool:
                 self.admission.release(reservation)
                 excluded.add(worker.url)
                 continue
-            verdict = _Verdict(breaker)
+            verdict = Verdict(breaker)
             tries.tried.add(worker.url)
             try:
                 response = await self._send_to(reservation, request, body, verdict, timeout)
@@ -396,7 +346,7 @@ class SGLangPool:
         reservation: Reservation,
         request: UpstreamRequest,
         body: bytes,
-        verdict: _Verdict,
+        verdict: Verdict,
         total_s: float,
     ) -> UpstreamResponse:
         """Forward to the reserved worker; release the reservation when done.
@@ -463,7 +413,7 @@ class SGLangPool:
             status=resp.status,
             route=route,
             worker=worker.url,
-            stream=_watched(iter_chunks(resp, worker.url), verdict),
+            stream=watched(iter_chunks(resp, worker.url), verdict),
             share=share,
             _close=close,
         )

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 import yaml
 
-from backends.sglang.launch import emulate_command, expected_worker_urls
+from backends.sglang.launch import emulate_command
+from backends.sglang.manifest import expected_worker_urls
 from gateway.config import load_config
 from tests.infra.tools import CLUSTER_CONFIG, INFRA, find_tool, run
 

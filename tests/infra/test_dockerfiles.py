@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 
-from backends.sglang.launch import DEFAULT_GATEWAY_IMAGE, DEFAULT_POOL_IMAGE
+from backends.sglang.manifest import DEFAULT_GATEWAY_IMAGE, DEFAULT_POOL_IMAGE
 from tests.infra.tools import INFRA, ROOT, find_tool, run
 
 DOCKERFILES = [ROOT / "Dockerfile", INFRA / "pool" / "Dockerfile"]

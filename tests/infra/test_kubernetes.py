@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from backends.sglang.launch import expected_worker_urls, worker_url_problems
+from backends.sglang.manifest import expected_worker_urls, worker_url_problems
 from gateway.config import load_config
 from gateway.manifests_cli import OutputFormat, dump_documents, render_documents, render_header
 from tests.infra.tools import (

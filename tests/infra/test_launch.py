@@ -11,15 +11,17 @@ from backends.sglang.catalog import get_gpu
 from backends.sglang.config import PoolConfig
 from backends.sglang.launch import (
     FP8_KV_CACHE_DTYPE,
-    GPU_PRODUCTS,
     SGLANG_PORT,
     LaunchOptions,
     emulate_command,
-    expected_worker_urls,
     launch_args,
+    tool_call_parser,
+)
+from backends.sglang.manifest import (
+    GPU_PRODUCTS,
+    expected_worker_urls,
     render_pool_manifest,
     render_pool_scaled_object,
-    tool_call_parser,
     worker_url_problems,
 )
 from tollway.errors import ConfigError
