@@ -148,7 +148,10 @@ async def chat_completions(request: Request) -> Response:
         return state.error(exc)
     if job.stream:
         return stream_reply(state, _stream(state, job, handles))
-    await wait_all(state, handles)
+    try:
+        await wait_all(state, request, handles)
+    except EmulatorError as exc:
+        return state.error(exc)
     return state.json(_response(state, job, handles), answered=True)
 
 

@@ -105,7 +105,10 @@ async def completions(request: Request) -> Response:
         return state.error(exc)
     if job.stream:
         return stream_reply(state, _stream(state, job, handles))
-    await wait_all(state, handles)
+    try:
+        await wait_all(state, request, handles)
+    except EmulatorError as exc:
+        return state.error(exc)
     choices = [
         {
             "index": i,

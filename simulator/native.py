@@ -18,6 +18,7 @@ from starlette.responses import Response
 from simulator.engine import GenerationHandle
 from simulator.errors import EmulatorError, bad_request
 from simulator.generation import GenerationRequest, OutputPlan, plan_output
+from simulator.replies import wait_all
 from simulator.scheduler import AdmissionError
 from simulator.sse import DONE, SSEResponse, sse_event
 from simulator.state import WorkerState, read_json, stop_list, worker
@@ -102,9 +103,9 @@ async def generate(request: Request) -> Response:
             on_complete=state.faults.request_answered,
         )
     try:
-        await handle.wait()
-    finally:
-        state.engine.abort(handle)
+        await wait_all(state, request, [handle])
+    except EmulatorError as exc:
+        return _native_error(state, exc)
     payload = {
         "text": plan.text,
         "output_ids": list(plan.token_ids[: handle.seq.generated]),
@@ -234,7 +235,8 @@ async def get_load(request: Request) -> Response:
     A request counts (``num_reqs``; its prompt and reserved output in
     ``num_tokens``) from arrival until its last token is generated; as in
     SGLang, generation does not wait for a slow stream reader, and a client
-    that hangs up aborts the request and frees its KV slots at once.
+    that hangs up aborts the request and frees its KV slots: at once for a
+    stream, within one disconnect poll for a non-streamed request.
     """
     state = worker(request)
     s = state.engine.scheduler

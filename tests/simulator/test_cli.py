@@ -160,3 +160,47 @@ def test_cli_aborts_a_stream_whose_client_disconnects() -> None:
         assert _load(base) == (0, 0, 0)
         text = httpx.get(f"{base}/metrics").text
         assert metric(text, "sglang:num_aborted_requests_total") == 1
+
+
+#: The non-streamed twins of :data:`LONG_STREAM` (~2 s of generation each at ``--speed 4``).
+LONG_REQUESTS = {
+    "/v1/chat/completions": {k: v for k, v in LONG_STREAM.items() if k != "stream"},
+    "/v1/completions": {"prompt": "Write a long story.", "max_tokens": 1000, "ignore_eos": True},
+    "/generate": {
+        "text": "Write a long story.",
+        "sampling_params": {"max_new_tokens": 1000, "ignore_eos": True},
+    },
+}
+
+
+def _post_and_hang_up(base: str, path: str, body: dict[str, object]) -> None:
+    """Send ``body`` on a raw socket, wait ~0.3 s for generation to start, then close it."""
+    host, port = base.removeprefix("http://").split(":")
+    payload = httpx.Request("POST", f"{base}{path}", json=body).read()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(head + payload)
+        time.sleep(0.3)
+        sock.settimeout(0)
+        with pytest.raises(BlockingIOError):
+            sock.recv(1)  # nothing answered yet: the request is still generating
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("path", sorted(LONG_REQUESTS))
+def test_cli_aborts_a_non_streamed_request_whose_client_disconnects(path: str) -> None:
+    proc, base = _start("--speed", "4", instant=False)
+    try:
+        _wait_healthy(base, proc)
+        _post_and_hang_up(base, path, LONG_REQUESTS[path])
+        deadline = time.monotonic() + 1.0  # generation itself would run ~1.7 s more
+        while _load(base) != (0, 0, 0) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _load(base) == (0, 0, 0)
+        text = httpx.get(f"{base}/metrics").text
+        assert metric(text, "sglang:num_aborted_requests_total") == 1
+    finally:
+        _stop(proc)
