@@ -40,14 +40,8 @@ from bench.gateway_admin import RedisScratch, start_redis
 from bench.gateway_overhead import request_body
 from bench.loadgen import Load, Sample, Target, run
 from bench.machine import describe, load_average
-from bench.pipeline_costs import (
-    LOAD_CPU,
-    ROOT,
-    UPSTREAM_CPU,
-    VARIANTS,
-    Gateway,
-    start_gateways,
-)
+from bench.pipeline_costs import LOAD_CPU, ROOT, UPSTREAM_CPU, Gateway, start_gateways
+from bench.pipeline_variants import VARIANTS
 from bench.processes import Children, free_port, python
 from bench.procfs import cpu_seconds
 

@@ -56,14 +56,7 @@ class UsageBuffer:
 
     async def append_payload(self, payload: bytes) -> BufferedIn:
         """:meth:`append` for an already serialized record."""
-        if self.stream is not None and self._clock() >= self._redis_down_until:
-            try:
-                await self.stream.append(payload)
-                return BufferedIn.STREAM
-            except (TollwayError, RuntimeError):
-                self._redis_down_until = self._clock() + self.redis_retry_s
-        await self.spool.append(payload)
-        return BufferedIn.SPOOL
+        return await self.append_payloads([payload])
 
     async def append_payloads(self, payloads: list[bytes]) -> BufferedIn:
         """Make several serialized records durable together: one pipelined write to the

@@ -6,9 +6,9 @@ process's journal segment (one ``write`` into the page cache: it survives the
 process being killed, not the host crashing) and hands it to the usage buffer
 (the Redis stream, else the fsynced spool) in the background: the records written
 in one turn of the event loop leave together, in one batch (one task and one
-pipelined write to the stream, however many requests finished in that turn). A segment stays
-locked (``flock``) by its process until every record in it is in the buffer,
-then it is deleted. Segments whose process died unlocked are *replayed*: every
+pipelined write to the stream, however many requests finished in that turn). A
+segment stays locked (``flock``) by its process until every record in it is in the
+buffer, then it is deleted. Segments whose process died unlocked are *replayed*: every
 record goes to the buffer again, and the ledger's unique request id makes any
 record that had already arrived a no-op. Replays run at start and every
 ``replay_interval_s``, in every replica on the host.
@@ -72,7 +72,7 @@ class Journal:
         self._sealed: list[_Segment] = []
         self._queued: list[tuple[_Segment, bytes]] = []  # written, to ship this turn
         self._ship_scheduled = False
-        self._tasks: set[asyncio.Future[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._replayer: asyncio.Task[None] | None = None
         #: Records shipped and records whose shipping failed (kept for a replay).
         self.shipped = 0
@@ -139,7 +139,7 @@ class Journal:
         self.shipped += len(batch)
         for segment, _ in batch:
             segment.unshipped -= 1
-            if segment.sealed and segment.unshipped == 0 and segment.fd >= 0:
+            if segment.sealed and segment.unshipped == 0:
                 self._retire(segment)
 
     def _seal(self, segment: _Segment) -> None:

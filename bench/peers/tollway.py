@@ -39,7 +39,7 @@ import yaml
 from bench.gateway_admin import create_key, start_redis
 from bench.gateway_overhead import gateway_argv, gateway_config, merge
 from bench.peers.systems import ROOT, SIDE_CPU, SUT_CPU, System, check_answers
-from bench.pipeline_costs import HIGH_LIMITS, PRICE_BOOK
+from bench.pipeline_variants import HIGH_LIMITS, PRICE_BOOK
 from bench.processes import Children, free_port, python
 
 MeteringMode = Literal["production", "default"]

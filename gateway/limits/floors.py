@@ -19,17 +19,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from billing.spend import KeySpend
 from gateway.limits.plan import DAY_MS, period_ids, tenant_stem
 
-
-@dataclass(frozen=True, slots=True)
-class SpendFloor:
-    """What one API key spent in the UTC day and month holding a moment, in micro-USD."""
-
-    tenant_id: str
-    key_id: str
-    day_micro_usd: int
-    month_micro_usd: int
+#: A key's spend in the ledger for a day and its month is the floor of its counters.
+SpendFloor = KeySpend
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +64,8 @@ def plan_floors(prefix: str, floors: Iterable[SpendFloor], now_ms: int) -> list[
         keys = by_tenant.setdefault(floor.tenant_id, {})
         spent_day, spent_month = keys.get(floor.key_id, (0, 0))
         keys[floor.key_id] = (
-            spent_day + max(0, floor.day_micro_usd),
-            spent_month + max(0, floor.month_micro_usd),
+            spent_day + max(0, floor.day_micros),
+            spent_month + max(0, floor.month_micros),
         )
     plans = []
     for tenant_id, keys in by_tenant.items():

@@ -37,7 +37,6 @@ from billing.spend import SpendWindows, spend_by_key
 from gateway.limits.admission import Admission
 from gateway.limits.clock import Clock, wall_clock_ms
 from gateway.limits.config import LimitsConfig
-from gateway.limits.floors import SpendFloor
 from gateway.limits.plan import DAY_MS, period_ids
 from gateway.limits.redis_admission import RedisBoundary
 from tollway.errors import TollwayError
@@ -167,13 +166,12 @@ class BudgetResync:
             return False
         now = self._clock()
         spend = await spend_by_key(self._ledger, spend_windows(now))
-        floors = [SpendFloor(s.tenant_id, s.key_id, s.day_micros, s.month_micros) for s in spend]
-        raised = await self._admission.raise_spend_floors(floors, now)
+        raised = await self._admission.raise_spend_floors(spend, now)
         await self._sentinel.mark(now)
         log.info(
             "budget counters restored from the ledger: %d keys with spend this month, "
             "%d counters raised",
-            len(floors),
+            len(spend),
             raised,
         )
         return True

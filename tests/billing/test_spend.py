@@ -13,8 +13,10 @@ from billing.usage import to_epoch_us
 from tests.billing.conftest import make_record
 
 
-def at(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)  # type: ignore[arg-type]
+def at(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, us: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, us, tzinfo=UTC)
 
 
 #: 2025-06-14 (UTC) inside June 2025.

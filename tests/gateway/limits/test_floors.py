@@ -43,7 +43,7 @@ def mid_period(clock: ManualClock) -> None:
 
 
 async def test_floors_raise_the_day_and_the_month(engine: Engine, clock: ManualClock) -> None:
-    floors = [SpendFloor("acme", "k1", day_micro_usd=100, month_micro_usd=900)]
+    floors = [SpendFloor("acme", "k1", day_micros=100, month_micros=900)]
     assert await engine.raise_spend_floors(floors, clock()) == 4  # the tenant's, the key's
     daily, monthly = BudgetSpec(daily_micro_usd=1_000), BudgetSpec(monthly_micro_usd=1_000)
     await engine.admit(request(1, key=daily, reserve=900))  # 100 + 900
@@ -57,7 +57,7 @@ async def test_floors_never_lower_a_counter(engine: Engine, clock: ManualClock) 
     budget = BudgetSpec(daily_micro_usd=1_000, monthly_micro_usd=1_000)
     ticket = await engine.admit(request(1, key=budget, tenant=budget, reserve=500))
     await engine.settle(ticket, 0, 500)
-    floors = [SpendFloor("acme", "k1", day_micro_usd=200, month_micro_usd=600)]
+    floors = [SpendFloor("acme", "k1", day_micros=200, month_micros=600)]
     assert await engine.raise_spend_floors(floors, clock()) == 2  # the months: 500 -> 600
     daily = BudgetSpec(daily_micro_usd=1_000)
     await engine.admit(request(2, key=daily, reserve=500))  # the day kept its 500: 500 + 500
@@ -68,7 +68,7 @@ async def test_floors_never_lower_a_counter(engine: Engine, clock: ManualClock) 
 async def test_floors_leave_reservations_alone(engine: Engine, clock: ManualClock) -> None:
     budget = BudgetSpec(daily_micro_usd=1_000)
     in_flight = await engine.admit(request(1, key=budget, reserve=300))
-    floors = [SpendFloor("acme", "k1", day_micro_usd=600, month_micro_usd=600)]
+    floors = [SpendFloor("acme", "k1", day_micros=600, month_micros=600)]
     await engine.raise_spend_floors(floors, clock())
     assert await refuses(engine, request(2, key=budget, reserve=101))  # 600 + 300 + 101
     await engine.settle(in_flight, 0, 50)  # the reservation goes, 50 of spend stays
@@ -78,9 +78,9 @@ async def test_floors_leave_reservations_alone(engine: Engine, clock: ManualCloc
 
 async def test_the_tenant_floor_is_the_sum_of_its_keys(engine: Engine, clock: ManualClock) -> None:
     floors = [
-        SpendFloor("acme", "k1", day_micro_usd=300, month_micro_usd=300),
-        SpendFloor("acme", "k2", day_micro_usd=400, month_micro_usd=400),
-        SpendFloor("other", "k1", day_micro_usd=5_000, month_micro_usd=5_000),
+        SpendFloor("acme", "k1", day_micros=300, month_micros=300),
+        SpendFloor("acme", "k2", day_micros=400, month_micros=400),
+        SpendFloor("other", "k1", day_micros=5_000, month_micros=5_000),
     ]
     await engine.raise_spend_floors(floors, clock())
     daily = BudgetSpec(daily_micro_usd=1_000)
@@ -93,7 +93,7 @@ async def test_the_tenant_floor_is_the_sum_of_its_keys(engine: Engine, clock: Ma
 
 
 async def test_floors_are_per_period(engine: Engine, clock: ManualClock) -> None:
-    floors = [SpendFloor("acme", "k1", day_micro_usd=1_000, month_micro_usd=1_000)]
+    floors = [SpendFloor("acme", "k1", day_micros=1_000, month_micros=1_000)]
     await engine.raise_spend_floors(floors, clock() - 2 * HOUR_MS)  # March 31: last month
     budget = BudgetSpec(daily_micro_usd=1_000, monthly_micro_usd=1_000)
     await engine.admit(request(1, key=budget, tenant=budget, reserve=1_000))
@@ -103,7 +103,7 @@ async def test_a_hash_written_lives_a_day_past_the_month(
     engine: Engine, clock: ManualClock, redis_url: str, limits_config: LimitsConfig
 ) -> None:
     now = clock()
-    floors = [SpendFloor("acme", "k1", day_micro_usd=1, month_micro_usd=1)]
+    floors = [SpendFloor("acme", "k1", day_micros=1, month_micros=1)]
     await engine.raise_spend_floors(floors, now)
     expected = period_ids(now)[3] + DAY_MS - now
     keys = [t.key for t in plan_floors(limits_config.key_prefix, floors, now)[0].targets]
@@ -124,7 +124,7 @@ async def test_resilient_admission_raises_both_engines(
     primary = redis_engine()
     fallback = MemoryAdmission(limits_config, clock=clock)
     engine = ResilientAdmission(primary, limits_config, fallback=fallback)
-    floors = [SpendFloor("acme", "k1", day_micro_usd=1_000, month_micro_usd=1_000)]
+    floors = [SpendFloor("acme", "k1", day_micros=1_000, month_micros=1_000)]
     assert await engine.raise_spend_floors(floors, clock()) == 4
     budget = BudgetSpec(daily_micro_usd=1_000)
     assert await refuses(engine, request(1, key=budget, reserve=0))  # through Redis
@@ -136,7 +136,7 @@ async def test_redis_down_raises_service_unavailable_after_the_fallback(
 ) -> None:
     fallback = MemoryAdmission(clock=clock)
     engine = ResilientAdmission(RedisAdmission(dead_redis, clock=clock), fallback=fallback)
-    floors = [SpendFloor("acme", "k1", day_micro_usd=1_000, month_micro_usd=1_000)]
+    floors = [SpendFloor("acme", "k1", day_micros=1_000, month_micros=1_000)]
     with pytest.raises(ServiceUnavailable):
         await engine.raise_spend_floors(floors, clock())
     assert await refuses(fallback, request(1, key=BudgetSpec(daily_micro_usd=1_000), reserve=0))
@@ -152,5 +152,5 @@ async def test_floors_go_through_redis_py_not_the_request_path_client(
     fast = RespClient.from_url("redis://127.0.0.1:9/0", timeout_s=0.2)  # nothing listens
     redis_clients += [client, fast]
     engine = RedisAdmission(client, limits_config, clock=clock, fast=fast)
-    floors = [SpendFloor("acme", "k1", day_micro_usd=1, month_micro_usd=1)]
+    floors = [SpendFloor("acme", "k1", day_micros=1, month_micros=1)]
     assert await engine.raise_spend_floors(floors, clock()) == 4
