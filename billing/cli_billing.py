@@ -22,7 +22,7 @@ from billing.meters import StripeSettings
 from billing.reconcile import reconcile
 from billing.spool import Spool
 from billing.stripe_export import StripeExporter, connect_stripe
-from billing.writer import LedgerWriter
+from billing.writer import LedgerWriter, WriterSettings
 
 billing_app = typer.Typer(
     help="Stripe export, reconciliation, the ledger writer.", no_args_is_help=True
@@ -174,6 +174,15 @@ def worker(
         Path | None, typer.Option(help="Local spool directory (default: <data dir>/spool).")
     ] = None,
     once: Annotated[bool, typer.Option("--once", help="One round, then exit.")] = False,
+    linger_ms: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=10_000,
+            help="Wait this long after a round that moved records, so the next round "
+            "writes a batch (one SQL transaction) rather than one record per commit.",
+        ),
+    ] = 100,
     key_prefix: Annotated[
         str | None,
         typer.Option(
@@ -201,7 +210,13 @@ def worker(
         client = aioredis.Redis.from_url(redis_url) if redis_url else None
         stream = RedisStream(client, prefix=prefix) if client is not None else None
         leader = LeaderLock(client, f"{prefix}{{usage}}:leader") if client is not None else None
-        writer = LedgerWriter(Ledger(engine), spool=Spool(directory), stream=stream, leader=leader)
+        writer = LedgerWriter(
+            Ledger(engine),
+            spool=Spool(directory),
+            stream=stream,
+            leader=leader,
+            settings=WriterSettings(linger_s=linger_ms / 1000),
+        )
         try:
             if once:
                 try:

@@ -10,6 +10,12 @@ It runs inside the gateway (in the lifespan, as a background task) or as
    then new entries; each batch is written to SQL, committed, and only then
    acknowledged.
 
+After a round that moved records it *lingers* (``linger_s``, 100 ms by default)
+before the next one, so that records arriving at a low or moderate rate reach SQL in
+batches, one transaction and a handful of Redis calls per linger, instead of waking
+the writer, committing and acknowledging once per request. A round still drains
+everything buffered, so a backlog never waits more than one linger per round.
+
 When SQL is down nothing is acknowledged and the spool segment's checkpoint does not
 advance; the writer backs off and retries, and the buffers hold the records.
 """
@@ -47,6 +53,8 @@ class WriterSettings:
     claim_idle_ms: int = 30_000
     block_ms: int = 1000
     idle_sleep_s: float = 0.5
+    #: Pause after a round that moved records, so the next round takes a batch.
+    linger_s: float = 0.1
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
 
@@ -154,6 +162,8 @@ class LedgerWriter:
                 delay = self.settings.backoff_initial_s
                 if moved == 0:
                     await _sleep_or_stop(stop, self.settings.idle_sleep_s)
+                elif self.settings.linger_s > 0:
+                    await _sleep_or_stop(stop, self.settings.linger_s)
         finally:
             if self.leader is not None:
                 try:

@@ -138,6 +138,7 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
         gpu_hour_usd={name: pool.gpu_hour_usd for name, pool in config.pools.items()},
         durable_before_response=config.metering.durable_before_response,
         claim_idle_ms=config.metering.claim_idle_ms,
+        writer_linger_s=config.metering.writer_linger_ms / 1000,
         run_writer=config.metering.writer == "inline",
         fast_redis=fast_redis,
         journal=config.metering.journal,

@@ -189,6 +189,14 @@ class MeteringConfig(_Strict):
         description="Usage records a dead replica's ledger writer took but never wrote are "
         "taken over after this long.",
     )
+    writer_linger_ms: int = Field(
+        default=100,
+        ge=0,
+        le=10_000,
+        description="After moving records, the inline ledger writer waits this long before "
+        "its next round, so records reach SQL in batches (one transaction per round) "
+        "instead of one commit per request; the ledger lags by about this much.",
+    )
 
 
 class MetricsConfig(_Strict):

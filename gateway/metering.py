@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -43,6 +44,10 @@ from gateway.outcome import RequestRecord
 from tollway.errors import TollwayError
 from tollway.resp import RespClient
 
+#: A journaled record is safe on local disk already, so its XADD may wait this long to
+#: share a write (and Redis's reply) with the next request's admission.
+JOURNAL_SHIP_DEFER_S = 0.005
+
 log = logging.getLogger("tollway.metering")
 
 
@@ -61,6 +66,7 @@ class Metering:
         durable_before_response: bool = True,
         run_writer: bool = True,
         claim_idle_ms: int = 30_000,
+        writer_linger_s: float = 0.1,
         fast_redis: RespClient | None = None,
         journal: bool = False,
     ) -> None:
@@ -71,7 +77,12 @@ class Metering:
         )
         self.buffer = UsageBuffer(self.spool, self.stream)
         self.journal = (
-            Journal(data_dir / "journal", self.buffer.append_payloads) if journal else None
+            Journal(
+                data_dir / "journal",
+                functools.partial(self.buffer.append_payloads, defer_s=JOURNAL_SHIP_DEFER_S),
+            )
+            if journal
+            else None
         )
         self.books = PriceBookStore(engine)
         self.active: ActivePriceBook | None = None
@@ -87,7 +98,9 @@ class Metering:
                 leader=leader,
                 # Blocking stream reads must end before the shared client's socket
                 # timeout (limits.redis_timeout_s, 250 ms by default).
-                settings=WriterSettings(claim_idle_ms=claim_idle_ms, block_ms=100),
+                settings=WriterSettings(
+                    claim_idle_ms=claim_idle_ms, block_ms=100, linger_s=writer_linger_s
+                ),
             )
             if run_writer
             else None

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -141,8 +142,15 @@ class InferencePipeline:
             self._close(record)
             raise
         if not record.stream:
-            self._close(record)
+            # The usage record is durable before the response leaves (metered in the
+            # responder, or here); settling the limits, metrics and the access log wait
+            # until the response is sent, off the request's critical path.
+            self._meter(record)
+            response.background = BackgroundTask(self._release_after, record)
         return response
+
+    async def _release_after(self, record: RequestRecord) -> None:
+        self._release(record)
 
     @staticmethod
     def _abandon(record: RequestRecord) -> None:
@@ -153,6 +161,11 @@ class InferencePipeline:
 
     def _close(self, record: RequestRecord, gpu_seconds: float = 0.0) -> None:
         """Finish a record: meter it (if not yet), settle its limits, count it, log it."""
+        self._meter(record, gpu_seconds)
+        self._release(record)
+
+    def _meter(self, record: RequestRecord, gpu_seconds: float = 0.0) -> None:
+        """Meter a record that the responder did not (errors, bodies that are not JSON)."""
         if record.ended is None:
             record.ended = time.perf_counter()
         try:
@@ -163,12 +176,20 @@ class InferencePipeline:
                 quote = self.metering.quote(record, gpu_seconds)
                 self.metering.submit(self.metering.usage_record(record, gpu_seconds, quote, source))
                 record.metered = True
+        except Exception:  # noqa: BLE001 - observing must never fail a request
+            log.exception("metering request %s failed", record.request_id)
+
+    def _release(self, record: RequestRecord) -> None:
+        """Settle a finished record's limits, count it, log it (once)."""
+        try:
             if self.admitter is not None:
                 for ticket in (record.ticket, record.agent_ticket):
                     if ticket is not None:
                         self.admitter.settle(ticket, record)
                 record.ticket = record.agent_ticket = None
-            self.finish(record)
+            if not record.finished:
+                record.finished = True
+                self.finish(record)
         except Exception:  # noqa: BLE001 - observing must never fail a request
             log.exception("finishing request %s failed", record.request_id)
 

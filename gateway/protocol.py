@@ -77,6 +77,54 @@ def error_bytes(status: int, message: str, code: str) -> bytes:
     return head.encode("ascii") + body
 
 
+class HeadHolder:
+    """The transport a request cycle writes through: its first write (a response's
+    status line and headers) waits for the next one, or for the end of the event
+    loop iteration, so that a response's head and body leave in one ``write`` (one
+    syscall, one TCP segment, one wake-up of the client) instead of two.
+
+    Everything but ``write``, ``close`` and ``is_closing`` goes to the transport.
+    """
+
+    __slots__ = ("transport", "loop", "_held", "_first")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self.loop = loop
+        self._held: bytes | None = None
+        self._first = True
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._first:
+            self._first = False
+            self._held = bytes(data)
+            self.loop.call_soon(self.flush)
+            return
+        held = self._held
+        if held is not None:
+            self._held = None
+            data = held + data
+        self.transport.write(data)
+
+    def flush(self) -> None:
+        """Write what is held (the end of the loop iteration, or a close)."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self.transport.is_closing():
+                self.transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
 class GatewayHttpProtocol(HttpToolsProtocol):
     """httptools protocol with head-size, head-time and body-time limits."""
 
@@ -152,7 +200,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._head_done = True
         self._head_bytes = 0
         self._cancel_head_timer()
+        previous = self.cycle
         super().on_headers_complete()
+        if self.cycle is not previous:  # a new request (not an upgrade), its task not run yet
+            self.cycle.transport = HeadHolder(self.transport, self.loop)  # type: ignore[assignment]
         if self._body_timer is None:
             self._body_timer = self.loop.call_later(
                 self.limits.body_read_timeout_s, self._body_timed_out

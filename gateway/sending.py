@@ -25,16 +25,18 @@ async def send_response(response: Response, receive: Receive, send: Send) -> Non
     if isinstance(response, StreamingResponse):
         await _send_stream(response, receive, send)
         return
-    await send(
-        {
-            "type": "http.response.start",
-            "status": response.status_code,
-            "headers": response.raw_headers,
-        }
-    )
-    await send({"type": "http.response.body", "body": response.body})
-    if response.background is not None:
-        await response.background()
+    try:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": response.raw_headers,
+            }
+        )
+        await send({"type": "http.response.body", "body": response.body})
+    finally:  # the pipeline settles a request's limits here: even if sending failed
+        if response.background is not None:
+            await response.background()
 
 
 async def _disconnected(receive: Receive) -> None:

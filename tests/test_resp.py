@@ -15,7 +15,14 @@ import uvloop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tollway.resp import RespClient, RespConnectionError, RespError, RespTimeout, _Connection
+from tollway.resp import (
+    IMMEDIATE_BELOW,
+    RespClient,
+    RespConnectionError,
+    RespError,
+    RespTimeout,
+    _Connection,
+)
 
 Handler = Callable[[list[bytes], asyncio.StreamWriter], Awaitable[None]]
 
@@ -285,3 +292,50 @@ async def test_a_pipeline_cut_midway_raises_and_leaves_no_stray_futures(
     assert len(made) == 3 and all(f.done() for f in made)
     # Each failed future's exception was retrieved: none would be logged as lost at GC.
     assert not any(getattr(f, "_log_traceback", False) for f in made)
+
+
+class _CountingTransport:
+    """Stands in for a connection's transport and records each ``write``."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        self.real.write(data)
+
+    def abort(self) -> None:
+        self.real.abort()
+
+
+async def test_a_command_leaves_at_once_at_low_concurrency_and_shares_a_write_under_load(
+    client: RespClient, key: str
+) -> None:
+    await client.execute("PING")
+    conn = client._conn
+    assert conn is not None
+    transport = _CountingTransport(conn._transport)
+    conn._transport = transport  # type: ignore[assignment]
+
+    # Nothing outstanding: written before send() returns, with no loop turn.
+    (first,) = conn.send(hiredis.pack_command(("INCR", key)))
+    assert len(transport.writes) == 1
+    # A deferred command waits for the next undeferred one, then both leave together.
+    (deferred,) = conn.send(hiredis.pack_command(("INCR", key)), defer_s=5.0)
+    assert len(transport.writes) == 1
+    futures = [conn.send(hiredis.pack_command(("INCR", key)))[0]]
+    assert len(transport.writes) == 2 and transport.writes[1].count(b"INCR") == 2
+    # Below IMMEDIATE_BELOW outstanding replies every command is written at once ...
+    while len(futures) + 2 < IMMEDIATE_BELOW:
+        futures += conn.send(hiredis.pack_command(("INCR", key)))
+    written = len(transport.writes)
+    # ... from there on, one iteration's commands share one write at its end.
+    futures += conn.send(hiredis.pack_command(("INCR", key)))
+    futures += conn.send(hiredis.pack_command(("INCR", key)))
+    assert len(transport.writes) == written
+    await asyncio.sleep(0)
+    assert len(transport.writes) == written + 1
+    replies = [await first, await deferred] + [await f for f in futures]
+    assert replies == list(range(1, len(replies) + 1))  # Redis ran them in order
+    await client.execute("DEL", key)

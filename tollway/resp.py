@@ -4,9 +4,12 @@ redis-py spends most of a hot-path call in Python: a connection checked out of a
 pool and back, command packing, reply parsing, and its own locks. This client
 keeps one connection per process and multiplexes every caller over it:
 
-- commands are packed by hiredis (C) and queued; all commands issued in one event
-  loop iteration leave in one ``write`` (so concurrent requests share syscalls and
-  Redis reads them as one pipeline);
+- commands are packed by hiredis (C). While fewer than ``IMMEDIATE_BELOW``
+  replies are outstanding a command leaves at once (its caller waits, and at low
+  concurrency there is little to share a write with: Redis gets it before, say, the
+  upstream request the caller sends next); under load the commands issued in one
+  event loop iteration leave together at its end, in one ``write`` (so concurrent
+  requests share syscalls and Redis reads them as one pipeline);
 - replies are parsed by hiredis and matched to callers in order (Redis answers a
   connection's commands in the order it received them);
 - a command may be *deferred* (``defer_s``): it waits to leave with the next
@@ -37,6 +40,10 @@ from urllib.parse import unquote, urlsplit
 import hiredis
 
 Arg = str | bytes | int | float
+
+#: Outstanding replies below which a command is written at once rather than at the end
+#: of the event loop iteration.
+IMMEDIATE_BELOW = 4
 
 # hiredis's stubs type the argument as a 1-tuple; it takes any tuple of arguments.
 _pack = cast(Callable[[tuple[Arg, ...]], bytes], hiredis.pack_command)
@@ -69,6 +76,8 @@ class _Connection(asyncio.Protocol):
         self._reader = hiredis.Reader(replyError=RespError)
         self._waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
         self._outgoing: list[bytes] = []
+        self._queued = 0  # replies expected for the commands in _outgoing
+        self._on_wire = 0  # replies expected for the commands written already
         self._flush_scheduled = False
         self._defer_timer: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
@@ -96,6 +105,7 @@ class _Connection(asyncio.Protocol):
                 self._fail(RespConnectionError("unexpected reply from Redis"))
                 return
             future, _ = waiting.popleft()
+            self._on_wire -= 1
             if future.done():  # the caller was cancelled; its reply is dropped
                 continue
             if isinstance(reply, RespError):
@@ -122,9 +132,12 @@ class _Connection(asyncio.Protocol):
         for future in futures:
             self._waiting.append((future, sent_by))
         self._outgoing.append(packed)
+        self._queued += replies
         if defer_s > 0:
             if not self._flush_scheduled and self._defer_timer is None:
                 self._defer_timer = self._loop.call_later(defer_s, self._flush)
+        elif self._on_wire < IMMEDIATE_BELOW:
+            self._flush()
         elif not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -141,6 +154,8 @@ class _Connection(asyncio.Protocol):
             return
         data = self._outgoing[0] if len(self._outgoing) == 1 else b"".join(self._outgoing)
         self._outgoing = []
+        self._on_wire += self._queued
+        self._queued = 0
         self._transport.write(data)
 
     def _check_timeout(self) -> None:
@@ -222,16 +237,17 @@ class RespClient:
         (future,) = conn.send(_pack(args), defer_s=defer_s)
         return await future
 
-    async def pipeline(self, commands: list[tuple[Arg, ...]]) -> list[Any]:
+    async def pipeline(self, commands: list[tuple[Arg, ...]], *, defer_s: float = 0.0) -> list[Any]:
         """Send several commands in one write; their replies in order (error replies
-        are returned as :class:`RespError` values, not raised)."""
+        are returned as :class:`RespError` values, not raised). ``defer_s`` as for
+        :meth:`execute`."""
         if not commands:
             return []
         conn = self._conn
         if conn is None or conn.closed:
             conn = await self._connection()
         packed = b"".join(_pack(c) for c in commands)
-        futures = conn.send(packed, replies=len(commands))
+        futures = conn.send(packed, replies=len(commands), defer_s=defer_s)
         # The replies come in order, usually in one read: awaiting each future in turn
         # costs less than gather()'s aggregate future and per-future callbacks.
         results: list[Any] = []

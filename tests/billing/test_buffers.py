@@ -309,3 +309,44 @@ async def test_leader_lock_is_exclusive_renewable_and_released(
     assert not await second.acquire_or_renew()
     await first.release()
     await redis_client.delete(key)
+
+
+async def test_the_writer_lingers_so_a_trickle_of_records_lands_in_batches(
+    stream: RedisStream, sqlite_engine: AsyncEngine
+) -> None:
+    """One record every 10 ms: without a linger each round commits one record; with a
+    linger of 300 ms a round takes what arrived meanwhile, in one SQL transaction."""
+    ledger = Ledger(sqlite_engine)
+    batches: list[int] = []
+    write = ledger.write
+
+    async def counted(records: list[UsageRecord]) -> None:
+        batches.append(len(records))
+        await write(records)
+
+    ledger.write = counted  # type: ignore[method-assign]
+
+    async def trickle(linger_s: float, tag: str) -> list[int]:
+        batches.clear()
+        settings = WriterSettings(block_ms=200, idle_sleep_s=0.01, linger_s=linger_s)
+        writer = LedgerWriter(ledger, stream=stream, consumer=f"lingering-{tag}", settings=settings)
+        stop = asyncio.Event()
+        task = asyncio.create_task(writer.run(stop))
+        try:
+            for i in range(30):
+                await stream.append(make_record(f"{tag}{i}").to_bytes())
+                await asyncio.sleep(0.01)
+            async with asyncio.timeout(10):
+                while sum(batches) < 30:
+                    await asyncio.sleep(0.02)
+        finally:
+            stop.set()
+            await task
+        return list(batches)
+
+    eager = await trickle(0.0, "e")
+    lingering = await trickle(0.3, "l")
+    assert sum(eager) == sum(lingering) == 30
+    assert len(eager) >= 10  # a round per record or two
+    assert len(lingering) <= 4  # ~0.3 s of records per round
+    assert await ledger.count() == 60

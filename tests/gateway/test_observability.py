@@ -126,3 +126,50 @@ async def test_database_errors_a_client_sees_are_counted() -> None:
         assert resp.status_code == 503
         text = (await client.get("/metrics")).text
         assert metric(text, "tollway_database_errors_total") == 1
+
+
+async def test_a_request_is_counted_and_logged_after_its_response_is_sent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Settling, metrics and the access line are off the critical path: they run once
+    the body has been handed to the server, exactly once, and even if sending fails."""
+    caplog.set_level(logging.INFO, logger="tollway.access")
+    events: list[str] = []
+
+    class Marker(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            events.append("access-line")
+
+    marker = Marker()
+    logging.getLogger("tollway.access").addHandler(marker)
+    body = orjson.dumps(BODY)
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "headers": [(b"authorization", f"Bearer {API_KEY}".encode()), (b"host", b"t")],
+        "query_string": b"",
+    }
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        events.append(str(message["type"]))
+
+    async def failing_send(message: dict[str, object]) -> None:
+        raise OSError("the connection broke")
+
+    try:
+        async with (
+            serve_fake_worker(FakeWorker()) as worker,
+            running_gateway(gateway_config([worker.url])) as (app, _),
+        ):
+            await app(dict(scope), receive, send)
+            assert events == ["http.response.start", "http.response.body", "access-line"]
+            events.clear()
+            with pytest.raises(OSError):
+                await app(dict(scope), receive, failing_send)
+            assert events == ["access-line"]
+    finally:
+        logging.getLogger("tollway.access").removeHandler(marker)
