@@ -58,16 +58,14 @@ class UsageBuffer:
         """:meth:`append` for an already serialized record."""
         return await self.append_payloads([payload])
 
-    async def append_payloads(self, payloads: list[bytes], *, defer_s: float = 0.0) -> BufferedIn:
+    async def append_payloads(self, payloads: list[bytes]) -> BufferedIn:
         """Make several serialized records durable together: one pipelined write to the
         stream (else the spool, sharing its fsyncs); returns where. Raises only if both
         buffers fail. After a failed stream write the whole batch goes to the spool, so a
-        record may reach the ledger's writer twice; its unique request id keeps one.
-        ``defer_s``: the stream write may wait that long to share a write with the next
-        Redis command (:meth:`RedisStream.append_many`)."""
+        record may reach the ledger's writer twice; its unique request id keeps one."""
         if self.stream is not None and self._clock() >= self._redis_down_until:
             try:
-                await self.stream.append_many(payloads, defer_s=defer_s)
+                await self.stream.append_many(payloads)
                 return BufferedIn.STREAM
             except (TollwayError, RuntimeError):
                 self._redis_down_until = self._clock() + self.redis_retry_s

@@ -65,14 +65,21 @@ def compute_cost(
         if rate.cached_input_per_million is not None
         else rate.input_per_million
     )
-    subtotal = (
-        Decimal(prompt_tokens - cached_tokens) * rate.input_per_million / _MILLION
-        + Decimal(cached_tokens) * cached_price / _MILLION
-        + Decimal(completion_tokens) * rate.output_per_million / _MILLION
-        + rate.per_request
-        + Decimal(repr(gpu_seconds)) * rate.per_gpu_second
-    )
-    charge = max(subtotal, rate.minimum) * (1 - book.discount(tenant_id))
+    # Terms that are zero are skipped (most books price tokens only): adding a zero
+    # Decimal or multiplying by one never changes the value that is rounded.
+    subtotal = Decimal(prompt_tokens - cached_tokens) * rate.input_per_million / _MILLION
+    if cached_tokens:
+        subtotal += Decimal(cached_tokens) * cached_price / _MILLION
+    if completion_tokens:
+        subtotal += Decimal(completion_tokens) * rate.output_per_million / _MILLION
+    if rate.per_request:
+        subtotal += rate.per_request
+    if rate.per_gpu_second and gpu_seconds:
+        subtotal += Decimal(repr(gpu_seconds)) * rate.per_gpu_second
+    charge = max(subtotal, rate.minimum)
+    discount = book.discount(tenant_id)
+    if discount:
+        charge *= 1 - discount
     return CostQuote(usd_to_micros(charge), match.rate_id, book.version)
 
 

@@ -94,11 +94,9 @@ class RedisStream:
                 return cast(bytes, await self.fast.execute("XADD", self.key, "*", FIELD, payload))
         return await self.submit(payload)
 
-    async def append_many(self, payloads: list[bytes], *, defer_s: float = 0.0) -> None:
+    async def append_many(self, payloads: list[bytes]) -> None:
         """``XADD`` several records in one pipelined write.
 
-        ``defer_s`` > 0 (with the lean client): the write may wait that long to leave
-        with the next command anyone sends (see :mod:`tollway.resp`).
         Raises :class:`~tollway.errors.ServiceUnavailable` when Redis fails or refuses
         any of them (the caller then buffers the whole batch elsewhere).
         """
@@ -107,8 +105,7 @@ class RedisStream:
             return
         with foreign_errors("appending to the usage stream"):
             replies = await self.fast.pipeline(
-                [("XADD", self.key, "*", FIELD, payload) for payload in payloads],
-                defer_s=defer_s,
+                [("XADD", self.key, "*", FIELD, payload) for payload in payloads]
             )
             for reply in replies:
                 if isinstance(reply, RespError):

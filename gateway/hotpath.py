@@ -82,5 +82,11 @@ class HotPath:
             response = error_response(
                 TollwayError("The server had an error while processing your request."), rid
             )
-        response.headers["x-request-id"] = rid
+        raw = response.raw_headers
+        for i, (name, _) in enumerate(raw):
+            if name == _HEADER:  # an error response names the request already
+                raw[i] = (_HEADER, rid.encode("ascii"))
+                break
+        else:
+            raw.append((_HEADER, rid.encode("ascii")))
         await send_response(response, receive, send)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Callable
@@ -43,10 +42,6 @@ from billing.writer import LedgerWriter, WriterSettings
 from gateway.outcome import RequestRecord
 from tollway.errors import TollwayError
 from tollway.resp import RespClient
-
-#: A journaled record is safe on local disk already, so its XADD may wait this long to
-#: share a write (and Redis's reply) with the next request's admission.
-JOURNAL_SHIP_DEFER_S = 0.005
 
 log = logging.getLogger("tollway.metering")
 
@@ -77,12 +72,7 @@ class Metering:
         )
         self.buffer = UsageBuffer(self.spool, self.stream)
         self.journal = (
-            Journal(
-                data_dir / "journal",
-                functools.partial(self.buffer.append_payloads, defer_s=JOURNAL_SHIP_DEFER_S),
-            )
-            if journal
-            else None
+            Journal(data_dir / "journal", self.buffer.append_payloads) if journal else None
         )
         self.books = PriceBookStore(engine)
         self.active: ActivePriceBook | None = None

@@ -75,6 +75,18 @@ def _timeouts(
     return first_byte, total
 
 
+class _AfterSend(BackgroundTask):
+    """Runs ``release(record)`` once the response is sent: a :class:`BackgroundTask`
+    without its per-request inspection of the callable."""
+
+    def __init__(self, release: Callable[[RequestRecord], None], record: RequestRecord) -> None:
+        self.release = release
+        self.record = record
+
+    async def __call__(self) -> None:
+        self.release(self.record)
+
+
 class InferencePipeline:
     """Handles ``/v1/chat/completions`` and ``/v1/completions``."""
 
@@ -146,11 +158,8 @@ class InferencePipeline:
             # responder, or here); settling the limits, metrics and the access log wait
             # until the response is sent, off the request's critical path.
             self._meter(record)
-            response.background = BackgroundTask(self._release_after, record)
+            response.background = _AfterSend(self._release, record)
         return response
-
-    async def _release_after(self, record: RequestRecord) -> None:
-        self._release(record)
 
     @staticmethod
     def _abandon(record: RequestRecord) -> None:

@@ -309,7 +309,7 @@ class _CountingTransport:
         self.real.abort()
 
 
-async def test_a_command_leaves_at_once_at_low_concurrency_and_shares_a_write_under_load(
+async def test_urgent_commands_leave_at_once_at_low_concurrency_others_at_the_turn_end(
     client: RespClient, key: str
 ) -> None:
     await client.execute("PING")
@@ -318,24 +318,26 @@ async def test_a_command_leaves_at_once_at_low_concurrency_and_shares_a_write_un
     transport = _CountingTransport(conn._transport)
     conn._transport = transport  # type: ignore[assignment]
 
-    # Nothing outstanding: written before send() returns, with no loop turn.
-    (first,) = conn.send(hiredis.pack_command(("INCR", key)))
-    assert len(transport.writes) == 1
-    # A deferred command waits for the next undeferred one, then both leave together.
-    (deferred,) = conn.send(hiredis.pack_command(("INCR", key)), defer_s=5.0)
-    assert len(transport.writes) == 1
-    futures = [conn.send(hiredis.pack_command(("INCR", key)))[0]]
-    assert len(transport.writes) == 2 and transport.writes[1].count(b"INCR") == 2
-    # Below IMMEDIATE_BELOW outstanding replies every command is written at once ...
-    while len(futures) + 2 < IMMEDIATE_BELOW:
-        futures += conn.send(hiredis.pack_command(("INCR", key)))
-    written = len(transport.writes)
-    # ... from there on, one iteration's commands share one write at its end.
-    futures += conn.send(hiredis.pack_command(("INCR", key)))
-    futures += conn.send(hiredis.pack_command(("INCR", key)))
-    assert len(transport.writes) == written
+    def incr(**how: Any) -> asyncio.Future[Any]:
+        return conn.send(hiredis.pack_command(("INCR", key)), **how)[0]
+
+    # Not urgent: queued until the end of this loop iteration, then one write.
+    futures = [incr(), incr()]
+    assert transport.writes == []
     await asyncio.sleep(0)
-    assert len(transport.writes) == written + 1
-    replies = [await first, await deferred] + [await f for f in futures]
+    assert len(transport.writes) == 1 and transport.writes[0].count(b"INCR") == 2
+    # Urgent with nothing outstanding: written before send() returns, with what was
+    # queued (a deferred command rides along).
+    futures.append(incr(defer_s=5.0))
+    futures.append(incr(urgent=True))
+    assert len(transport.writes) == 2 and transport.writes[1].count(b"INCR") == 2
+    # From IMMEDIATE_BELOW outstanding replies on, urgent ones wait for the turn end too.
+    assert IMMEDIATE_BELOW <= len(futures)
+    futures.append(incr(urgent=True))
+    futures.append(incr(urgent=True))
+    assert len(transport.writes) == 2
+    await asyncio.sleep(0)
+    assert len(transport.writes) == 3 and transport.writes[2].count(b"INCR") == 2
+    replies = [await f for f in futures]
     assert replies == list(range(1, len(replies) + 1))  # Redis ran them in order
     await client.execute("DEL", key)

@@ -4,12 +4,13 @@ redis-py spends most of a hot-path call in Python: a connection checked out of a
 pool and back, command packing, reply parsing, and its own locks. This client
 keeps one connection per process and multiplexes every caller over it:
 
-- commands are packed by hiredis (C). While fewer than ``IMMEDIATE_BELOW``
-  replies are outstanding a command leaves at once (its caller waits, and at low
-  concurrency there is little to share a write with: Redis gets it before, say, the
-  upstream request the caller sends next); under load the commands issued in one
-  event loop iteration leave together at its end, in one ``write`` (so concurrent
-  requests share syscalls and Redis reads them as one pipeline);
+- commands are packed by hiredis (C); the commands issued in one event loop
+  iteration leave together at its end, in one ``write`` (so concurrent requests
+  share syscalls and Redis reads them as one pipeline). An *urgent* command (one a
+  request waits for, such as its admission) leaves at once, with whatever is
+  queued, while fewer than ``IMMEDIATE_BELOW`` replies are outstanding: at low
+  concurrency there is little to share a write with, and Redis gets it before, say,
+  the upstream request its caller sends next;
 - replies are parsed by hiredis and matched to callers in order (Redis answers a
   connection's commands in the order it received them);
 - a command may be *deferred* (``defer_s``): it waits to leave with the next
@@ -119,12 +120,12 @@ class _Connection(asyncio.Protocol):
     # -- sending ---------------------------------------------------------------------
 
     def send(
-        self, packed: bytes, replies: int = 1, defer_s: float = 0.0
+        self, packed: bytes, replies: int = 1, defer_s: float = 0.0, urgent: bool = False
     ) -> list[asyncio.Future[Any]]:
         """Queue one packed command (or ``replies`` pipelined ones); their futures.
 
         With ``defer_s`` the bytes leave with the next undeferred command, or after
-        ``defer_s`` at the latest."""
+        ``defer_s`` at the latest; ``urgent`` ones leave at once at low concurrency."""
         if self.closed:
             raise RespConnectionError("connection to Redis is closed")
         sent_by = time.monotonic() + defer_s
@@ -136,7 +137,7 @@ class _Connection(asyncio.Protocol):
         if defer_s > 0:
             if not self._flush_scheduled and self._defer_timer is None:
                 self._defer_timer = self._loop.call_later(defer_s, self._flush)
-        elif self._on_wire < IMMEDIATE_BELOW:
+        elif urgent and self._on_wire < IMMEDIATE_BELOW:
             self._flush()
         elif not self._flush_scheduled:
             self._flush_scheduled = True
@@ -226,7 +227,7 @@ class RespClient:
             timeout_s=timeout_s,
         )
 
-    async def execute(self, *args: Arg, defer_s: float = 0.0) -> Any:
+    async def execute(self, *args: Arg, defer_s: float = 0.0, urgent: bool = False) -> Any:
         """Send one command and return its reply (raises :class:`RespError` on an error reply).
 
         ``defer_s`` > 0: let the command wait up to that long to share a write with the
@@ -234,20 +235,19 @@ class RespClient:
         conn = self._conn
         if conn is None or conn.closed:
             conn = await self._connection()
-        (future,) = conn.send(_pack(args), defer_s=defer_s)
+        (future,) = conn.send(_pack(args), defer_s=defer_s, urgent=urgent)
         return await future
 
-    async def pipeline(self, commands: list[tuple[Arg, ...]], *, defer_s: float = 0.0) -> list[Any]:
+    async def pipeline(self, commands: list[tuple[Arg, ...]]) -> list[Any]:
         """Send several commands in one write; their replies in order (error replies
-        are returned as :class:`RespError` values, not raised). ``defer_s`` as for
-        :meth:`execute`."""
+        are returned as :class:`RespError` values, not raised)."""
         if not commands:
             return []
         conn = self._conn
         if conn is None or conn.closed:
             conn = await self._connection()
         packed = b"".join(_pack(c) for c in commands)
-        futures = conn.send(packed, replies=len(commands), defer_s=defer_s)
+        futures = conn.send(packed, replies=len(commands))
         # The replies come in order, usually in one read: awaiting each future in turn
         # costs less than gather()'s aggregate future and per-future callbacks.
         results: list[Any] = []

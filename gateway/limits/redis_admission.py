@@ -131,7 +131,9 @@ class RedisAdmission:
             numbers,
             plan.layout.spec,
         )
-        raw = await self._evaluate(self._admit_sha, scripts.ADMIT, plan.layout.keys, args)
+        raw = await self._evaluate(
+            self._admit_sha, scripts.ADMIT, plan.layout.keys, args, urgent=True
+        )
         verdict = Verdict.from_script(raw)
         return conclude(plan, verdict, request_id=request.request_id, member=member, engine="redis")
 
@@ -202,13 +204,15 @@ class RedisAdmission:
         args: tuple[str | int, ...],
         *,
         defer_s: float = 0.0,
+        urgent: bool = False,
     ) -> list[int]:
         """``EVALSHA`` (loading the script first if this server lacks it), translated.
 
-        ``defer_s``: the lean client may hold the call that long to batch it."""
+        ``defer_s``: the lean client may hold the call that long to batch it;
+        ``urgent``: a request waits for it (see :mod:`tollway.resp`)."""
         with _BOUNDARY:
             if self._fast is not None:
-                return await self._evaluate_fast(sha, script, keys, args, defer_s)
+                return await self._evaluate_fast(sha, script, keys, args, defer_s, urgent)
             reply = await self._evaluate_slow(sha, script, keys, args)
         return cast(list[int], reply)
 
@@ -230,11 +234,12 @@ class RedisAdmission:
         keys: tuple[str, ...],
         args: tuple[str | int, ...],
         defer_s: float,
+        urgent: bool,
     ) -> list[int]:
         assert self._fast is not None
         try:
             reply = await self._fast.execute(
-                "EVALSHA", sha, len(keys), *keys, *args, defer_s=defer_s
+                "EVALSHA", sha, len(keys), *keys, *args, defer_s=defer_s, urgent=urgent
             )
         except RespError as exc:
             if exc.kind != "NOSCRIPT":

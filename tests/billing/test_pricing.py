@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from billing.cost import compute_cost, price_record, with_cost
 from billing.pricing import (
@@ -297,3 +299,53 @@ def test_open_ended_tenant_books_may_overlap_general_ones() -> None:
         }
     )
     assert len(parsed.document.books) == 2
+
+
+def _formula_micros(book: PriceBook, tenant: str, fields: dict[str, Any]) -> int:
+    """The module docstring's formula, every term computed, no term skipped."""
+    from decimal import Decimal
+
+    from billing.money import usd_to_micros
+
+    match = book.match(
+        tenant_id=tenant,
+        model=fields["model"],
+        pool="h100-small",
+        agent_type="coordinator",
+        at=JUNE,
+    )
+    assert match is not None
+    rate, million = match.rate, Decimal(1_000_000)
+    cached_price = rate.cached_input_per_million or rate.input_per_million
+    prompt, cached = fields["prompt_tokens"], fields["cached_tokens"]
+    subtotal = (
+        Decimal(prompt - cached) * rate.input_per_million / million
+        + Decimal(cached) * cached_price / million
+        + Decimal(fields["completion_tokens"]) * rate.output_per_million / million
+        + rate.per_request
+        + Decimal(repr(fields["gpu_seconds"])) * rate.per_gpu_second
+    )
+    return usd_to_micros(max(subtotal, rate.minimum) * (1 - book.discount(tenant)))
+
+
+@given(
+    model=st.sampled_from(["agent-small", "tiny", "floor", "other"]),
+    tenant=st.sampled_from(["t1", "acme"]),
+    prompt=st.integers(0, 2_000_000),
+    cached_share=st.floats(0, 1),
+    completion=st.integers(0, 200_000),
+    gpu_seconds=st.one_of(st.just(0.0), st.floats(0, 3600, allow_nan=False)),
+)
+def test_skipping_zero_terms_never_changes_a_cost(
+    model: str, tenant: str, prompt: int, cached_share: float, completion: int, gpu_seconds: float
+) -> None:
+    book = parse_price_book_yaml(BOOK_YAML, version=7)
+    fields = {
+        "model": model,
+        "prompt_tokens": prompt,
+        "cached_tokens": int(prompt * cached_share),
+        "completion_tokens": completion,
+        "gpu_seconds": gpu_seconds,
+    }
+    micros, _ = quote(book, tenant_id=tenant, **fields)
+    assert micros == _formula_micros(book, tenant, fields)

@@ -173,3 +173,35 @@ async def test_a_request_is_counted_and_logged_after_its_response_is_sent(
             assert events == ["access-line"]
     finally:
         logging.getLogger("tollway.access").removeHandler(marker)
+
+
+async def test_every_hot_path_answer_names_its_request_once() -> None:
+    body = orjson.dumps(BODY)
+    heads: list[list[tuple[bytes, bytes]]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.start":
+            heads.append(list(message["headers"]))  # type: ignore[call-overload]
+
+    async with (
+        serve_fake_worker(FakeWorker()) as worker,
+        running_gateway(gateway_config([worker.url])) as (app, _),
+    ):
+        for key in (API_KEY, "tw-wrong-key"):
+            scope = {
+                "type": "http",
+                "method": "POST",
+                "path": "/v1/chat/completions",
+                "headers": [
+                    (b"authorization", f"Bearer {key}".encode()),
+                    (b"x-request-id", b"r-1"),
+                ],
+                "query_string": b"",
+            }
+            await app(scope, receive, send)
+    assert len(heads) == 2
+    for head in heads:
+        assert [v for k, v in head if k == b"x-request-id"] == [b"r-1"]
