@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
 from tollway.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
 
@@ -27,29 +27,45 @@ def _too_large(limit: int) -> PayloadTooLarge:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing (413) anything over ``limit`` bytes before reading it all."""
-    declared = request.headers.get("content-length")
+    """The whole body, refusing (413) anything over ``limit`` bytes before reading it all.
+
+    Reads the ASGI messages itself (no Starlette stream generator per request)."""
+    declared = _content_length(request.scope["headers"])
     if declared is not None:
         try:
             if int(declared) > limit:
                 raise _too_large(limit)
         except ValueError:
             raise InvalidRequest("Invalid Content-Length header.", code="invalid_header") from None
+    receive = request.receive
     parts: list[bytes] = []
     size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            parts.append(chunk)
-    except ClientDisconnect:
-        raise RequestTimeout(
-            "The request body was not received in full: the client was too slow or "
-            "closed the connection.",
-            headers={"connection": "close"},
-        ) from None
-    return b"".join(parts)
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "http.request":
+            chunk: bytes = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                parts.append(chunk)
+            if not message.get("more_body", False):
+                break
+        elif kind == "http.disconnect":
+            raise RequestTimeout(
+                "The request body was not received in full: the client was too slow or "
+                "closed the connection.",
+                headers={"connection": "close"},
+            )
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    for name, value in headers:
+        if name == b"content-length":
+            return value
+    return None
 
 
 def json_depth_exceeds(data: Any, max_depth: int) -> bool:

@@ -24,7 +24,7 @@ from gateway.validation import validate_chat
 from tests.e2e.processes import API_KEY as E2E_KEY
 from tests.e2e.processes import gateway
 from tests.gateway.harness import API_KEY, gateway_config, running_gateway
-from tollway.errors import InvalidRequest, RequestTimeout
+from tollway.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
 
 AUTH = {"authorization": f"Bearer {API_KEY}"}
 
@@ -91,6 +91,31 @@ async def test_a_body_cut_off_is_a_408() -> None:
         await read_body(Request(scope, receive), 1 << 20)
     assert caught.value.status_code == 408
     assert caught.value.to_body()["error"]["code"] == "request_timeout"
+
+
+async def test_a_body_in_pieces_is_joined_and_limited_without_a_declared_length() -> None:
+    def receiver(chunks: list[bytes]) -> Any:
+        messages = [
+            {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+            for i, c in enumerate(chunks)
+        ]
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0)
+
+        return receive
+
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": []}
+    pieces = [b'{"model":', b"", b' "m"}']
+    assert await read_body(Request(scope, receiver(pieces)), 64) == b'{"model": "m"}'
+    with pytest.raises(PayloadTooLarge):  # chunked: refused once past the limit
+        await read_body(Request(scope, receiver([b"x" * 40, b"y" * 40, b"z"])), 64)
+    declared = {**scope, "headers": [(b"content-length", b"65")]}
+    with pytest.raises(PayloadTooLarge):  # declared: refused before reading
+        await read_body(Request(declared, receiver([b"never read"])), 64)
+    bad = {**scope, "headers": [(b"content-length", b"sixty")]}
+    with pytest.raises(InvalidRequest):
+        await read_body(Request(bad, receiver([b"{}"])), 64)
 
 
 # Connection-level limits, against a real process.
