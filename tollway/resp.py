@@ -231,7 +231,8 @@ class RespClient:
         """Send one command and return its reply (raises :class:`RespError` on an error reply).
 
         ``defer_s`` > 0: let the command wait up to that long to share a write with the
-        next command sent (see the module docstring)."""
+        next command sent; ``urgent``: the caller waits for it on a request's critical
+        path, so at low concurrency it is written at once (see the module docstring)."""
         conn = self._conn
         if conn is None or conn.closed:
             conn = await self._connection()
