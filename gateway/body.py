@@ -58,7 +58,7 @@ async def read_body(request: Request, limit: int) -> bytes:
                 "closed the connection.",
                 headers={"connection": "close"},
             )
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    return b"".join(parts)
 
 
 def _content_length(headers: list[tuple[bytes, bytes]]) -> bytes | None:

@@ -82,11 +82,6 @@ class HotPath:
             response = error_response(
                 TollwayError("The server had an error while processing your request."), rid
             )
-        raw = response.raw_headers
-        for i, (name, _) in enumerate(raw):
-            if name == _HEADER:  # an error response names the request already
-                raw[i] = (_HEADER, rid.encode("ascii"))
-                break
-        else:
-            raw.append((_HEADER, rid.encode("ascii")))
+        else:  # error responses name the request themselves
+            response.raw_headers.append((_HEADER, rid.encode("ascii")))
         await send_response(response, receive, send)

@@ -44,8 +44,6 @@ class RequestRecord:
     compression_policy: str | None = None
     #: Set once the request's usage record went to the usage buffer.
     metered: bool = False
-    #: Counted and logged (``finish`` called) already.
-    finished: bool = False
     cost_micros: int = 0
     #: The limits engine's ticket, settled when the request ends.
     ticket: Ticket | None = None

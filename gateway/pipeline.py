@@ -189,16 +189,14 @@ class InferencePipeline:
             log.exception("metering request %s failed", record.request_id)
 
     def _release(self, record: RequestRecord) -> None:
-        """Settle a finished record's limits, count it, log it (once)."""
+        """Settle a finished record's limits, count it, log it."""
         try:
             if self.admitter is not None:
                 for ticket in (record.ticket, record.agent_ticket):
                     if ticket is not None:
                         self.admitter.settle(ticket, record)
                 record.ticket = record.agent_ticket = None
-            if not record.finished:
-                record.finished = True
-                self.finish(record)
+            self.finish(record)
         except Exception:  # noqa: BLE001 - observing must never fail a request
             log.exception("finishing request %s failed", record.request_id)
 

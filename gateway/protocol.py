@@ -77,18 +77,20 @@ def error_bytes(status: int, message: str, code: str) -> bytes:
     return head.encode("ascii") + body
 
 
-class HeadHolder:
+class HeadHolder(asyncio.Transport):
     """The transport a request cycle writes through: its first write (a response's
     status line and headers) waits for the next one, or for the end of the event
     loop iteration, so that a response's head and body leave in one ``write`` (one
     syscall, one TCP segment, one wake-up of the client) instead of two.
 
-    Everything but ``write``, ``close`` and ``is_closing`` goes to the transport.
+    A request cycle only writes, closes and asks whether the transport is closing;
+    flow control stays with the connection's own transport.
     """
 
     __slots__ = ("transport", "loop", "_held", "_first")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
         self.transport = transport
         self.loop = loop
         self._held: bytes | None = None
@@ -121,8 +123,8 @@ class HeadHolder:
     def is_closing(self) -> bool:
         return self.transport.is_closing()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.transport, name)
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.transport.get_extra_info(name, default)
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
@@ -203,7 +205,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         previous = self.cycle
         super().on_headers_complete()
         if self.cycle is not previous:  # a new request (not an upgrade), its task not run yet
-            self.cycle.transport = HeadHolder(self.transport, self.loop)  # type: ignore[assignment]
+            self.cycle.transport = HeadHolder(self.transport, self.loop)
         if self._body_timer is None:
             self._body_timer = self.loop.call_later(
                 self.limits.body_read_timeout_s, self._body_timed_out

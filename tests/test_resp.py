@@ -294,10 +294,11 @@ async def test_a_pipeline_cut_midway_raises_and_leaves_no_stray_futures(
     assert not any(getattr(f, "_log_traceback", False) for f in made)
 
 
-class _CountingTransport:
+class _CountingTransport(asyncio.Transport):
     """Stands in for a connection's transport and records each ``write``."""
 
     def __init__(self, real: Any) -> None:
+        super().__init__()
         self.real = real
         self.writes: list[bytes] = []
 
@@ -316,7 +317,7 @@ async def test_urgent_commands_leave_at_once_at_low_concurrency_others_at_the_tu
     conn = client._conn
     assert conn is not None
     transport = _CountingTransport(conn._transport)
-    conn._transport = transport  # type: ignore[assignment]
+    conn._transport = transport
 
     def incr(**how: Any) -> asyncio.Future[Any]:
         return conn.send(hiredis.pack_command(("INCR", key)), **how)[0]

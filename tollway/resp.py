@@ -77,8 +77,7 @@ class _Connection(asyncio.Protocol):
         self._reader = hiredis.Reader(replyError=RespError)
         self._waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
         self._outgoing: list[bytes] = []
-        self._queued = 0  # replies expected for the commands in _outgoing
-        self._on_wire = 0  # replies expected for the commands written already
+        self._queued = 0  # replies expected for the commands in _outgoing (not yet written)
         self._flush_scheduled = False
         self._defer_timer: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
@@ -106,7 +105,6 @@ class _Connection(asyncio.Protocol):
                 self._fail(RespConnectionError("unexpected reply from Redis"))
                 return
             future, _ = waiting.popleft()
-            self._on_wire -= 1
             if future.done():  # the caller was cancelled; its reply is dropped
                 continue
             if isinstance(reply, RespError):
@@ -137,7 +135,7 @@ class _Connection(asyncio.Protocol):
         if defer_s > 0:
             if not self._flush_scheduled and self._defer_timer is None:
                 self._defer_timer = self._loop.call_later(defer_s, self._flush)
-        elif urgent and self._on_wire < IMMEDIATE_BELOW:
+        elif urgent and len(self._waiting) - self._queued < IMMEDIATE_BELOW:
             self._flush()
         elif not self._flush_scheduled:
             self._flush_scheduled = True
@@ -155,7 +153,6 @@ class _Connection(asyncio.Protocol):
             return
         data = self._outgoing[0] if len(self._outgoing) == 1 else b"".join(self._outgoing)
         self._outgoing = []
-        self._on_wire += self._queued
         self._queued = 0
         self._transport.write(data)
 

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -316,15 +316,14 @@ async def test_the_writer_lingers_so_a_trickle_of_records_lands_in_batches(
 ) -> None:
     """One record every 10 ms: without a linger each round commits one record; with a
     linger of 300 ms a round takes what arrived meanwhile, in one SQL transaction."""
-    ledger = Ledger(sqlite_engine)
     batches: list[int] = []
-    write = ledger.write
 
-    async def counted(records: list[UsageRecord]) -> None:
-        batches.append(len(records))
-        await write(records)
+    class CountingLedger(Ledger):
+        async def write(self, records: Sequence[UsageRecord]) -> int:
+            batches.append(len(records))
+            return await super().write(records)
 
-    ledger.write = counted  # type: ignore[method-assign]
+    ledger = CountingLedger(sqlite_engine)
 
     async def trickle(linger_s: float, tag: str) -> list[int]:
         batches.clear()

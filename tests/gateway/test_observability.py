@@ -6,6 +6,7 @@ import logging
 
 import orjson
 import pytest
+from starlette.types import Message
 
 from tests.gateway.fake_worker import FakeWorker, serve_fake_worker
 from tests.gateway.harness import API_KEY, gateway_config, running_gateway
@@ -182,9 +183,9 @@ async def test_every_hot_path_answer_names_its_request_once() -> None:
     async def receive() -> dict[str, object]:
         return {"type": "http.request", "body": body, "more_body": False}
 
-    async def send(message: dict[str, object]) -> None:
+    async def send(message: Message) -> None:
         if message["type"] == "http.response.start":
-            heads.append(list(message["headers"]))  # type: ignore[call-overload]
+            heads.append(list(message["headers"]))
 
     async with (
         serve_fake_worker(FakeWorker()) as worker,

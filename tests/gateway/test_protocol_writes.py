@@ -15,10 +15,11 @@ from gateway.protocol import ConnectionLimits, GatewayHttpProtocol, GatewayServe
 REQUEST = b"POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-length: 2\r\n\r\n{}"
 
 
-class RecordingTransport:
+class RecordingTransport(asyncio.Transport):
     """A transport that records what is written and when it closes."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.writes: list[bytes] = []
         self.closed = False
 
@@ -47,7 +48,7 @@ def connect(app: Any) -> tuple[GatewayHttpProtocol, RecordingTransport]:
     config.load()
     protocol = GatewayHttpProtocol(config, ServerState(), {}, asyncio.get_running_loop())
     transport = RecordingTransport()
-    protocol.connection_made(transport)  # type: ignore[arg-type]
+    protocol.connection_made(transport)
     return protocol, transport
 
 
@@ -102,7 +103,7 @@ async def test_a_stream_head_is_not_held_past_its_loop_iteration() -> None:
 async def test_a_closing_response_writes_what_it_held_before_the_close() -> None:
     loop = asyncio.get_running_loop()
     transport = RecordingTransport()
-    holder = HeadHolder(transport, loop)  # type: ignore[arg-type]
+    holder = HeadHolder(transport, loop)
     holder.write(b"HTTP/1.1 500 Internal Server Error\r\n\r\n")
     assert transport.writes == []
     holder.close()
