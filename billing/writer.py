@@ -13,8 +13,10 @@ It runs inside the gateway (in the lifespan, as a background task) or as
 After a round that moved records it *lingers* (``linger_s``, 100 ms by default)
 before the next one, so that records arriving at a low or moderate rate reach SQL in
 batches, one transaction and a handful of Redis calls per linger, instead of waking
-the writer, committing and acknowledging once per request. A round still drains
-everything buffered, so a backlog never waits more than one linger per round.
+the writer, committing and acknowledging once per request. A round reads new entries
+until a read returns a short batch (it has caught up), so a backlog drains in full
+batches within one round, and records that keep arriving under steady load wait for
+the next round instead of each getting a transaction of its own.
 
 When SQL is down nothing is acknowledged and the spool segment's checkpoint does not
 advance; the writer backs off and retries, and the buffers hold the records.
@@ -135,6 +137,8 @@ class LedgerWriter:
         ):
             first = False
             moved += await self._write_entries(entries)
+            if len(entries) < size:
+                break  # caught up: what arrives meanwhile waits for the next round's batch
         return moved
 
     async def run_once(self, *, block_ms: int | None = None) -> int:

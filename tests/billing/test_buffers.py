@@ -349,3 +349,37 @@ async def test_the_writer_lingers_so_a_trickle_of_records_lands_in_batches(
     assert len(eager) >= 10  # a round per record or two
     assert len(lingering) <= 4  # ~0.3 s of records per round
     assert await ledger.count() == 60
+
+
+async def test_the_writer_lingers_under_steady_traffic_too(
+    stream: RedisStream, sqlite_engine: AsyncEngine
+) -> None:
+    """Records arriving faster than a commit takes: a round stops reading once it has
+    caught up (a short batch) and lingers, instead of chasing each new record with a
+    transaction of its own (which kept a writer busy under steady load)."""
+    batches: list[int] = []
+
+    class SlowLedger(Ledger):
+        async def write(self, records: Sequence[UsageRecord]) -> int:
+            batches.append(len(records))
+            await asyncio.sleep(0.005)  # a commit slower than the arrivals
+            return await super().write(records)
+
+    settings = WriterSettings(block_ms=200, idle_sleep_s=0.01, linger_s=0.3)
+    writer = LedgerWriter(
+        SlowLedger(sqlite_engine), stream=stream, consumer="steady", settings=settings
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(writer.run(stop))
+    try:
+        for i in range(300):  # one record every 2 ms for about 0.6 s
+            await stream.append(make_record(f"s{i}").to_bytes())
+            await asyncio.sleep(0.002)
+        async with asyncio.timeout(10):
+            while sum(batches) < 300:
+                await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await task
+    assert sum(batches) == 300
+    assert len(batches) <= 6, batches  # ~0.3 s of records per round
