@@ -71,17 +71,26 @@ class HotPath:
         if handler is None:
             await self.app(scope, receive, send)
             return
-        rid = self.ids.of(scope)
-        scope.setdefault("state", {})["request_id"] = rid
-        try:
-            response = await handler(Request(scope, receive))
-        except TollwayError as exc:
-            response = error_response(exc, rid)
-        except Exception:
-            log.exception("request %s failed", rid)
-            response = error_response(
-                TollwayError("The server had an error while processing your request."), rid
-            )
-        else:  # error responses name the request themselves
-            response.raw_headers.append((_HEADER, rid.encode("ascii")))
+        response = await answer(handler, self.ids, scope, receive)
         await send_response(response, receive, send)
+
+
+async def answer(handler: Handler, ids: RequestIds, scope: Scope, receive: Receive) -> Response:
+    """Name the request, run its handler, and turn any error into OpenAI's shape.
+
+    Shared by the ASGI hot path (:class:`HotPath`) and the connection's own cycle
+    (:class:`gateway.hotcycle.HotCycle`), so both answer alike.
+    """
+    rid = ids.of(scope)
+    scope.setdefault("state", {})["request_id"] = rid
+    try:
+        response = await handler(Request(scope, receive))
+    except TollwayError as exc:
+        return error_response(exc, rid)
+    except Exception:
+        log.exception("request %s failed", rid)
+        return error_response(
+            TollwayError("The server had an error while processing your request."), rid
+        )
+    response.raw_headers.append((_HEADER, rid.encode("ascii")))  # errors name it themselves
+    return response

@@ -27,9 +27,14 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
+import httptools
 import orjson
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from gateway.headholder import HeadHolder
+from gateway.hotcycle import HotCycle
+from gateway.hotpath import HotPath
 
 log = logging.getLogger("tollway.http")
 
@@ -77,56 +82,6 @@ def error_bytes(status: int, message: str, code: str) -> bytes:
     return head.encode("ascii") + body
 
 
-class HeadHolder(asyncio.Transport):
-    """The transport a request cycle writes through: its first write (a response's
-    status line and headers) waits for the next one, or for the end of the event
-    loop iteration, so that a response's head and body leave in one ``write`` (one
-    syscall, one TCP segment, one wake-up of the client) instead of two.
-
-    A request cycle only writes, closes and asks whether the transport is closing;
-    flow control stays with the connection's own transport.
-    """
-
-    __slots__ = ("transport", "loop", "_held", "_first")
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__()
-        self.transport = transport
-        self.loop = loop
-        self._held: bytes | None = None
-        self._first = True
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._first:
-            self._first = False
-            self._held = bytes(data)
-            self.loop.call_soon(self.flush)
-            return
-        held = self._held
-        if held is not None:
-            self._held = None
-            data = held + data
-        self.transport.write(data)
-
-    def flush(self) -> None:
-        """Write what is held (the end of the loop iteration, or a close)."""
-        held = self._held
-        if held is not None:
-            self._held = None
-            if not self.transport.is_closing():
-                self.transport.write(held)
-
-    def close(self) -> None:
-        self.flush()
-        self.transport.close()
-
-    def is_closing(self) -> bool:
-        return self.transport.is_closing()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self.transport.get_extra_info(name, default)
-
-
 class GatewayHttpProtocol(HttpToolsProtocol):
     """httptools protocol with head-size, head-time and body-time limits."""
 
@@ -140,6 +95,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._refusal: bytes | None = None
+        hot = getattr(self.app, "hot", None)
+        #: The app's hot path: its routes are answered by a :class:`HotCycle`. Only when
+        #: uvicorn runs the gateway's app itself (no middleware of uvicorn's around it,
+        #: such as its proxy-headers one, that the hot cycle would bypass).
+        self.hot = hot if isinstance(hot, HotPath) else None
 
     # Connection events
 
@@ -150,6 +110,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
         super().connection_lost(exc)
+        if isinstance(self.cycle, HotCycle):
+            self.cycle.lost()
 
     def data_received(self, data: bytes) -> None:
         if not self._head_done:
@@ -203,9 +165,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._cancel_head_timer()
         previous = self.cycle
-        super().on_headers_complete()
-        if self.cycle is not previous:  # a new request (not an upgrade), its task not run yet
-            self.cycle.transport = HeadHolder(self.transport, self.loop)
+        if not self._start_hot(previous):
+            super().on_headers_complete()
+            if self.cycle is not previous:  # a new request (not an upgrade), its task not run yet
+                self.cycle.transport = HeadHolder(self.transport, self.loop)
         if self._body_timer is None:
             self._body_timer = self.loop.call_later(
                 self.limits.body_read_timeout_s, self._body_timed_out
@@ -217,6 +180,54 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self._body_timer.cancel()
             self._body_timer = None
         super().on_message_complete()
+
+    def _start_hot(self, previous: Any) -> bool:
+        """Start a :class:`HotCycle` for a request to a hot route; False for any other
+        request (uvicorn's own cycle and the ASGI app take it)."""
+        hot = self.hot
+        parser = self.parser
+        if (
+            hot is None
+            or self.limit_concurrency is not None
+            or self.root_path
+            or parser.get_method() != b"POST"
+            or parser.should_upgrade()
+        ):
+            return False
+        url = httptools.parse_url(self.url)
+        raw_path: bytes = url.path
+        handler = hot.routes.get(raw_path.decode("ascii", "replace"))
+        if handler is None or b"%" in raw_path:
+            return False
+        version = parser.get_http_version()
+        scope: Any = self.scope
+        scope["method"] = "POST"
+        if version != "1.1":
+            scope["http_version"] = version
+        scope["path"] = raw_path.decode("ascii")
+        scope["raw_path"] = raw_path
+        scope["query_string"] = url.query or b""
+        self.cycle = HotCycle(
+            handler,
+            hot.ids,
+            scope=scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
+            expect_100_continue=self.expect_100_continue,
+            keep_alive=version != "1.0" and parser.should_keep_alive(),
+            on_response=self.on_response_complete,
+        )
+        if previous is None or previous.response_complete:
+            self._start_asgi_task(self.cycle, self.app)
+        else:  # pipelined: it waits for the response before it
+            self.flow.pause_reading()
+            self.pipeline.appendleft((self.cycle, self.app))
+        return True
 
     # Limits
 
@@ -287,6 +298,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             # The app sees a disconnect: its receive() returns, its sends are dropped.
             cycle.disconnected = True
             cycle.message_event.set()
+            if isinstance(cycle, HotCycle):
+                cycle.lost()
         self.transport.write(response)
         self.transport.close()
 
