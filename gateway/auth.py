@@ -14,7 +14,7 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 from gateway.config import ApiKeyConfig
 from gateway.tenancy.schemas import Budgets, Limits
@@ -104,6 +104,34 @@ def bearer_token(authorization: str | None) -> str:
     return token
 
 
+class DigestMemo:
+    """The key digest of recently seen ``Authorization`` headers.
+
+    A dict lookup instead of parsing the header and hashing the key on every request
+    (a SHA-256 costs far more on a request's path, with cold caches, than in a tight
+    loop). Bounded: cleared when ``max_entries`` headers are held, so a flood of
+    random keys cannot grow it. Only well-formed headers are kept; the digest of a
+    key that is not known is kept too (the key caches decide what it means).
+    """
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self.max_entries = max_entries
+        self._digests: dict[str, str] = {}
+
+    def digest(self, authorization: str | None) -> str:
+        """The SHA-256 digest of the header's bearer token; 401 when it is missing or
+        malformed (see :func:`bearer_token`)."""
+        if authorization is not None:
+            known = self._digests.get(authorization)
+            if known is not None:
+                return known
+        digest = hash_key(bearer_token(authorization))
+        if len(self._digests) >= self.max_entries:
+            self._digests.clear()
+        self._digests[cast(str, authorization)] = digest
+        return digest
+
+
 def incorrect_key() -> AuthenticationFailed:
     """The 401 for a key that is not known (never says more than that)."""
     return AuthenticationFailed("Incorrect API key provided.", code="invalid_api_key")
@@ -134,9 +162,10 @@ class StaticKeyAuthenticator:
 
     def __init__(self, keys: list[ApiKeyConfig]) -> None:
         self._keys = StaticKeys(keys)
+        self._digests = DigestMemo()
 
     async def authenticate(self, authorization: str | None) -> Principal:
-        principal = self._keys.get(hash_key(bearer_token(authorization)))
+        principal = self._keys.get(self._digests.digest(authorization))
         if principal is None:
             raise incorrect_key()
         return principal

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from gateway.auth import Principal, StaticKeys, bearer_token, hash_key, incorrect_key
+from gateway.auth import DigestMemo, Principal, StaticKeys, incorrect_key
 from gateway.tenancy.schemas import ApiKey, Tenant
 from gateway.tenancy.store import TenantStore
 from tollway.errors import AuthenticationFailed, PermissionDenied, TollwayError
@@ -78,9 +78,10 @@ class KeyAuthenticator:
         self._version: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._used: set[str] = set()
+        self._digests = DigestMemo(max_entries)
 
     async def authenticate(self, authorization: str | None) -> Principal:
-        digest = hash_key(bearer_token(authorization))
+        digest = self._digests.digest(authorization)
         static = self.static.get(digest)
         if static is not None:
             return static
