@@ -92,8 +92,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._head_done = False
         self._head_bytes = 0
         self._head_lines = 0
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._body_timer: asyncio.TimerHandle | None = None
+        # One timer per connection for the head and body deadlines, re-armed lazily:
+        # a request moves the deadline (a float) instead of scheduling and cancelling
+        # timers; the timer, when it fires early, re-arms itself for the deadline.
+        self._deadline: float | None = None
+        self._deadline_is_body = False
+        self._timer: asyncio.TimerHandle | None = None
         self._refusal: bytes | None = None
         hot = getattr(self.app, "hot", None)
         #: The app's hot path: its routes are answered by a :class:`HotCycle`. Only when
@@ -163,22 +167,17 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             raise _HeadRefused
         self._head_done = True
         self._head_bytes = 0
-        self._cancel_head_timer()
+        self._deadline = None  # the head arrived in time
         previous = self.cycle
         if not self._start_hot(previous):
             super().on_headers_complete()
             if self.cycle is not previous:  # a new request (not an upgrade), its task not run yet
                 self.cycle.transport = HeadHolder(self.transport, self.loop)
-        if self._body_timer is None:
-            self._body_timer = self.loop.call_later(
-                self.limits.body_read_timeout_s, self._body_timed_out
-            )
+        self._arm(self.limits.body_read_timeout_s, body=True)
 
     def on_message_complete(self) -> None:
         self._head_done = False
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
+        self._deadline = None  # the body arrived in time
         super().on_message_complete()
 
     def _start_hot(self, previous: Any) -> bool:
@@ -239,24 +238,42 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         )
 
     def _arm_head_timer(self) -> None:
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(
-                self.limits.header_read_timeout_s, self._head_timed_out
-            )
+        """The head must arrive within its timeout, unless a deadline already runs (the
+        connection's opening starts the first request's)."""
+        if self._deadline is None:
+            self._arm(self.limits.header_read_timeout_s, body=False)
 
-    def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+    def _arm(self, seconds: float, *, body: bool) -> None:
+        deadline = self.loop.time() + seconds
+        self._deadline, self._deadline_is_body = deadline, body
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return  # it fires first and re-arms itself for this deadline
+            timer.cancel()
+        self._timer = self.loop.call_at(deadline, self._deadline_reached)
+
+    def _deadline_reached(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None:
+            return
+        if deadline > self.loop.time():
+            self._timer = self.loop.call_at(deadline, self._deadline_reached)
+            return
+        self._deadline = None
+        if self._deadline_is_body:
+            self._body_timed_out()
+        else:
+            self._head_timed_out()
 
     def _cancel_timers(self) -> None:
-        self._cancel_head_timer()
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
+        self._deadline = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _head_timed_out(self) -> None:
-        self._head_timer = None
         if self.transport.is_closing() or self._head_done:
             return
         if self._head_bytes == 0:  # an idle connection: nothing to answer
@@ -273,7 +290,6 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         )
 
     def _body_timed_out(self) -> None:
-        self._body_timer = None
         if self.transport.is_closing():
             return
         cycle = self.cycle
