@@ -16,7 +16,13 @@ dribbles a byte every few seconds holds a connection (and its memory) for ever.
 
 Answers are OpenAI-shaped JSON errors with ``connection: close``. The protocol
 reads its limits from :class:`GatewayServerConfig`, a uvicorn ``Config`` that
-carries them (it is pickled to worker processes with the rest of the config).
+carries them (it is pickled to worker processes with the rest of the config). The
+head and body deadlines share one timer per connection, re-armed lazily.
+
+A ``POST`` to one of the app's hot routes is answered by a
+:class:`~gateway.hotcycle.HotCycle` instead of uvicorn's ASGI cycle; every other
+request goes through uvicorn's cycle, whose response head is held by a
+:class:`~gateway.headholder.HeadHolder` so that it leaves with the body.
 """
 
 from __future__ import annotations
