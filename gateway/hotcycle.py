@@ -14,7 +14,7 @@ writes the response itself:
 
 * a JSON response is one ``write`` of status line, headers and body;
 * a stream is chunked, its head held until the first event or the end of the loop
-  iteration (:class:`gateway.protocol.HeadHolder`), each event one ``write``; when
+  iteration (:class:`gateway.headholder.HeadHolder`), each event one ``write``; when
   the client disconnects mid-stream the handler's task is cancelled (the relay then
   bills what was delivered), as :mod:`gateway.sending` does over ASGI.
 

@@ -201,15 +201,16 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             return False
         url = httptools.parse_url(self.url)
         raw_path: bytes = url.path
-        handler = hot.routes.get(raw_path.decode("ascii", "replace"))
-        if handler is None or b"%" in raw_path:
+        path = raw_path.decode("ascii", "replace")  # a route's path is plain ASCII
+        handler = hot.routes.get(path)
+        if handler is None:
             return False
         version = parser.get_http_version()
         scope: Any = self.scope
         scope["method"] = "POST"
         if version != "1.1":
             scope["http_version"] = version
-        scope["path"] = raw_path.decode("ascii")
+        scope["path"] = path
         scope["raw_path"] = raw_path
         scope["query_string"] = url.query or b""
         self.cycle = HotCycle(

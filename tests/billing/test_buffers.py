@@ -311,40 +311,58 @@ async def test_leader_lock_is_exclusive_renewable_and_released(
     await redis_client.delete(key)
 
 
+class CountingLedger(Ledger):
+    """A ledger that notes each batch's size, and may commit slowly."""
+
+    def __init__(self, engine: AsyncEngine, commit_delay_s: float = 0.0) -> None:
+        super().__init__(engine)
+        self.commit_delay_s = commit_delay_s
+        self.batches: list[int] = []
+
+    async def write(self, records: Sequence[UsageRecord]) -> int:
+        self.batches.append(len(records))
+        if self.commit_delay_s:
+            await asyncio.sleep(self.commit_delay_s)
+        return await super().write(records)
+
+
+async def trickle(
+    ledger: CountingLedger,
+    stream: RedisStream,
+    tag: str,
+    *,
+    linger_s: float,
+    records: int,
+    every_s: float,
+) -> list[int]:
+    """Run a writer while ``records`` records arrive one every ``every_s``; the sizes of
+    the batches it wrote them in."""
+    ledger.batches.clear()
+    settings = WriterSettings(block_ms=200, idle_sleep_s=0.01, linger_s=linger_s)
+    writer = LedgerWriter(ledger, stream=stream, consumer=f"lingering-{tag}", settings=settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(writer.run(stop))
+    try:
+        for i in range(records):
+            await stream.append(make_record(f"{tag}{i}").to_bytes())
+            await asyncio.sleep(every_s)
+        async with asyncio.timeout(10):
+            while sum(ledger.batches) < records:
+                await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await task
+    return list(ledger.batches)
+
+
 async def test_the_writer_lingers_so_a_trickle_of_records_lands_in_batches(
     stream: RedisStream, sqlite_engine: AsyncEngine
 ) -> None:
     """One record every 10 ms: without a linger each round commits one record; with a
     linger of 300 ms a round takes what arrived meanwhile, in one SQL transaction."""
-    batches: list[int] = []
-
-    class CountingLedger(Ledger):
-        async def write(self, records: Sequence[UsageRecord]) -> int:
-            batches.append(len(records))
-            return await super().write(records)
-
     ledger = CountingLedger(sqlite_engine)
-
-    async def trickle(linger_s: float, tag: str) -> list[int]:
-        batches.clear()
-        settings = WriterSettings(block_ms=200, idle_sleep_s=0.01, linger_s=linger_s)
-        writer = LedgerWriter(ledger, stream=stream, consumer=f"lingering-{tag}", settings=settings)
-        stop = asyncio.Event()
-        task = asyncio.create_task(writer.run(stop))
-        try:
-            for i in range(30):
-                await stream.append(make_record(f"{tag}{i}").to_bytes())
-                await asyncio.sleep(0.01)
-            async with asyncio.timeout(10):
-                while sum(batches) < 30:
-                    await asyncio.sleep(0.02)
-        finally:
-            stop.set()
-            await task
-        return list(batches)
-
-    eager = await trickle(0.0, "e")
-    lingering = await trickle(0.3, "l")
+    eager = await trickle(ledger, stream, "e", linger_s=0.0, records=30, every_s=0.01)
+    lingering = await trickle(ledger, stream, "l", linger_s=0.3, records=30, every_s=0.01)
     assert sum(eager) == sum(lingering) == 30
     assert len(eager) >= 10  # a round per record or two
     assert len(lingering) <= 4  # ~0.3 s of records per round
@@ -357,29 +375,8 @@ async def test_the_writer_lingers_under_steady_traffic_too(
     """Records arriving faster than a commit takes: a round stops reading once it has
     caught up (a short batch) and lingers, instead of chasing each new record with a
     transaction of its own (which kept a writer busy under steady load)."""
-    batches: list[int] = []
-
-    class SlowLedger(Ledger):
-        async def write(self, records: Sequence[UsageRecord]) -> int:
-            batches.append(len(records))
-            await asyncio.sleep(0.005)  # a commit slower than the arrivals
-            return await super().write(records)
-
-    settings = WriterSettings(block_ms=200, idle_sleep_s=0.01, linger_s=0.3)
-    writer = LedgerWriter(
-        SlowLedger(sqlite_engine), stream=stream, consumer="steady", settings=settings
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(writer.run(stop))
-    try:
-        for i in range(300):  # one record every 2 ms for about 0.6 s
-            await stream.append(make_record(f"s{i}").to_bytes())
-            await asyncio.sleep(0.002)
-        async with asyncio.timeout(10):
-            while sum(batches) < 300:
-                await asyncio.sleep(0.02)
-    finally:
-        stop.set()
-        await task
+    ledger = CountingLedger(sqlite_engine, commit_delay_s=0.005)  # slower than arrivals
+    # One record every 2 ms for about 0.6 s.
+    batches = await trickle(ledger, stream, "s", linger_s=0.3, records=300, every_s=0.002)
     assert sum(batches) == 300
     assert len(batches) <= 6, batches  # ~0.3 s of records per round

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from starlette.types import Receive, Scope, Send
 from uvicorn.server import ServerState
 
@@ -22,52 +23,49 @@ async def echo(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-class CountingLoop:
-    """The running loop, counting the timers scheduled through it."""
+class TimerCount:
+    """Counts the timers scheduled on the running (asyncio) loop: every one goes
+    through ``call_at``, ``call_later`` included."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.scheduled = 0
+        loop = asyncio.get_running_loop()
+        schedule = loop.call_at
 
-    def call_at(self, when: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
-        self.scheduled += 1
-        return self.loop.call_at(when, callback, *args)
+        def counted(*args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+            self.scheduled += 1
+            return schedule(*args, **kwargs)
 
-    def call_later(self, delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
-        self.scheduled += 1
-        return self.loop.call_later(delay, callback, *args)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.loop, name)
+        monkeypatch.setattr(loop, "call_at", counted)
 
 
-def connect(
-    head_s: float, body_s: float
-) -> tuple[GatewayHttpProtocol, RecordingTransport, CountingLoop]:
+def connect(head_s: float, body_s: float) -> tuple[GatewayHttpProtocol, RecordingTransport]:
     limits = ConnectionLimits(header_read_timeout_s=head_s, body_read_timeout_s=body_s)
     config = GatewayServerConfig(echo, limits=limits, proxy_headers=False, log_config=None)
     config.load()
-    loop = CountingLoop(asyncio.get_running_loop())
-    protocol = GatewayHttpProtocol(config, ServerState(), {}, loop)  # type: ignore[arg-type]
+    protocol = GatewayHttpProtocol(config, ServerState(), {}, asyncio.get_running_loop())
     transport = RecordingTransport()
     protocol.connection_made(transport)
-    return protocol, transport, loop
+    return protocol, transport
 
 
-async def test_many_requests_on_a_connection_schedule_almost_no_timers() -> None:
-    protocol, transport, loop = connect(head_s=10, body_s=30)
+async def test_many_requests_on_a_connection_schedule_almost_no_timers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    timers = TimerCount(monkeypatch)
+    protocol, transport = connect(head_s=10, body_s=30)
     for _ in range(50):
         protocol.data_received(REQUEST)
         await turns()
     assert len(transport.writes) == 50 and not transport.closed
     # The one timer armed when the connection opened, and uvicorn's keep-alive timer
     # after each response (not the gateway's to change).
-    assert loop.scheduled == 1 + 50
+    assert timers.scheduled == 1 + 50
     protocol.connection_lost(None)
 
 
 async def test_a_later_requests_slow_body_still_gets_408_in_time() -> None:
-    protocol, transport, _ = connect(head_s=0.3, body_s=0.15)
+    protocol, transport = connect(head_s=0.3, body_s=0.15)
     for _ in range(3):
         protocol.data_received(REQUEST)
         await turns()
@@ -83,7 +81,7 @@ async def test_a_later_requests_slow_body_still_gets_408_in_time() -> None:
 
 
 async def test_a_later_requests_slow_head_still_gets_408_in_time() -> None:
-    protocol, transport, _ = connect(head_s=0.15, body_s=5)
+    protocol, transport = connect(head_s=0.15, body_s=5)
     protocol.data_received(REQUEST)  # arms a body deadline 5 s out, then clears it
     await turns()
     started = asyncio.get_running_loop().time()
