@@ -27,7 +27,7 @@ from gateway.auth import Authenticator, OpenAuthenticator, StaticKeys
 from gateway.compressing import Compressor
 from gateway.config import TollwayConfig
 from gateway.database import create_engine, default_database_url, migrate
-from gateway.hotpath import HotPath, RequestIds
+from gateway.dispatch import Dispatcher
 from gateway.idempotency import build_idempotency
 from gateway.limits import BudgetResync, build_admission
 from gateway.metering import Metering
@@ -35,13 +35,14 @@ from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.outcome import RequestRecord
 from gateway.pipeline import InferencePipeline
 from gateway.registry import ModelRegistry
-from gateway.requestid import RequestIdMiddleware, request_id_of
+from gateway.requestid import RequestIds, request_id_of
 from gateway.responses import (
     error_response,
     handle_http_exception,
     handle_tollway_error,
     handle_unexpected,
 )
+from gateway.routes import InferenceRoute, RouteTable
 from gateway.settings import Settings
 from gateway.sharedstate import connect_redis
 from gateway.speculation import SpeculationGate
@@ -54,22 +55,37 @@ from tollway.resp import RespClient
 log = logging.getLogger("tollway")
 
 
+class GatewayApi(FastAPI):
+    """The FastAPI app of every route but the inference ones; its OpenAPI description
+    lists those too, from the dispatcher's route table."""
+
+    route_table: RouteTable | None = None
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            schema = super().openapi()
+            if self.route_table is not None:
+                self.route_table.document(schema)
+            return schema
+        return self.openapi_schema
+
+
 class Gateway:
-    """The gateway's ASGI app: the hot path in front of the FastAPI app.
+    """The gateway's ASGI app: the dispatcher in front of the FastAPI app.
 
     ``state`` and ``router`` are the FastAPI app's (tests and tools reach the
     registry, store and metering through ``app.state``; the lifespan through
     ``app.router.lifespan_context``).
     """
 
-    def __init__(self, api: FastAPI, hot: HotPath) -> None:
+    def __init__(self, api: GatewayApi, dispatcher: Dispatcher) -> None:
         self.api = api
-        self.hot = hot
+        self.dispatcher = dispatcher
         self.state = api.state
         self.router = api.router
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.hot(scope, receive, send)
+        await self.dispatcher(scope, receive, send)
 
     def openapi(self) -> dict[str, Any]:
         """The OpenAPI description of the documented routes."""
@@ -232,7 +248,7 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
             if fast_redis is not None:
                 await fast_redis.aclose()
 
-    app = FastAPI(
+    app = GatewayApi(
         title="Tollway",
         version="0.1.0",
         description="OpenAI-compatible inference gateway for AI-agent traffic.",
@@ -246,7 +262,7 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
     )
     app.include_router(usage.admin_router(engine, admin_token))
     app.include_router(usage.tenant_router(engine, auth))
-    app.router.routes.extend(openai.routes(pipeline, registry, auth))  # also for the docs
+    app.router.routes.extend(openai.routes(registry, auth))
     app.router.routes.extend(health.routes(registry.is_ready))
 
     async def metrics_endpoint(request: Request) -> Response:
@@ -263,7 +279,6 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
     app.add_exception_handler(HTTPException, handle_http_exception)
     app.add_exception_handler(RequestValidationError, _handle_validation)
     app.add_exception_handler(Exception, handle_unexpected)
-    app.add_middleware(RequestIdMiddleware, max_length=config.server.max_request_id_length)
     app.state.registry = registry
     app.state.pipeline = pipeline
     app.state.store = store
@@ -271,9 +286,20 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
     app.state.metering = metering
     app.state.budget_resync = budget_resync
     app.state.tracer = tracer
-    hot = HotPath(
-        app,
-        {"/v1/chat/completions": pipeline.chat, "/v1/completions": pipeline.completions},
-        RequestIds(config.server.max_request_id_length),
+    table = RouteTable(
+        [
+            InferenceRoute(
+                "/v1/chat/completions", pipeline.chat, "Create a chat completion (OpenAI's API)"
+            ),
+            InferenceRoute("/v1/completions", pipeline.completions, "Create a completion"),
+        ]
     )
-    return Gateway(app, hot)
+    app.route_table = table
+    dispatcher = Dispatcher(
+        app,
+        table,
+        RequestIds(config.server.max_request_id_length),
+        max_body_bytes=max_body,
+        admin_check=admin.admin_guard(admin_token),
+    )
+    return Gateway(app, dispatcher)

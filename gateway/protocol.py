@@ -14,15 +14,29 @@ dribbles a byte every few seconds holds a connection (and its memory) for ever.
 * a body timeout: the whole body must arrive within ``body_read_timeout_s`` of
   the end of the headers; else ``408`` and close.
 
-Answers are OpenAI-shaped JSON errors with ``connection: close``. The protocol
-reads its limits from :class:`GatewayServerConfig`, a uvicorn ``Config`` that
-carries them (it is pickled to worker processes with the rest of the config). The
-head and body deadlines share one timer per connection, re-armed lazily.
+The deadlines do not run while the gateway itself stopped reading the
+connection (a pipelined request waits for the responses before it; a body is
+buffered faster than the app reads it): they are suspended and resume with the
+time they had left. The head and body deadlines share one timer per
+connection, re-armed lazily.
 
-A ``POST`` to one of the app's hot routes is answered by a
-:class:`~gateway.hotcycle.HotCycle` instead of uvicorn's ASGI cycle; every other
-request goes through uvicorn's cycle, whose response head is held by a
-:class:`~gateway.headholder.HeadHolder` so that it leaves with the body.
+Every answer the protocol writes itself (431, 408, and 400 for input the HTTP
+parser rejects, which uvicorn answers in ``text/plain``) is an OpenAI-shaped
+JSON error with ``connection: close``. Such an answer never goes into another
+request's response: while an earlier request on the connection is still
+being answered, it waits until that response is complete (nothing more is
+read meanwhile), then it is written and the connection closes; if that
+response closes the connection, it is dropped.
+
+A request answered before its body arrived in full (a refusal: 401, 413, …)
+closes the connection after its response: the rest of the body is not read.
+
+The protocol reads its limits from :class:`GatewayServerConfig`, a uvicorn
+``Config`` that carries them (it is pickled to worker processes with the rest of
+the config). Every request runs in uvicorn's own request cycle; its response
+head is held by a :class:`~gateway.headholder.HeadHolder` so that it leaves with
+the body. The names of uvicorn's this module relies on are pinned and checked
+by ``tests/gateway/test_uvicorn_pin.py``.
 """
 
 from __future__ import annotations
@@ -33,14 +47,12 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-import httptools
 import orjson
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from gateway.headholder import HeadHolder
-from gateway.hotcycle import HotCycle
-from gateway.hotpath import HotPath
 
 log = logging.getLogger("tollway.http")
 
@@ -88,6 +100,24 @@ def error_bytes(status: int, message: str, code: str) -> bytes:
     return head.encode("ascii") + body
 
 
+class _Flow(FlowControl):
+    """uvicorn's flow control, telling the protocol when reading pauses and resumes."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: GatewayHttpProtocol) -> None:
+        super().__init__(transport)
+        self.protocol = protocol
+
+    def pause_reading(self) -> None:
+        if not self.read_paused:
+            super().pause_reading()
+            self.protocol.reading_paused()
+
+    def resume_reading(self) -> None:
+        if self.read_paused and not self.protocol.refused:
+            super().resume_reading()
+            self.protocol.reading_resumed()
+
+
 class GatewayHttpProtocol(HttpToolsProtocol):
     """httptools protocol with head-size, head-time and body-time limits."""
 
@@ -103,27 +133,31 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         # timers; the timer, when it fires early, re-arms itself for the deadline.
         self._deadline: float | None = None
         self._deadline_is_body = False
+        #: Seconds left on the deadline while reading is paused (it does not run then).
+        self._suspended: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._refusal: bytes | None = None
-        hot = getattr(self.app, "hot", None)
-        #: The app's hot path: its routes are answered by a :class:`HotCycle`. Only when
-        #: uvicorn runs the gateway's app itself (no middleware of uvicorn's around it,
-        #: such as its proxy-headers one, that the hot cycle would bypass).
-        self.hot = hot if isinstance(hot, HotPath) else None
+        #: The request being answered (its task runs); later ones wait in the pipeline.
+        self._front: RequestResponseCycle | None = None
+        #: An answer of the protocol's own, waiting for the front request's response.
+        self._deferred: bytes | None = None
+        #: The protocol refused input: nothing more is read or parsed.
+        self.refused = False
 
     # Connection events
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.flow = _Flow(transport, self)
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
         super().connection_lost(exc)
-        if isinstance(self.cycle, HotCycle):
-            self.cycle.lost()
 
     def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return  # an answer waits for the response before it; the rest is not read
         if not self._head_done:
             self._head_bytes += len(data)
         super().data_received(data)
@@ -132,6 +166,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if (
             not self._head_done
             and self._refusal is None
+            and not self.refused
             and self._head_bytes > self.limits.max_header_bytes
             and not self.transport.is_closing()
         ):
@@ -139,12 +174,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self.send_400_response("")
 
     def send_400_response(self, msg: str) -> None:
-        if self._refusal is None:
-            super().send_400_response(msg)
-            return
-        self._cancel_timers()
-        self.transport.write(self._refusal)
-        self.transport.close()
+        """Answer input the parser refused: 431 for a head over the limits, else 400."""
+        refusal = self._refusal or error_bytes(
+            400, "Invalid HTTP request received.", "invalid_http_request"
+        )
+        self._close_with(refusal, about=self.cycle if self._head_done else None)
 
     # Parser callbacks
 
@@ -173,67 +207,37 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             raise _HeadRefused
         self._head_done = True
         self._head_bytes = 0
-        self._deadline = None  # the head arrived in time
+        self._clear_deadline()  # the head arrived in time
         previous = self.cycle
-        if not self._start_hot(previous):
-            super().on_headers_complete()
-            if self.cycle is not previous:  # a new request (not an upgrade), its task not run yet
-                self.cycle.transport = HeadHolder(self.transport, self.loop)
+        super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not previous:  # a new request (not an upgrade), its task not run yet
+            cycle.transport = HeadHolder(self.transport, self.loop)
+            if not (self.pipeline and self.pipeline[0][0] is cycle):
+                self._front = cycle  # started at once; else it waits for the one before
         self._arm(self.limits.body_read_timeout_s, body=True)
 
     def on_message_complete(self) -> None:
         self._head_done = False
-        self._deadline = None  # the body arrived in time
+        self._clear_deadline()  # the body arrived in time
         super().on_message_complete()
 
-    def _start_hot(self, previous: Any) -> bool:
-        """Start a :class:`HotCycle` for a request to a hot route; False for any other
-        request (uvicorn's own cycle and the ASGI app take it)."""
-        hot = self.hot
-        parser = self.parser
-        if (
-            hot is None
-            or self.limit_concurrency is not None
-            or self.root_path
-            or parser.get_method() != b"POST"
-            or parser.should_upgrade()
-        ):
-            return False
-        url = httptools.parse_url(self.url)
-        raw_path: bytes = url.path
-        path = raw_path.decode("ascii", "replace")  # a route's path is plain ASCII
-        handler = hot.routes.get(path)
-        if handler is None:
-            return False
-        version = parser.get_http_version()
-        scope: Any = self.scope
-        scope["method"] = "POST"
-        if version != "1.1":
-            scope["http_version"] = version
-        scope["path"] = path
-        scope["raw_path"] = raw_path
-        scope["query_string"] = url.query or b""
-        self.cycle = HotCycle(
-            handler,
-            hot.ids,
-            scope=scope,
-            transport=self.transport,
-            flow=self.flow,
-            logger=self.logger,
-            access_logger=self.access_logger,
-            access_log=self.access_log,
-            default_headers=self.server_state.default_headers,
-            message_event=asyncio.Event(),
-            expect_100_continue=self.expect_100_continue,
-            keep_alive=version != "1.0" and parser.should_keep_alive(),
-            on_response=self.on_response_complete,
-        )
-        if previous is None or previous.response_complete:
-            self._start_asgi_task(self.cycle, self.app)
-        else:  # pipelined: it waits for the response before it
-            self.flow.pause_reading()
-            self.pipeline.appendleft((self.cycle, self.app))
-        return True
+    def on_response_complete(self) -> None:
+        if self._deferred is not None:
+            # The response before it is complete: the protocol's own answer, then close.
+            if not self.transport.is_closing():
+                self.transport.write(self._deferred)
+                self.transport.close()
+            self._deferred = None
+        else:
+            cycle = self.cycle
+            if cycle is not None and cycle.response_complete and cycle.more_body:
+                # Answered before its body arrived (refused): do not read the rest.
+                self.transport.close()
+        waiting = self.pipeline[-1][0] if self.pipeline else None
+        super().on_response_complete()
+        if waiting is not None and not (self.pipeline and self.pipeline[-1][0] is waiting):
+            self._front = waiting  # the next pipelined request was started
 
     # Limits
 
@@ -247,18 +251,38 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def _arm_head_timer(self) -> None:
         """The head must arrive within its timeout, unless a deadline already runs (the
         connection's opening starts the first request's)."""
-        if self._deadline is None:
+        if self._deadline is None and self._suspended is None:
             self._arm(self.limits.header_read_timeout_s, body=False)
 
     def _arm(self, seconds: float, *, body: bool) -> None:
+        self._deadline_is_body = body
+        if self.flow is not None and self.flow.read_paused:
+            self._deadline, self._suspended = None, seconds  # runs once reading resumes
+            return
         deadline = self.loop.time() + seconds
-        self._deadline, self._deadline_is_body = deadline, body
+        self._deadline, self._suspended = deadline, None
         timer = self._timer
         if timer is not None:
             if timer.when() <= deadline:
                 return  # it fires first and re-arms itself for this deadline
             timer.cancel()
         self._timer = self.loop.call_at(deadline, self._deadline_reached)
+
+    def _clear_deadline(self) -> None:
+        self._deadline = self._suspended = None
+
+    def reading_paused(self) -> None:
+        """The gateway stopped reading: a running deadline stops with it."""
+        deadline = self._deadline
+        if deadline is not None:
+            self._deadline = None
+            self._suspended = max(0.0, deadline - self.loop.time())
+
+    def reading_resumed(self) -> None:
+        """Reading again: a suspended deadline runs on with the time it had left."""
+        left = self._suspended
+        if left is not None:
+            self._arm(left, body=self._deadline_is_body)
 
     def _deadline_reached(self) -> None:
         self._timer = None
@@ -275,7 +299,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self._head_timed_out()
 
     def _cancel_timers(self) -> None:
-        self._deadline = None
+        self._clear_deadline()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -283,7 +307,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def _head_timed_out(self) -> None:
         if self.transport.is_closing() or self._head_done:
             return
-        if self._head_bytes == 0:  # an idle connection: nothing to answer
+        if self._head_bytes == 0 and not self._answering():  # idle: nothing to answer
             self.transport.close()
             return
         log.warning("request headers from %s not received in time", self._peer())
@@ -300,11 +324,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         cycle = self.cycle
-        if cycle is not None and cycle.response_started:
-            if cycle.response_complete:
-                self.transport.close()  # answered already; the rest of the body is unwanted
-            else:
-                cycle.keep_alive = False
+        if cycle is not None and cycle.response_complete:
+            self.transport.close()  # answered already; the rest of the body is unwanted
             return
         log.warning("request body from %s not received in time", self._peer())
         self._close_with(
@@ -312,17 +333,38 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 408,
                 f"The request body was not received within {self.limits.body_read_timeout_s:g} s.",
                 "request_timeout",
-            )
+            ),
+            about=cycle,
         )
 
-    def _close_with(self, response: bytes) -> None:
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
+    def _answering(self) -> bool:
+        """Whether a request's response is still to be written in full."""
+        front = self._front
+        return front is not None and not front.response_complete
+
+    def _close_with(self, response: bytes, about: RequestResponseCycle | None = None) -> None:
+        """Refuse a request (``about``; None for one whose head is incomplete) with the
+        protocol's own ``response`` and close the connection: now, or once the response
+        being written is complete, never into it. Nothing more is read."""
+        self._cancel_timers()
+        self.refused = True
+        for waiting, _ in self.pipeline:
+            waiting.disconnected = True  # pipelined, never started: never answered
+        self.pipeline.clear()
+        front = self._front
+        if front is not None and not front.response_complete:
+            if front is not about:  # an earlier request's response: the answer waits for it
+                self._deferred = response
+                self.flow.pause_reading()
+                return
+            if front.response_started:  # its own response is under way: end it, then close
+                front.keep_alive = False
+                self.flow.pause_reading()
+                return
+        if about is not None and not about.response_complete:
             # The app sees a disconnect: its receive() returns, its sends are dropped.
-            cycle.disconnected = True
-            cycle.message_event.set()
-            if isinstance(cycle, HotCycle):
-                cycle.lost()
+            about.disconnected = True
+            about.message_event.set()
         self.transport.write(response)
         self.transport.close()
 

@@ -1,4 +1,7 @@
-"""OpenAI-compatible routes: paths mapped to the pipeline's handlers."""
+"""OpenAI-compatible model routes (``/v1/models``).
+
+The inference routes are in the dispatcher's route table (:mod:`gateway.routes`).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.auth import Authenticator
-from gateway.pipeline import InferencePipeline
 from gateway.registry import ModelEntry, ModelRegistry
 from gateway.responses import json_response
 
@@ -21,10 +23,8 @@ def _model_object(entry: ModelEntry) -> dict[str, object]:
     }
 
 
-def routes(
-    pipeline: InferencePipeline, registry: ModelRegistry, auth: Authenticator
-) -> list[Route]:
-    """The ``/v1`` routes."""
+def routes(registry: ModelRegistry, auth: Authenticator) -> list[Route]:
+    """The ``/v1/models`` routes."""
 
     async def list_models(request: Request) -> Response:
         principal = await auth.authenticate(request.headers.get("authorization"))
@@ -45,8 +45,6 @@ def routes(
         return json_response(_model_object(entry))
 
     return [
-        Route("/v1/chat/completions", pipeline.chat, methods=["POST"]),
-        Route("/v1/completions", pipeline.completions, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", get_model, methods=["GET"]),
     ]

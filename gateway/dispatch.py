@@ -1,0 +1,260 @@
+"""The one dispatch path: every HTTP request passes here, once, before any body is read.
+
+:class:`Dispatcher` is the gateway's ASGI app. For each request it makes one
+pass over the header list (:func:`scan_headers`) and then, in this order:
+
+1. refuses a repeated credential or request-identity header (``authorization``,
+   ``x-api-key``, ``x-agent-type``, ``x-session-id``, ``idempotency-key``,
+   ``x-request-id``) with 400 ``duplicate_header`` naming it in ``param``, so
+   that no route reads the first copy where another reads the last;
+2. names the request (:class:`gateway.requestid.RequestIds`) and adds
+   ``x-request-id`` to whatever answers it;
+3. checks the admin token for ``/admin/…`` routes (401/403, body unread);
+4. refuses a declared ``content-length`` over ``server.max_body_bytes`` with 413
+   before reading anything; a body without a declared length is counted as it
+   is read and refused at the limit (:func:`gateway.body.read_body`);
+5. dispatches: the inference routes of the :class:`~gateway.routes.RouteTable`
+   to their handler (405 for another method), everything else to FastAPI.
+   Routes other than the inference and admin ones take no body: theirs is
+   never read (the connection drops it, :mod:`gateway.protocol`).
+
+Errors are rendered in OpenAI's shape and written by
+:func:`gateway.sending.send_response`, the one response writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.body import read_body
+from gateway.requestid import HEADER, RequestIds
+from gateway.responses import error_response
+from gateway.routes import Handler, RouteTable
+from gateway.sending import send_response
+from tollway.errors import InvalidRequest, MethodNotAllowed, PayloadTooLarge, TollwayError
+
+log = logging.getLogger("tollway")
+
+#: Headers that must appear at most once (one reading on every route).
+SINGLE = frozenset(
+    {
+        b"authorization",
+        b"x-api-key",
+        b"x-agent-type",
+        b"x-session-id",
+        b"idempotency-key",
+        HEADER,
+    }
+)
+_ADMIN = "/admin/"
+_EMPTY: Message = {"type": "http.request", "body": b"", "more_body": False}
+
+
+class Head:
+    """What the dispatcher needs from a request's headers, from one pass over them."""
+
+    __slots__ = ("single", "content_length", "chunked")
+
+    def __init__(self) -> None:
+        self.single: dict[bytes, bytes] = {}
+        self.content_length: bytes | None = None
+        self.chunked = False
+
+
+def scan_headers(headers: list[tuple[bytes, bytes]]) -> Head:
+    """One pass over the (lower-cased) header list; 400 ``duplicate_header`` for a
+    header of :data:`SINGLE` sent twice."""
+    head = Head()
+    single = head.single
+    for name, value in headers:
+        if name in SINGLE:
+            if name in single:
+                text = name.decode("latin-1")
+                raise InvalidRequest(
+                    f"The header `{text}` was sent more than once; send it once.",
+                    param=text,
+                    code="duplicate_header",
+                )
+            single[name] = value
+        elif name == b"content-length":
+            head.content_length = value
+        elif name == b"transfer-encoding":
+            head.chunked = True
+    return head
+
+
+def too_large(limit: int) -> PayloadTooLarge:
+    """The 413 for a body over ``limit`` bytes."""
+    return PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+
+
+def check_declared_length(head: Head, limit: int) -> None:
+    """413 when the declared ``content-length`` is over ``limit`` (nothing read yet)."""
+    declared = head.content_length
+    if declared is not None and len(declared) < 20 and declared.isdigit():
+        if int(declared) > limit:
+            raise too_large(limit)
+    elif declared is not None:
+        raise InvalidRequest("Invalid Content-Length header.", code="invalid_header")
+
+
+class Dispatcher:
+    """ASGI app: the checks above, then the inference routes or FastAPI (``app``)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        table: RouteTable,
+        ids: RequestIds,
+        *,
+        max_body_bytes: int,
+        admin_check: Callable[[str | None], None],
+    ) -> None:
+        self.app = app
+        self.table = table
+        self.ids = ids
+        self.max_body_bytes = max_body_bytes
+        self.admin_check = admin_check
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)  # the lifespan
+            return
+        state = scope.get("state")
+        if state is None:
+            state = scope["state"] = {}
+        try:
+            head = scan_headers(scope["headers"])
+        except TollwayError as exc:
+            rid = state["request_id"] = self.ids.new()
+            await send_response(error_response(exc, rid), receive, send)
+            return
+        rid = state["request_id"] = self.ids.of(head.single.get(HEADER))
+        route = self.table.get(scope["path"])
+        if route is not None:
+            if scope["method"] != route.method:
+                await send_response(error_response(_not_allowed(route.method), rid), receive, send)
+                return
+            try:
+                check_declared_length(head, self.max_body_bytes)
+            except TollwayError as exc:
+                await send_response(error_response(exc, rid), receive, send)
+                return
+            response = await answer(route.handler, rid, scope, receive)
+            try:
+                await send_response(response, receive, send)
+            except Exception:
+                await _last_resort(rid, send)
+                raise
+            return
+        await self._other(scope, receive, send, head, rid)
+
+    async def _other(
+        self, scope: Scope, receive: Receive, send: Send, head: Head, rid: str
+    ) -> None:
+        """Any route but an inference one: FastAPI, after the checks."""
+        inner = _empty_body(receive)
+        try:
+            if scope["path"].startswith(_ADMIN):
+                auth = head.single.get(b"authorization")
+                self.admin_check(auth.decode("latin-1") if auth is not None else None)
+                check_declared_length(head, self.max_body_bytes)
+                if head.chunked or (head.content_length or b"0") != b"0":
+                    body = await read_body(Request(scope, receive), self.max_body_bytes)
+                    inner = _replay(body, receive)
+            else:
+                check_declared_length(head, self.max_body_bytes)
+        except TollwayError as exc:
+            await send_response(error_response(exc, rid), receive, send)
+            return
+        started = False
+        header = (HEADER, rid.encode("ascii"))
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = [h for h in message.get("headers", ()) if h[0] != HEADER]
+                headers.append(header)
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, inner, send_with_id)
+        except Exception:  # FastAPI's handler logged it and answered, unless it could not
+            if started:
+                return
+            log.exception("request %s failed", rid)
+            error = TollwayError("The server had an error while processing your request.")
+            await send_response(error_response(error, rid), receive, send)
+
+
+async def _last_resort(rid: str, send: Send) -> None:
+    """A 500 in OpenAI's shape when sending a response failed before it started (then
+    uvicorn would answer in plain text); nothing when it had started."""
+    error = error_response(
+        TollwayError("The server had an error while processing your request."), rid
+    )
+    error.headers["connection"] = "close"
+    with contextlib.suppress(Exception):
+        await send({"type": "http.response.start", "status": 500, "headers": error.raw_headers})
+        await send({"type": "http.response.body", "body": error.body})
+
+
+def _not_allowed(method: str) -> MethodNotAllowed:
+    return MethodNotAllowed(
+        "Method not allowed for this URL.", code="method_not_allowed", headers={"allow": method}
+    )
+
+
+def _empty_body(receive: Receive) -> Receive:
+    """A ``receive`` for a route that takes no body: an empty one, then the connection's
+    own messages with any body left out (a disconnect still arrives)."""
+    given = False
+
+    async def inner() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return _EMPTY
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return message
+
+    return inner
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives ``body`` (read already, within the limit) once."""
+    given = False
+
+    async def inner() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return inner
+
+
+async def answer(handler: Handler, rid: str, scope: Scope, receive: Receive) -> Response:
+    """Run an inference route's handler and turn any error into OpenAI's shape."""
+    try:
+        response = await handler(Request(scope, receive))
+    except TollwayError as exc:
+        return error_response(exc, rid)
+    except Exception:
+        log.exception("request %s failed", rid)
+        return error_response(
+            TollwayError("The server had an error while processing your request."), rid
+        )
+    response.raw_headers.append((HEADER, rid.encode("ascii")))  # errors name it themselves
+    return response

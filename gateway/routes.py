@@ -1,0 +1,97 @@
+"""The route table of the inference routes, read by everything that dispatches.
+
+``POST /v1/chat/completions`` and ``POST /v1/completions`` are served by the
+dispatcher (:mod:`gateway.dispatch`) straight from this table, ahead of
+FastAPI's router; the OpenAPI description (``/openapi.json``, ``/docs``) lists
+them from the same table (:meth:`RouteTable.openapi_paths`). No other copy of
+these paths exists: a route added here is served and documented at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+_ERROR = {"$ref": "#/components/schemas/OpenAIError"}
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceRoute:
+    """One inference route: ``POST path`` answered by ``handler``."""
+
+    path: str
+    handler: Handler
+    summary: str
+    method: str = "POST"
+
+    def operation(self) -> dict[str, Any]:
+        """The route's OpenAPI operation (OpenAI's request and response schemas apply)."""
+        error = {"content": {"application/json": {"schema": _ERROR}}}
+        return {
+            "tags": ["inference"],
+            "summary": self.summary,
+            "operationId": self.path.strip("/").replace("/", "_"),
+            "security": [{"bearer": []}],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
+            "responses": {
+                "200": {
+                    "description": "A JSON completion, or a `text/event-stream` when "
+                    "`stream` is true.",
+                    "content": {
+                        "application/json": {"schema": {"type": "object"}},
+                        "text/event-stream": {"schema": {"type": "string"}},
+                    },
+                },
+                "default": {"description": "An error in OpenAI's shape.", **error},
+            },
+        }
+
+
+class RouteTable:
+    """The inference routes by path."""
+
+    def __init__(self, routes: Iterable[InferenceRoute]) -> None:
+        self.by_path: dict[str, InferenceRoute] = {r.path: r for r in routes}
+
+    def get(self, path: str) -> InferenceRoute | None:
+        """The route at ``path`` (any method), or None."""
+        return self.by_path.get(path)
+
+    def openapi_paths(self) -> dict[str, Any]:
+        """The ``paths`` entries of these routes."""
+        return {r.path: {r.method.lower(): r.operation()} for r in self.by_path.values()}
+
+    def document(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """Add these routes (and the error schema and bearer scheme they use) to ``schema``."""
+        schema.setdefault("paths", {}).update(self.openapi_paths())
+        components = schema.setdefault("components", {})
+        components.setdefault("schemas", {})["OpenAIError"] = _ERROR_SCHEMA
+        components.setdefault("securitySchemes", {})["bearer"] = {
+            "type": "http",
+            "scheme": "bearer",
+        }
+        return schema
