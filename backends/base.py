@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from tollway.errors import TollwayError
 
 
 @dataclass(slots=True)
@@ -38,6 +41,10 @@ class UpstreamRequest:
 
 
 async def _nothing() -> None:
+    return None
+
+
+def _unheard(exc: TollwayError) -> None:
     return None
 
 
@@ -86,6 +93,7 @@ class UpstreamResponse:
     #: The request's GPU share on its worker (stopped when the upstream is done).
     share: ShareClock | None = None
     _close: Callable[[], Awaitable[None]] = field(default=_nothing)
+    _failed: Callable[[TollwayError], None] = field(default=_unheard)
 
     def gpu_seconds(self) -> float:
         """Stop the GPU-share clock (if still running) and return its seconds."""
@@ -96,6 +104,14 @@ class UpstreamResponse:
         if self.stream is None:
             raise RuntimeError("not a streaming response")
         return self.stream
+
+    def failed(self, exc: TollwayError) -> None:
+        """The 2xx answer turned out to be a failure, ``exc`` (an error event inside
+        the stream, an event over the size limit): the backend counts it as it would
+        the same error answered up front (a pool's circuit breaker). Once; before
+        :meth:`aclose`."""
+        report, self._failed = self._failed, _unheard
+        report(exc)
 
     async def aclose(self) -> None:
         """Release the upstream connection and the worker's in-flight slot."""

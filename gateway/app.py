@@ -214,6 +214,7 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
         max_body_bytes=max_body,
         finish=finish,
         max_json_depth=config.server.max_json_depth,
+        max_event_bytes=config.server.max_upstream_event_bytes,
         max_messages=config.server.max_messages,
         metering=metering,
         admitter=admitter,

@@ -40,6 +40,12 @@ class ServerConfig(_Strict):
     )
     max_messages: int = Field(default=4096, ge=1, le=1_000_000)
     max_json_depth: int = Field(default=64, ge=4, le=1000, description="Nesting of the body.")
+    max_upstream_event_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="Largest SSE event an upstream may send; a larger one fails the stream (502).",
+    )
     max_header_bytes: int = Field(
         default=32 * 1024, ge=1024, le=1024 * 1024, description="Request line plus headers."
     )

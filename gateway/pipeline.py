@@ -41,6 +41,7 @@ from gateway.limits import Ticket, ticket_headers
 from gateway.metering import Metering
 from gateway.outcome import RequestRecord
 from gateway.registry import ModelRegistry
+from gateway.relay import DEFAULT_MAX_EVENT_BYTES, Opening, read_opening
 from gateway.requestid import new_request_id, request_id_of
 from gateway.responding import Responder
 from gateway.tracing import NullTracer, Tracer
@@ -107,6 +108,7 @@ class InferencePipeline:
         tracer: Tracer | None = None,
         counter: TokenCounter | None = None,
         default_output_tokens: int = 256,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     ) -> None:
         self.auth = auth
         self.registry = registry
@@ -120,7 +122,10 @@ class InferencePipeline:
         self.idempotency = idempotency
         self.compressor = compressor
         self.tracer: Tracer = tracer or NullTracer()
-        self.responder = Responder(metering, counter or EstimateCounter(), self._close)
+        self.max_event_bytes = max_event_bytes
+        self.responder = Responder(
+            metering, counter or EstimateCounter(), self._close, max_event_bytes
+        )
         self.default_output_tokens = default_output_tokens
 
     async def chat(self, request: Request) -> Response:
@@ -257,6 +262,7 @@ class InferencePipeline:
             entry, tuple(agent.profile.fallbacks) if agent.profile else ()
         )
         pending: Pending | None = None
+        opening: Opening | None = None
         if self.admitter is not None:
             # Only self-hosted pools: a hosted provider may bill a request we then drop.
             solo = agent.profile is None or agent.profile.limits is None
@@ -295,6 +301,10 @@ class InferencePipeline:
                                 total_timeout_s=total_s,
                             )
                         )
+                        if call.stream:
+                            # An error the upstream reports as its stream's first event
+                            # is an error answer: found before the response is committed.
+                            opening = await read_opening(upstream, self.max_event_bytes)
                     break
                 except (UpstreamError, RateLimited) as exc:
                     # Fall back only before any byte reached the client, and never for the
@@ -322,7 +332,7 @@ class InferencePipeline:
             return await self.responder.json(upstream, record, entry.name, body, headers)
         record.stream = True
         return self.responder.stream(
-            upstream, record, call.include_usage, backend.upstream_model, body, headers
+            upstream, record, call.include_usage, backend.upstream_model, body, headers, opening
         )
 
     async def _answer(self, pending: Pending, record: RequestRecord) -> Ticket | None:

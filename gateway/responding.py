@@ -2,7 +2,10 @@
 
 JSON bodies are parsed once: brought to OpenAI's shape, priced (``usage.cost``,
 ``x-tollway-cost-usd``), their usage record made durable before the response is
-sent, and stored for idempotent replays. Streams are relayed by
+sent, and stored for idempotent replays. A 200 whose body is not a JSON object,
+or whose ``usage`` is not token counts (:func:`gateway.shapes.checked_usage`),
+raises :class:`~tollway.errors.UpstreamBadResponse`: the client gets a 502 in
+OpenAI's shape and the pipeline meters the request as failed, once. Streams are relayed by
 :class:`~gateway.relay.StreamRelay`, with the cost added to the usage chunk, the
 record made durable before ``[DONE]``, and the request finished when the stream
 closes however it ends.
@@ -24,10 +27,11 @@ from billing.usage import UsageSource
 from gateway.idempotency import StoredResponse, recorded_stream, replayable_headers
 from gateway.metering import Metering, usage_fields
 from gateway.outcome import RequestRecord
-from gateway.relay import StreamOutcome, StreamRelay
+from gateway.relay import DEFAULT_MAX_EVENT_BYTES, Opening, StreamOutcome, StreamRelay
 from gateway.responses import JSON
 from gateway.shapes import normalize_body, tool_calls_of, usage_of
 from policies.tokens import TokenCounter
+from tollway.errors import UpstreamBadResponse
 
 Closer = Callable[[RequestRecord, float], None]
 
@@ -44,10 +48,17 @@ def _stream_rewrite(upstream_model: str, public: str) -> tuple[bytes, bytes] | N
 class Responder:
     """Builds the responses of the inference routes."""
 
-    def __init__(self, metering: Metering | None, counter: TokenCounter, close: Closer) -> None:
+    def __init__(
+        self,
+        metering: Metering | None,
+        counter: TokenCounter,
+        close: Closer,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    ) -> None:
         self.metering = metering
         self.counter = counter
         self.close = close
+        self.max_event_bytes = max_event_bytes
 
     async def json(
         self,
@@ -58,8 +69,8 @@ class Responder:
         headers: dict[str, str],
     ) -> Response:
         data = normalize_body(upstream.body, public_model)
-        if data is None:  # not JSON: relay as it came
-            return Response(upstream.body, status_code=200, headers=headers, media_type=JSON)
+        if data is None:
+            raise UpstreamBadResponse("The upstream's answer is not a JSON object.")
         record.usage = usage_of(data)
         record.tool_calls = tool_calls_of(data)
         if self.metering is not None and record.tenant_id:
@@ -111,7 +122,10 @@ class Responder:
         upstream_model: str,
         body: dict[str, Any],
         headers: dict[str, str],
+        opening: Opening | None = None,
     ) -> Response:
+        """The streaming response; ``opening``: what :func:`gateway.relay.read_opening`
+        read of the stream already."""
         metering = self.metering if record.tenant_id else None
 
         priced: list[CostQuote] = []  # the usage event's quote, reused for the record
@@ -159,6 +173,8 @@ class Responder:
             on_usage=on_usage,
             before_done=before_done,
             on_close=stream_closed,
+            max_event_bytes=self.max_event_bytes,
+            opening=opening,
         )
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"

@@ -416,4 +416,5 @@ class SGLangPool:
             stream=watched(iter_chunks(resp, worker.url), verdict),
             share=share,
             _close=close,
+            _failed=verdict.error,
         )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from backends.sglang.circuit import CircuitBreaker
-from tollway.errors import UpstreamError
+from tollway.errors import TollwayError, UpstreamError, UpstreamRejected
 
 
 class Verdict:
@@ -38,6 +38,14 @@ class Verdict:
         """The worker failed the request."""
         if self._give():
             self._breaker.record_failure()
+
+    def error(self, exc: TollwayError) -> None:
+        """The answer turned out to be ``exc`` (found in the body after the headers):
+        the worker's own refusal (a 4xx) is a success, anything else a failure."""
+        if isinstance(exc, UpstreamRejected):
+            self.success()
+        else:
+            self.failure()
 
     def release(self) -> None:
         """No verdict (the client went away): only free a half-open probe slot."""

@@ -2,15 +2,16 @@
 
 A non-streaming response is recorded by the pipeline directly
 (``lease.complete(StoredResponse(...))``). A stream is recorded by
-:func:`recorded_stream`, which passes the relay's chunks to the client
+:class:`RecordedStream`, which passes the relay's chunks to the client
 untouched while keeping a copy (up to ``max_record_bytes``), and at the end
 completes the lease only if the stream finished cleanly; otherwise (the
-upstream broke, the client went away) it releases the key.
+upstream broke, the client went away, even before the first chunk) it
+releases the key and closes the relay.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 
 from starlette.responses import Response, StreamingResponse
 
@@ -51,7 +52,68 @@ class StreamCapture:
         )
 
 
-async def recorded_stream(
+class RecordedStream:
+    """Passes ``stream``'s chunks on; then completes ``lease`` if ``succeeded()``, else
+    releases it. An explicit async iterator: :meth:`aclose` releases the key and
+    closes ``stream`` whether or not iteration began (an async generator that never
+    started would skip both)."""
+
+    def __init__(
+        self,
+        stream: AsyncIterable[bytes],
+        lease: Lease,
+        *,
+        succeeded: Callable[[], bool],
+        status: int,
+        headers: Mapping[str, str],
+        request_id: str = "",
+    ) -> None:
+        self._stream = stream
+        self._chunks = aiter(stream)
+        self._lease = lease
+        self._succeeded = succeeded
+        self._status = status
+        self._headers = headers
+        self._request_id = request_id
+        self._capture = StreamCapture(lease.max_record_bytes)
+        self._settled = False
+
+    def __aiter__(self) -> RecordedStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._settled:
+            raise StopAsyncIteration
+        try:
+            chunk = await anext(self._chunks)
+        except StopAsyncIteration:
+            self._settled = True
+            if self._succeeded():
+                await self._lease.complete(
+                    self._capture.response(self._status, self._headers, self._request_id)
+                )
+            else:
+                await self._lease.abandon()
+            raise
+        except BaseException:
+            self._settled = True
+            self._lease.abandon_soon()  # cancelled or broken: awaiting here is not safe
+            raise
+        if self._lease.tracked:
+            self._capture.add(chunk)
+        return chunk
+
+    async def aclose(self) -> None:
+        """Release the key (unless settled already) and close ``stream`` (idempotent)."""
+        if not self._settled:
+            self._settled = True
+            self._lease.abandon_soon()
+        close = getattr(self._stream, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def recorded_stream(
     stream: AsyncIterable[bytes],
     lease: Lease,
     *,
@@ -59,25 +121,12 @@ async def recorded_stream(
     status: int,
     headers: Mapping[str, str],
     request_id: str = "",
-) -> AsyncGenerator[bytes, None]:
-    """Yield ``stream``'s chunks; then complete ``lease`` if ``succeeded()``, else release it.
-
-    ``succeeded`` is asked after the last chunk (for the relay:
-    ``outcome.finished and outcome.error is None``).
-    """
-    capture = StreamCapture(lease.max_record_bytes)
-    try:
-        async for chunk in stream:
-            if lease.tracked:
-                capture.add(chunk)
-            yield chunk
-    except BaseException:
-        lease.abandon_soon()  # cancelled or closed early: awaiting here is not safe
-        raise
-    if succeeded():
-        await lease.complete(capture.response(status, headers, request_id))
-    else:
-        await lease.abandon()
+) -> RecordedStream:
+    """A :class:`RecordedStream` of ``stream`` (``succeeded`` is asked after the last
+    chunk; for the relay: ``outcome.finished and outcome.error is None``)."""
+    return RecordedStream(
+        stream, lease, succeeded=succeeded, status=status, headers=headers, request_id=request_id
+    )
 
 
 async def _replay_chunks(chunks: tuple[bytes, ...]) -> AsyncIterator[bytes]:

@@ -1,12 +1,25 @@
 """A scriptable stand-in for an SGLang worker, served over real HTTP on loopback.
 
 Used by the in-process gateway tests to produce exact upstream behaviours
-(usage chunk shapes, cut streams, errors) that the emulator makes only by chance.
+(usage chunk shapes, cut streams, errors) that the emulator makes only by chance,
+and a hostile upstream's misbehaviours, one per ``mode``:
+
+==================  ==================================================================
+``bad_usage``       ``usage`` is :attr:`FakeWorker.bad_usage` (JSON body and stream)
+``not_json``        200 with an HTML body
+``stream_error``    a 200 stream whose first event is SGLang's in-stream error, then
+                    ``[DONE]`` (``serving_chat.py``: ``create_streaming_error_response``)
+``stream_error_mid``  the same after two content events
+``giant_event``     one event of :attr:`FakeWorker.giant_bytes` bytes
+``no_blank_line``   :attr:`FakeWorker.giant_bytes` bytes that never end an event
+``cut``             the connection closed after the first event, no ``[DONE]``
+==================  ==================================================================
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -34,27 +47,43 @@ def chunk(content: str | None = None, *, finish: str | None = None) -> bytes:
 USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
 
 
-def usage_chunk() -> bytes:
+def usage_chunk(usage: Any = USAGE) -> bytes:
     data = {
         "id": "chatcmpl-1",
         "object": "chat.completion.chunk",
         "created": 1,
         "model": MODEL,
         "choices": [],
-        "usage": USAGE,
+        "usage": usage,
     }
-    return b"data: " + orjson.dumps(data) + b"\n\n"
+    # json, not orjson: a hostile usage may hold integers beyond 64 bits.
+    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+
+
+def sglang_stream_error(message: str, status: int = 400) -> bytes:
+    """SGLang 0.5.6's in-stream error event, byte for byte (``json.dumps`` spacing)."""
+    error = {
+        "object": "error",
+        "message": message,
+        "type": "BadRequestError",
+        "param": None,
+        "code": status,
+    }
+    return b"data: " + json.dumps({"error": error}).encode() + b"\n\n"
 
 
 @dataclass
 class FakeWorker:
     """Behaviour knobs; ``requests`` records every body received."""
 
-    mode: str = "ok"  # ok | cut | error500 | reject400 | ratelimit | split
+    mode: str = "ok"  # ok | cut | error500 | reject400 | ratelimit | split | misbehaviours
     healthy: bool = True
     requests: list[dict[str, Any]] = field(default_factory=list)
     url: str = ""
     delay_s: float = 0.0  # wait this long before answering
+    bad_usage: Any = field(default_factory=lambda: {"prompt_tokens": "many"})
+    giant_bytes: int = 2 * 1024 * 1024
+    error_status: int = 400  # the ``code`` of an in-stream error
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json(loads=orjson.loads)
@@ -82,6 +111,9 @@ class FakeWorker:
                 },
                 status=400,
             )
+        usage: Any = self.bad_usage if self.mode == "bad_usage" else USAGE
+        if self.mode == "not_json":
+            return web.Response(body=b"<html>oops</html>", content_type="text/html")
         if not body.get("stream"):
             return web.json_response(
                 {
@@ -96,12 +128,16 @@ class FakeWorker:
                             "finish_reason": "stop",
                         }
                     ],
-                    "usage": USAGE,
+                    "usage": usage,
                 }
             )
         resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await resp.prepare(request)
         parts = [chunk("he"), chunk("llo"), chunk(finish="stop")]
+        if self.mode in _STREAM_MISBEHAVIOURS:
+            for part in self._misbehaving_stream():
+                await resp.write(part)
+            return resp
         if self.mode == "cut":
             await resp.write(parts[0])
             assert request.transport is not None
@@ -109,7 +145,7 @@ class FakeWorker:
             return resp
         wants_usage = (body.get("stream_options") or {}).get("include_usage")
         if wants_usage:
-            parts.append(usage_chunk())
+            parts.append(usage_chunk(usage))
         parts.append(b"data: [DONE]\n\n")
         blob = b"".join(parts)
         if self.mode == "split":
@@ -121,8 +157,26 @@ class FakeWorker:
                 await resp.write(part)
         return resp
 
+    def _misbehaving_stream(self) -> list[bytes]:
+        done = b"data: [DONE]\n\n"
+        if self.mode == "stream_error":
+            return [sglang_stream_error("prompt too long", self.error_status), done]
+        if self.mode == "stream_error_mid":
+            error = sglang_stream_error("failed mid-way", self.error_status)
+            return [chunk("he"), chunk("llo"), error, done]
+        if self.mode == "giant_event":
+            return [chunk("he"), chunk("x" * self.giant_bytes), chunk(finish="stop"), done]
+        # no_blank_line: one event that never ends, sent in 64 KiB writes
+        blob = b"data: " + b"y" * self.giant_bytes
+        return [blob[i : i + 65536] for i in range(0, len(blob), 65536)]
+
     async def health(self, request: web.Request) -> web.Response:
         return web.Response(status=200 if self.healthy else 503)
+
+
+_STREAM_MISBEHAVIOURS = frozenset(
+    {"stream_error", "stream_error_mid", "giant_event", "no_blank_line"}
+)
 
 
 @asynccontextmanager

@@ -116,6 +116,29 @@ async def test_a_broken_or_abandoned_stream_releases_the_key() -> None:
     assert isinstance(await c.begin("t", "client-left", "f" * 64, wait_s=0), Proceed)
 
 
+async def test_a_recorded_stream_closed_before_its_first_chunk_releases_the_key() -> None:
+    # A client that left before the first chunk: aclose() on an async generator that
+    # never started ran none of its code, so the key stayed held and the relay open.
+    c = coordinator()
+    lease = await lease_of(c, "never-started")
+    closed: list[bool] = []
+
+    async def inner() -> AsyncIterator[bytes]:
+        try:
+            yield CHUNKS[0]
+        finally:
+            closed.append(True)
+
+    source = inner()
+    await anext(source)  # started, so that its aclose() runs its finally
+    stream = recorded_stream(source, lease, succeeded=lambda: True, status=200, headers={})
+    await stream.aclose()
+    await stream.aclose()  # idempotent
+    assert closed == [True]
+    await c.aclose()
+    assert isinstance(await c.begin("t", "never-started", "f" * 64, wait_s=0), Proceed)
+
+
 def keyed_app(c: IdempotencyCoordinator, calls: list[int]) -> Starlette:
     """A miniature of the pipeline's wiring: begin → (replay | run → complete/abandon)."""
 
