@@ -1,9 +1,11 @@
 """Light, single-pass validation of OpenAI request bodies.
 
 Checks what the gateway relies on and what OpenAI itself refuses, with
-``param`` naming the bad field (``messages[3].role``). It does not re-validate
-message content with heavy models: bodies stay plain dicts and unknown fields
-pass through to the upstream.
+``param`` naming the bad field (``messages[3].role``,
+``messages[2].content[0].text``, ``metadata.team``). Messages are checked by
+:mod:`gateway.chat_messages`. No heavy models: bodies stay plain dicts and
+fields OpenAI does not define (SGLang's ``top_k`` and the like) pass through to
+the upstream.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tollway.errors import InvalidRequest
+from gateway.chat_messages import check_message, invalid, is_int, missing, wrong_type
 
-ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _TOOL_CHOICES = frozenset({"none", "auto", "required"})
 _RESPONSE_FORMATS = frozenset({"text", "json_object", "json_schema"})
 DEFAULT_MAX_MESSAGES = 4096
+_METADATA_PAIRS, _METADATA_KEY, _METADATA_VALUE = 16, 64, 512
 
 
 @dataclass(slots=True, frozen=True)
@@ -42,14 +44,6 @@ class CompletionView:
     max_tokens: int | None
 
 
-def _bad(message: str, param: str, code: str = "invalid_value") -> InvalidRequest:
-    return InvalidRequest(message, param=param, code=code)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -57,9 +51,9 @@ def _is_number(value: Any) -> bool:
 def _model(body: dict[str, Any]) -> str:
     model = body.get("model")
     if model is None:
-        raise _bad("you must provide a model parameter", "model", "missing_required_parameter")
+        raise invalid("you must provide a model parameter", "model", "missing_required_parameter")
     if not isinstance(model, str) or not model:
-        raise _bad("'model' must be a non-empty string", "model", "invalid_type")
+        raise invalid("'model' must be a non-empty string", "model", "invalid_type")
     return model
 
 
@@ -67,10 +61,10 @@ def _int_field(body: dict[str, Any], name: str, low: int, high: int) -> int | No
     value = body.get(name)
     if value is None:
         return None
-    if not _is_int(value):
-        raise _bad(f"'{name}' must be an integer", name, "invalid_type")
+    if not is_int(value):
+        raise invalid(f"'{name}' must be an integer", name, "invalid_type")
     if not low <= value <= high:
-        raise _bad(f"'{name}' must be between {low} and {high}, got {value}", name)
+        raise invalid(f"'{name}' must be between {low} and {high}, got {value}", name)
     return int(value)
 
 
@@ -79,9 +73,9 @@ def _number_field(body: dict[str, Any], name: str, low: float, high: float) -> N
     if value is None:
         return
     if not _is_number(value):
-        raise _bad(f"'{name}' must be a number", name, "invalid_type")
+        raise invalid(f"'{name}' must be a number", name, "invalid_type")
     if not low <= value <= high:
-        raise _bad(f"'{name}' must be between {low} and {high}, got {value}", name)
+        raise invalid(f"'{name}' must be between {low} and {high}, got {value}", name)
 
 
 def _stream(body: dict[str, Any]) -> tuple[bool, bool]:
@@ -89,20 +83,20 @@ def _stream(body: dict[str, Any]) -> tuple[bool, bool]:
     if stream is None:
         stream = False
     if not isinstance(stream, bool):
-        raise _bad("'stream' must be a boolean", "stream", "invalid_type")
+        raise invalid("'stream' must be a boolean", "stream", "invalid_type")
     options = body.get("stream_options")
     include_usage = False
     if options is not None:
         if not isinstance(options, dict):
-            raise _bad("'stream_options' must be an object", "stream_options", "invalid_type")
+            raise invalid("'stream_options' must be an object", "stream_options", "invalid_type")
         if not stream:
-            raise _bad(
+            raise invalid(
                 "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
                 "stream_options",
             )
         flag = options.get("include_usage", False)
         if not isinstance(flag, bool):
-            raise _bad(
+            raise invalid(
                 "'stream_options.include_usage' must be a boolean",
                 "stream_options.include_usage",
                 "invalid_type",
@@ -116,77 +110,70 @@ def _stop(body: dict[str, Any]) -> None:
     if stop is None or isinstance(stop, str):
         return
     if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-        raise _bad("'stop' must be a string or an array of strings", "stop", "invalid_type")
+        raise invalid("'stop' must be a string or an array of strings", "stop", "invalid_type")
     if len(stop) > 4:
-        raise _bad("'stop' may hold at most 4 sequences", "stop")
+        raise invalid("'stop' may hold at most 4 sequences", "stop")
 
 
 def _tools(body: dict[str, Any]) -> None:
     tools = body.get("tools")
     if tools is not None:
         if not isinstance(tools, list):
-            raise _bad("'tools' must be an array", "tools", "invalid_type")
+            raise invalid("'tools' must be an array", "tools", "invalid_type")
         for i, tool in enumerate(tools):
             if not isinstance(tool, dict) or tool.get("type") not in ("function", "custom"):
-                raise _bad("each tool must be an object of type 'function'", f"tools[{i}]")
+                raise invalid("each tool must be an object of type 'function'", f"tools[{i}]")
             fn = tool.get("function")
             if tool.get("type") == "function" and (
                 not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]
             ):
-                raise _bad("a function tool needs 'function.name'", f"tools[{i}].function.name")
+                raise invalid("a function tool needs 'function.name'", f"tools[{i}].function.name")
     choice = body.get("tool_choice")
     if choice is not None and not (
         (isinstance(choice, str) and choice in _TOOL_CHOICES) or isinstance(choice, dict)
     ):
-        raise _bad("'tool_choice' must be 'none', 'auto', 'required' or an object", "tool_choice")
+        raise invalid(
+            "'tool_choice' must be 'none', 'auto', 'required' or an object", "tool_choice"
+        )
     fmt = body.get("response_format")
     if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") not in _RESPONSE_FORMATS):
-        raise _bad(
+        raise invalid(
             "'response_format.type' must be 'text', 'json_object' or 'json_schema'",
             "response_format",
         )
 
 
-def _message(i: int, msg: Any) -> None:
-    where = f"messages[{i}]"
-    if not isinstance(msg, dict):
-        raise _bad(f"'{where}' must be an object", where, "invalid_type")
-    role = msg.get("role")
-    if role not in ROLES:
-        raise _bad(
-            f"'{where}.role' must be one of system, developer, user, assistant, tool",
-            f"{where}.role",
+def _metadata(body: dict[str, Any]) -> None:
+    """``metadata``: at most 16 pairs of strings, keys up to 64 and values up to 512 chars."""
+    metadata = body.get("metadata")
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict):
+        raise wrong_type("metadata", "an object", metadata)
+    if len(metadata) > _METADATA_PAIRS:
+        raise invalid(
+            f"Invalid 'metadata': too many properties. Expected an object with at most "
+            f"{_METADATA_PAIRS} properties, but got an object with {len(metadata)} instead.",
+            "metadata",
+            "object_above_max_properties",
         )
-    content = msg.get("content")
-    if content is not None and not isinstance(content, str | list):
-        raise _bad(f"'{where}.content' must be a string or an array", f"{where}.content")
-    if role == "assistant":
-        calls = msg.get("tool_calls")
-        if calls is not None:
-            if not isinstance(calls, list):
-                raise _bad(f"'{where}.tool_calls' must be an array", f"{where}.tool_calls")
-            if not calls:
-                raise _bad(
-                    f"Invalid '{where}.tool_calls': empty array. Expected an array with "
-                    "minimum length 1.",
-                    f"{where}.tool_calls",
-                    "empty_array",
-                )
-        elif content is None and msg.get("function_call") is None:
-            raise _bad(
-                f"'{where}.content' is required unless 'tool_calls' is given", f"{where}.content"
+    for key, value in metadata.items():
+        param = f"metadata.{key}"
+        if len(key) > _METADATA_KEY:
+            raise invalid(
+                f"Invalid 'metadata': keys may be at most {_METADATA_KEY} characters long.",
+                "metadata",
+                "string_above_max_length",
             )
-    elif role == "tool":
-        if not isinstance(msg.get("tool_call_id"), str):
-            raise _bad(
-                f"'{where}.tool_call_id' is required for tool messages",
-                f"{where}.tool_call_id",
-                "missing_required_parameter",
+        if not isinstance(value, str):
+            raise wrong_type(param, "a string", value)
+        if len(value) > _METADATA_VALUE:
+            raise invalid(
+                f"Invalid '{param}': string too long. Expected a string with maximum length "
+                f"{_METADATA_VALUE}, but got a string with length {len(value)} instead.",
+                param,
+                "string_above_max_length",
             )
-    elif content is None and role != "function":
-        raise _bad(
-            f"'{where}.content' is required", f"{where}.content", "missing_required_parameter"
-        )
 
 
 def validate_chat(body: dict[str, Any], max_messages: int = DEFAULT_MAX_MESSAGES) -> ChatView:
@@ -197,25 +184,23 @@ def validate_chat(body: dict[str, Any], max_messages: int = DEFAULT_MAX_MESSAGES
     model = _model(body)
     messages = body.get("messages")
     if messages is None:
-        raise _bad(
-            "Missing required parameter: 'messages'.", "messages", "missing_required_parameter"
-        )
+        raise missing("messages")
     if not isinstance(messages, list):
-        raise _bad("'messages' must be an array", "messages", "invalid_type")
+        raise invalid("'messages' must be an array", "messages", "invalid_type")
     if not messages:
-        raise _bad(
+        raise invalid(
             "Invalid 'messages': empty array. Expected an array with minimum length 1.",
             "messages",
             "empty_array",
         )
     if len(messages) > max_messages:
-        raise _bad(
+        raise invalid(
             f"Invalid 'messages': {len(messages)} messages, more than the limit of {max_messages}.",
             "messages",
             "too_many_messages",
         )
     for i, msg in enumerate(messages):
-        _message(i, msg)
+        check_message(i, msg)
     stream, include_usage = _stream(body)
     n = _int_field(body, "n", 1, 128) or 1
     max_tokens = _int_field(body, "max_completion_tokens", 1, 10_000_000)
@@ -226,6 +211,7 @@ def validate_chat(body: dict[str, Any], max_messages: int = DEFAULT_MAX_MESSAGES
     _number_field(body, "frequency_penalty", -2, 2)
     _stop(body)
     _tools(body)
+    _metadata(body)
     return ChatView(
         model=model,
         stream=stream,
@@ -241,18 +227,18 @@ def validate_completion(body: dict[str, Any]) -> CompletionView:
     model = _model(body)
     prompt = body.get("prompt")
     if prompt is None:
-        raise _bad("Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter")
+        raise missing("prompt")
     ok = isinstance(prompt, str) or (
         isinstance(prompt, list)
         and bool(prompt)
         and (
             all(isinstance(p, str) for p in prompt)
-            or all(_is_int(p) for p in prompt)
-            or all(isinstance(p, list) and all(_is_int(t) for t in p) for p in prompt)
+            or all(is_int(p) for p in prompt)
+            or all(isinstance(p, list) and all(is_int(t) for t in p) for p in prompt)
         )
     )
     if not ok:
-        raise _bad("'prompt' must be a string, an array of strings, or token arrays", "prompt")
+        raise invalid("'prompt' must be a string, an array of strings, or token arrays", "prompt")
     stream, include_usage = _stream(body)
     n = _int_field(body, "n", 1, 128) or 1
     max_tokens = _int_field(body, "max_tokens", 1, 10_000_000)

@@ -35,7 +35,10 @@ with ``raise ... from exc``. Nothing ever picks a status by matching text.
         ├── UpstreamBadResponse (502, code bad_upstream_response; garbage in a 200) *
         ├── UpstreamRateLimited (429 requests, code upstream_rate_limited; Retry-After)
         ├── UpstreamServerError (502, code upstream_server_error; the upstream's 500) *
-        └── UpstreamRejected (the upstream's own 4xx, relayed with its status) *
+        ├── UpstreamBadResponse (502, code bad_upstream_response; not HTTP, head over limits)
+        │   └── UpstreamResponseTooLarge (502, code upstream_response_too_large) *
+        └── UpstreamRejected (the upstream's own 4xx: the client's mistake, relayed as
+                              400/413/422 invalid_request_error with its message) *
 
 Every ``UpstreamError`` is ``retryable`` (another attempt, usually on another
 worker, may succeed) except the classes marked ``*``: a rejected request would
@@ -230,7 +233,7 @@ class UpstreamError(TollwayError):
 
     status = 502
     error_type = "upstream_error"
-    default_code = "bad_gateway"
+    default_code: ClassVar[str | None] = "bad_gateway"
 
     #: Whether trying again (elsewhere) may succeed.
     retryable: ClassVar[bool] = True
@@ -305,12 +308,36 @@ class UpstreamServerError(UpstreamError):
     retryable = False
 
 
-class UpstreamRejected(UpstreamError):
-    """The upstream refused the request with its own 4xx; relayed with that status.
+class UpstreamBadResponse(UpstreamError):
+    """The upstream's answer is not usable HTTP (502): garbage bytes, a head over limits.
 
-    Not retryable: the same request would be refused again.
+    Retryable: another worker is likely to answer properly. The connection it
+    came on is closed, never reused.
     """
 
+    default_code = "bad_upstream_response"
+
+
+class UpstreamResponseTooLarge(UpstreamBadResponse):
+    """The upstream's (non-streamed) body is over the configured limit (502).
+
+    Not retryable: another worker would most likely send the same answer.
+    """
+
+    default_code = "upstream_response_too_large"
+    retryable = False
+
+
+class UpstreamRejected(UpstreamError):
+    """The upstream refused the request with its own 4xx: the request is at fault.
+
+    Rendered with ``upstream_status`` and ``error_type`` (the translator picks
+    them: 400, 413 or 422 and ``invalid_request_error``); no ``code`` is null,
+    as in OpenAI's own 400s. Not retryable: the same request would be refused
+    again.
+    """
+
+    default_code = None
     retryable = False
 
     def __init__(

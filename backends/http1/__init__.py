@@ -25,10 +25,21 @@ Errors, all raised from this module's own classes (the caller translates them)::
     ├── ReadTimeout          no head / no body bytes in time, or total deadline (a TimeoutError)
     ├── RemoteDisconnected   the server closed the connection before or while responding
     └── ProtocolError        the response is not valid HTTP/1.1
+        ├── HeadTooLarge     its head is over ``max_head_bytes`` or ``max_headers``
+        └── BodyTooLarge     a body read whole is over ``max_body_bytes``
+
+Limits on what the server may send, per pool: the head's size
+(``max_head_bytes``, status line and interim 1xx heads included) and its
+number of header lines (``max_headers``), and the size of a body read whole
+(``max_body_bytes``; a body declared larger by ``Content-Length`` fails before
+any of it is read). A body read as it arrives is bounded by flow control
+instead (``buffer_limit``). Passing a limit closes the connection.
 """
 
 from backends.http1.errors import (
+    BodyTooLarge,
     ConnectError,
+    HeadTooLarge,
     Http1Error,
     PoolClosed,
     PoolTimeout,
@@ -40,7 +51,9 @@ from backends.http1.pool import Http1Pool
 from backends.http1.response import Http1Response
 
 __all__ = [
+    "BodyTooLarge",
     "ConnectError",
+    "HeadTooLarge",
     "Http1Error",
     "Http1Pool",
     "Http1Response",

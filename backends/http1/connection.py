@@ -11,10 +11,13 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from backends.http1.errors import (
+    BodyTooLarge,
+    HeadTooLarge,
     Http1Error,
     ProtocolError,
     ReadTimeout,
     RemoteDisconnected,
+    _OverLimit,
     _UnexpectedMessage,
 )
 
@@ -34,7 +37,8 @@ class _Connection(asyncio.Protocol):
         "headers", "body", "buffered", "paused", "read_all", "wake_on_body",
         "keep_alive", "informational", "head_only", "received", "requests", "in_pool",
         "keep_slot", "waiter", "read_timeout", "total_deadline", "wait_deadline",
-        "timer", "timer_when", "idle_since",
+        "timer", "timer_when", "idle_since", "head_bytes", "header_bytes",
+        "header_lines",
     )  # fmt: skip
 
     def __init__(self, pool: Http1Pool, loop: asyncio.AbstractEventLoop) -> None:
@@ -66,6 +70,11 @@ class _Connection(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.timer_when = 0.0
         self.idle_since = 0.0
+        # What the response's head took so far (interim 1xx heads included): bytes
+        # received while it was incomplete, and its header lines' count and size.
+        self.head_bytes = 0
+        self.header_bytes = 0
+        self.header_lines = 0
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -93,12 +102,21 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, _UnexpectedMessage) and self.state == _DONE:
+            context = exc.__context__
+            if isinstance(context, _UnexpectedMessage) and self.state == _DONE:
                 self._close(None)
+            elif isinstance(context, _OverLimit):
+                self._close(context.error)
             else:
                 self._close(ProtocolError(f"invalid response from {self.pool.origin}: {exc}"))
+            return
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._close(ProtocolError(f"invalid response from {self.pool.origin}: {exc}"))
+            return
+        if self.state == _HEAD:  # the head is still incomplete: count what it took so far
+            self.head_bytes += len(data)
+            if self.head_bytes > self.pool.max_head_bytes:
+                self._close(self._head_too_large())
 
     def eof_received(self) -> bool:
         self._maybe_complete_at_eof()
@@ -115,6 +133,11 @@ class _Connection(asyncio.Protocol):
             raise _UnexpectedMessage
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_lines += 1
+        self.header_bytes += len(name) + len(value) + 4
+        pool = self.pool
+        if self.header_lines > pool.max_headers or self.header_bytes > pool.max_head_bytes:
+            raise _OverLimit(self._head_too_large())
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -146,7 +169,10 @@ class _Connection(asyncio.Protocol):
                 self.waiter = None
                 if not waiter.done():
                     waiter.set_result(None)
-        if self.buffered > self.pool.buffer_limit and not self.paused and not self.read_all:
+        if self.read_all:
+            if self.buffered > self.pool.max_body_bytes:
+                raise _OverLimit(self.body_too_large())
+        elif self.buffered > self.pool.buffer_limit and not self.paused:
             self.paused = True
             cast(asyncio.Transport, self.transport).pause_reading()
 
@@ -172,6 +198,7 @@ class _Connection(asyncio.Protocol):
         """Write one request and expect its response."""
         self.state = _HEAD
         self.received = False
+        self.head_bytes = self.header_bytes = self.header_lines = 0
         self.requests += 1
         self.read_timeout = read_timeout
         self.total_deadline = total
@@ -219,6 +246,28 @@ class _Connection(asyncio.Protocol):
         else:
             what = "no body bytes within the read timeout"
         self._close(ReadTimeout(f"{self.pool.origin}: {what}"))
+
+    def declared_length(self) -> int | None:
+        """The response's ``Content-Length`` (``None`` if absent or unreadable)."""
+        for name, value in self.headers:
+            if name.lower() == b"content-length":
+                try:
+                    return int(value)
+                except ValueError:
+                    return None
+        return None
+
+    def _head_too_large(self) -> HeadTooLarge:
+        pool = self.pool
+        return HeadTooLarge(
+            f"{pool.origin}: response head over {pool.max_head_bytes} bytes "
+            f"or {pool.max_headers} header lines"
+        )
+
+    def body_too_large(self) -> BodyTooLarge:
+        """The error for a body read whole that is over the pool's limit."""
+        pool = self.pool
+        return BodyTooLarge(f"{pool.origin}: response body over {pool.max_body_bytes} bytes")
 
     def take(self) -> bytes:
         """Every buffered body byte, as one bytes object."""

@@ -31,5 +31,21 @@ class ProtocolError(Http1Error):
     """The server's bytes are not a valid HTTP/1.1 response."""
 
 
+class HeadTooLarge(ProtocolError):
+    """The response head has more bytes or header lines than the pool allows."""
+
+
+class BodyTooLarge(ProtocolError):
+    """A body read whole (:meth:`Http1Response.read`) is over the pool's limit."""
+
+
 class _UnexpectedMessage(Exception):
     """Raised inside the parser when bytes follow a complete response."""
+
+
+class _OverLimit(Exception):
+    """Raised inside the parser to stop it when the response passes a limit."""
+
+    def __init__(self, error: ProtocolError) -> None:
+        super().__init__(str(error))
+        self.error = error

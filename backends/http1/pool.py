@@ -30,12 +30,17 @@ class Http1Pool:
         connect_timeout_s: float = 5.0,
         idle_timeout_s: float = 60.0,
         buffer_limit: int = 256 * 1024,
+        max_head_bytes: int = 64 * 1024,
+        max_headers: int = 100,
+        max_body_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"only http://host[:port] origins are supported, not {base_url!r}")
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
+        if min(max_head_bytes, max_headers, max_body_bytes) < 1:
+            raise ValueError("response limits must be at least 1")
         self.origin = f"http://{parts.netloc}"
         self._host = parts.hostname
         self._port = parts.port or 80
@@ -46,6 +51,12 @@ class Http1Pool:
         self.idle_timeout_s = idle_timeout_s
         #: Unconsumed body bytes above which a streaming response stops reading the socket.
         self.buffer_limit = buffer_limit
+        #: Most bytes of one response head (status line, headers, interim 1xx heads).
+        self.max_head_bytes = max_head_bytes
+        #: Most header lines in one response (interim 1xx heads included).
+        self.max_headers = max_headers
+        #: Most bytes of a body read whole (:meth:`Http1Response.read`).
+        self.max_body_bytes = max_body_bytes
         self._lines: dict[tuple[str, str], bytes] = {}
         self._idle: list[_Connection] = []  # oldest first; reused from the end
         self._conns: set[_Connection] = set()

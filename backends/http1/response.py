@@ -47,7 +47,12 @@ class Http1Response:
         return self._conn.buffered if self._conn is not None else 0
 
     async def read(self) -> bytes:
-        """The whole body (waiting at most the read timeout between arrivals)."""
+        """The whole body (waiting at most the read timeout between arrivals).
+
+        A body over the pool's ``max_body_bytes`` (declared by its
+        ``Content-Length``, or as it arrives) raises
+        :class:`~backends.http1.BodyTooLarge` and closes the connection.
+        """
         conn = self._conn
         if conn is None:
             if self._body is None:
@@ -55,6 +60,12 @@ class Http1Response:
             return self._body
         conn.read_all = True
         conn.wake_on_body = False
+        limit = conn.pool.max_body_bytes
+        if conn.buffered > limit or (conn.declared_length() or 0) > limit:
+            error = conn.body_too_large()  # fail before reading what is too much
+            conn._close(error)
+            self.release()
+            raise error
         if conn.paused:
             conn.paused = False
             cast(asyncio.Transport, conn.transport).resume_reading()

@@ -68,6 +68,29 @@ class TimeoutConfig(_Strict):
     total_s: float = Field(default=900.0, gt=0, le=86400)
 
 
+class ResponseLimits(_Strict):
+    """What a worker may send back, per response; past a limit the request fails with a 502
+    (``bad_upstream_response``, or ``upstream_response_too_large`` for a body) and the
+    connection is closed, never reused."""
+
+    max_head_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Bytes of one response head (status line, headers, interim 1xx heads).",
+    )
+    max_headers: int = Field(
+        default=100, ge=8, le=10_000, description="Header lines in one response head."
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        le=4 * 1024 * 1024 * 1024,
+        description="Bytes of a body read whole: a non-streamed answer or an error answer "
+        "(a stream is bounded by flow control instead).",
+    )
+
+
 class AdmissionConfig(_Strict):
     """The pool's KV-admission queue."""
 
@@ -140,6 +163,10 @@ class PoolConfig(_Strict):
     max_connections_per_worker: int = Field(default=1024, ge=1, le=100_000)
     health: HealthConfig = HealthConfig()
     timeouts: TimeoutConfig = TimeoutConfig()
+    response_limits: ResponseLimits = Field(
+        default=ResponseLimits(),
+        description="What a worker may send back: head size, header count, whole-body size.",
+    )
     circuit: CircuitConfig = Field(
         default=CircuitConfig(),
         description="Each worker's circuit breaker: when it stops getting traffic and how it "

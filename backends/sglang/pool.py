@@ -165,12 +165,15 @@ class SGLangPool:
         """Open the connection pool, probe every worker, learn capacities, start checks."""
         if self._session is None:
             self._session = make_session(self.config.max_connections_per_worker)
-        t = self.config.timeouts
+        t, limits = self.config.timeouts, self.config.response_limits
         self._clients = {
             w.url: Http1Pool(
                 w.url,
                 max_connections=self.config.max_connections_per_worker,
                 connect_timeout_s=t.connect_s,
+                max_head_bytes=limits.max_head_bytes,
+                max_headers=limits.max_headers,
+                max_body_bytes=limits.max_body_bytes,
             )
             for w in self.workers
         }

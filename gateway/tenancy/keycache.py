@@ -7,6 +7,11 @@ transaction as the change; a background task polls it every
 ``poll_interval_s`` (500 ms) and drops the cache when it moved, so a revocation
 reaches every replica within a second — and a change can never be missed, as
 it could be if the version lived in a second store.
+
+A lookup that was under way when the cache was dropped must not put back what
+it read before the change: every drop bumps an epoch, and a lookup caches its
+result only if the epoch it started in is still current (it still answers its
+own request with what it read).
 """
 
 from __future__ import annotations
@@ -75,6 +80,9 @@ class KeyAuthenticator:
         self.poll_interval_s = poll_interval_s
         self.max_entries = max_entries
         self._cache: dict[str, Principal | TollwayError] = {}
+        #: Bumped at every drop of the cache; a lookup started in an older epoch
+        #: does not populate it.
+        self._epoch = 0
         self._version: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._used: set[str] = set()
@@ -95,6 +103,7 @@ class KeyAuthenticator:
         return entry
 
     async def _load(self, digest: str) -> Principal | TollwayError:
+        epoch = self._epoch
         found = await self.store.lookup(digest)
         entry: Principal | TollwayError
         if found is None:
@@ -111,6 +120,8 @@ class KeyAuthenticator:
                 )
             else:
                 entry = principal_of(key, tenant)
+        if epoch != self._epoch:  # the cache was dropped meanwhile: what we read may be stale
+            return entry
         if len(self._cache) >= self.max_entries:
             self._cache.clear()
         self._cache[digest] = entry
@@ -118,13 +129,14 @@ class KeyAuthenticator:
 
     def invalidate(self) -> None:
         """Drop every cached principal (after a change made in this process)."""
+        self._epoch += 1
         self._cache.clear()
 
     async def refresh(self) -> None:
         """Poll the version once; drop the cache if it moved."""
         version = await self._read_version()
         if self._version is not None and version != self._version:
-            self._cache.clear()
+            self.invalidate()
         self._version = version
 
     async def _poll(self) -> None:

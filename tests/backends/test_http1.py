@@ -18,7 +18,9 @@ import pytest
 import uvloop
 
 from backends.http1 import (
+    BodyTooLarge,
     ConnectError,
+    HeadTooLarge,
     Http1Error,
     Http1Pool,
     Http1Response,
@@ -32,7 +34,9 @@ from backends.sglang.transport import ConnectFailed, translate_errors
 from bench.upstream import serve
 from tollway.errors import (
     TollwayError,
+    UpstreamBadResponse,
     UpstreamError,
+    UpstreamResponseTooLarge,
     UpstreamStreamBroken,
     UpstreamTimeout,
 )
@@ -652,26 +656,30 @@ async def test_slow_consumer_of_a_fast_stream_keeps_memory_bounded() -> None:
 
 
 @pytest.mark.parametrize(
-    ("error", "streaming", "expected"),
+    ("error", "streaming", "expected", "retryable"),
     [
-        (ConnectError("refused"), False, ConnectFailed),
-        (ReadTimeout("slow"), False, UpstreamTimeout),
-        (ReadTimeout("slow"), True, UpstreamTimeout),
-        (PoolTimeout("busy"), False, UpstreamTimeout),
-        (RemoteDisconnected("gone"), False, UpstreamError),
-        (RemoteDisconnected("gone"), True, UpstreamStreamBroken),
-        (ProtocolError("junk"), False, UpstreamError),
-        (ProtocolError("junk"), True, UpstreamStreamBroken),
-        (PoolClosed("closed"), False, UpstreamError),
+        (ConnectError("refused"), False, ConnectFailed, True),
+        (ReadTimeout("slow"), False, UpstreamTimeout, True),
+        (ReadTimeout("slow"), True, UpstreamTimeout, True),
+        (PoolTimeout("busy"), False, UpstreamTimeout, True),
+        (RemoteDisconnected("gone"), False, UpstreamError, True),
+        (RemoteDisconnected("gone"), True, UpstreamStreamBroken, True),
+        (ProtocolError("junk"), False, UpstreamBadResponse, True),
+        (ProtocolError("junk"), True, UpstreamStreamBroken, True),
+        (HeadTooLarge("2,000 headers"), False, UpstreamBadResponse, True),
+        (BodyTooLarge("150 MB"), False, UpstreamResponseTooLarge, False),
+        (PoolClosed("closed"), False, UpstreamError, True),
     ],
 )
 def test_errors_translate_at_the_transport_boundary(
-    error: Exception, streaming: bool, expected: type[TollwayError]
+    error: Exception, streaming: bool, expected: type[TollwayError], retryable: bool
 ) -> None:
-    with pytest.raises(expected) as caught, translate_errors("w", streaming=streaming):
+    worker = "http://10.0.0.9:30000"
+    with pytest.raises(expected) as caught, translate_errors(worker, streaming=streaming):
         raise error
     assert type(caught.value) is expected and caught.value.__cause__ is error
-    assert caught.value.retryable if isinstance(caught.value, UpstreamError) else True
+    assert isinstance(caught.value, UpstreamError) and caught.value.retryable is retryable
+    assert "10.0.0.9" not in caught.value.message  # the worker is in the log, not the message
 
 
 @on_both_loops
