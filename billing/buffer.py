@@ -6,11 +6,20 @@ no Redis or while Redis fails, in this host's local spool file; the ledger write
 (:mod:`billing.writer`) moves both into SQL later. After a Redis failure the buffer
 uses the spool for ``redis_retry_s`` before trying Redis again, so an outage costs
 one failed round trip, not one per request.
+
+Where no ledger writer drains this host's spool (``metering.writer: external``, the
+writer on another host or pod), :meth:`UsageBuffer.restream` moves spooled records
+back into the stream once Redis answers again (:meth:`UsageBuffer.run_restream` does
+so every ``interval_s``), so they reach the ledger through the writer that reads the
+stream. A record appended twice (a failure between the stream write and the spool's
+checkpoint) still gets one ledger row: the ledger ignores a known request id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Callable
 from enum import StrEnum
@@ -19,6 +28,8 @@ from billing.spool import Spool
 from billing.stream import RedisStream
 from billing.usage import UsageRecord
 from tollway.errors import TollwayError
+
+log = logging.getLogger("tollway.metering")
 
 
 class BufferedIn(StrEnum):
@@ -71,6 +82,39 @@ class UsageBuffer:
                 self._redis_down_until = self._clock() + self.redis_retry_s
         await asyncio.gather(*[self.spool.submit(payload) for payload in payloads])
         return BufferedIn.SPOOL
+
+    async def restream(self, batch_size: int = 500) -> int:
+        """Move what the spool holds (this process's active segment, sealed now, and the
+        segments of stopped processes on this host) into the Redis stream; returns how
+        many records. Nothing while Redis is known to be down; a failure leaves the rest
+        in the spool (from its checkpoint) for the next call."""
+        if self.stream is None or self._clock() < self._redis_down_until:
+            return 0
+        try:
+            return await self.spool.drain(self.stream.append_many, batch_size=batch_size)
+        except (TollwayError, RuntimeError):
+            self._redis_down_until = self._clock() + self.redis_retry_s
+            return 0
+
+    async def run_restream(self, stop: asyncio.Event, interval_s: float = 1.0) -> None:
+        """:meth:`restream` every ``interval_s`` until ``stop`` is set."""
+        while not stop.is_set():
+            moved = await self.restream()
+            if moved:
+                log.warning("moved %d spooled usage records into the usage stream", moved)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+
+    async def oldest_record_at(self) -> float | None:
+        """When (epoch seconds) the oldest record not yet in the ledger was buffered:
+        the older of the spool's oldest and the stream's oldest (the stream's left out
+        while Redis fails); None when both are empty."""
+        times = [self.spool.oldest_record_at()]
+        if self.stream is not None:
+            with contextlib.suppress(TollwayError):
+                times.append(await self.stream.oldest_entry_at())
+        known = [t for t in times if t is not None]
+        return min(known) if known else None
 
     def submit(self, record: UsageRecord) -> asyncio.Task[BufferedIn]:
         """Start making a record durable without waiting (the task is kept referenced).

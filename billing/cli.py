@@ -1,8 +1,10 @@
 """``tollway pricing|usage|billing``: price books, usage and Stripe from the shell.
 
 Every command works against the billing database directly: ``DATABASE_URL``, else a
-SQLite file ``tollway.db`` in ``TOLLWAY_DATA_DIR`` (default ``.tollway``). Output is
-rich tables; ``--json`` prints JSON for scripts. Register with :func:`register`.
+SQLite file ``tollway.db`` in ``TOLLWAY_DATA_DIR`` (default ``.tollway``). Each one
+says on stderr which database it uses (password masked) and brings its schema up to
+date first (:func:`tollway.schema.migrate`, as ``tollway serve`` does). Output is rich
+tables; ``--json`` prints JSON for scripts. Register with :func:`register`.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -21,21 +22,25 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billing.database import DEFAULT_DATA_DIR, create_engine, default_database_url
+from billing.database import create_engine, data_dir, database_url_from_env, default_database_url
 from billing.pricing import PriceBook, document_json, load_price_book
 from billing.pricing_store import PriceBookStore
 from billing.queries import GroupBy, UsageFilter, usage_totals
-from billing.tables import create_all
+from tollway.database import database_notice
 from tollway.errors import ConfigError, TollwayError
+from tollway.schema import migrate
 
 T = TypeVar("T")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-def data_dir() -> Path:
-    """``TOLLWAY_DATA_DIR`` (default ``.tollway``)."""
-    return Path(os.environ.get("TOLLWAY_DATA_DIR", str(DEFAULT_DATA_DIR)))
+def announce_database(url: str) -> None:
+    """Say on stderr which database a command uses (see
+    :func:`tollway.database.database_notice`)."""
+    directory = None if database_url_from_env() else data_dir()
+    for line in database_notice(url, directory):
+        typer.echo(line, err=True)
 
 
 def fail(message: str) -> typer.Exit:
@@ -48,11 +53,13 @@ def fail(message: str) -> typer.Exit:
 def run(work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
     """Run ``work`` with an engine on the billing database; errors exit with status 2."""
 
+    url = default_database_url()
+    announce_database(url)
+
     async def main() -> T:
-        engine = create_engine(default_database_url())
+        engine = create_engine(url)
         try:
-            if engine.dialect.name == "sqlite":
-                await create_all(engine)  # the embedded default; PostgreSQL uses Alembic
+            await migrate(engine)
             return await work(engine)
         finally:
             await engine.dispose()

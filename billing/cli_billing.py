@@ -15,8 +15,9 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billing.cli import JsonOption, data_dir, fail, parse_time, print_json, run
+from billing.cli import JsonOption, fail, parse_time, print_json, run
 from billing.customers import customers_from_tenants
+from billing.database import data_dir
 from billing.ledger import Ledger
 from billing.meters import StripeSettings
 from billing.reconcile import reconcile

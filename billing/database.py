@@ -8,19 +8,24 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tollway.database import create_engine, sqlite_url
+from tollway.database import DEFAULT_DATA_DIR, create_engine, sqlite_url
 
-DEFAULT_DATA_DIR = Path(".tollway")
-
-__all__ = ["DEFAULT_DATA_DIR", "create_engine", "default_database_url"]
+__all__ = ["DEFAULT_DATA_DIR", "create_engine", "data_dir", "default_database_url"]
 
 
-def default_database_url(data_dir: Path | None = None) -> str:
+def data_dir() -> Path:
+    """``TOLLWAY_DATA_DIR`` (default ``.tollway``)."""
+    return Path(os.environ.get("TOLLWAY_DATA_DIR", str(DEFAULT_DATA_DIR)))
+
+
+def database_url_from_env() -> str | None:
+    """``DATABASE_URL`` when set (else the SQLite file under :func:`data_dir`)."""
+    return os.environ.get("DATABASE_URL") or None
+
+
+def default_database_url(directory: Path | None = None) -> str:
     """``DATABASE_URL``, else a SQLite file ``tollway.db`` in the data directory.
 
     The data directory is ``TOLLWAY_DATA_DIR`` (default ``.tollway``).
     """
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        return url
-    return sqlite_url(data_dir or Path(os.environ.get("TOLLWAY_DATA_DIR", str(DEFAULT_DATA_DIR))))
+    return database_url_from_env() or sqlite_url(directory or data_dir())

@@ -7,7 +7,12 @@ returns only once its record is on disk.
 
 Segments are claimed with ``flock``: a process holds an exclusive lock on its
 active segment, so a drainer (any process) takes only *sealed* segments or those of
-dead processes. Draining reads a segment from its checkpoint, hands batches to a
+dead processes. A segment is created by the first record appended after the previous
+one was sealed (its name starts with that moment, so the oldest segment tells how old
+the oldest record not yet drained is), and sealed once it holds ``segment_bytes``,
+once its first record is ``seal_after_s`` old, and on :meth:`Spool.rotate`: a record
+is claimable by a drainer in another process within ``seal_after_s``, whether or not
+this process writes anything else. Draining reads a segment from its checkpoint, hands batches to a
 handler (the ledger writer), advances the checkpoint after each batch, and deletes
 the segment when it is done, so nothing is ever re-read forever. A torn last frame
 (a process killed mid-write) is ignored: its append never returned.
@@ -16,6 +21,7 @@ the segment when it is done, so nothing is ever re-read forever. A torn last fra
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import struct
@@ -56,12 +62,21 @@ def read_frames(data: bytes, offset: int = 0) -> Iterator[tuple[int, bytes]]:
 class Spool:
     """An append-only spool of records in ``directory``, safe across processes."""
 
-    def __init__(self, directory: Path | str, *, segment_bytes: int = 16 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        segment_bytes: int = 16 * 1024 * 1024,
+        seal_after_s: float = 1.0,
+    ) -> None:
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
+        #: A segment is sealed (claimable by any drainer) once its first record is this old.
+        self.seal_after_s = seal_after_s
         self._fd: int | None = None
         self._path: Path | None = None
         self._size = 0
+        self._opened_at = 0.0
         self._counter = 0
         self._waiters: list[asyncio.Future[None]] = []
         self._rotate_waiters: list[asyncio.Future[None]] = []
@@ -83,18 +98,22 @@ class Spool:
         os.rename(temporary, final)
         _fsync_directory(self.directory)
         self._fd, self._path, self._size = fd, final, 0
+        self._opened_at = time.monotonic()
 
     async def open(self) -> None:
-        """Create the directory and the active segment; start the group-commit task."""
-        if self._fd is None:
-            self._open_segment()
+        """Create the directory; start the group-commit task (the first append creates
+        the active segment)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_loop(), name="usage-spool-fsync")
 
     def submit(self, payload: bytes) -> asyncio.Future[None]:
         """Write a record now; the future completes once it is fsynced."""
-        if self._closed or self._fd is None or self._flusher is None:
+        if self._closed or self._flusher is None:
             raise RuntimeError("the spool is not open")
+        if self._fd is None:
+            self._open_segment()
+        assert self._fd is not None
         data = frame(payload)
         written = os.write(self._fd, data)
         if written != len(data):  # pragma: no cover - regular files write fully or raise
@@ -118,16 +137,33 @@ class Spool:
         self._wake.set()
         await waiter
 
+    def _seal_due_in(self) -> float | None:
+        """Seconds until the active segment is due for sealing (None: no segment)."""
+        if self._fd is None or not self._size or self.seal_after_s <= 0:
+            return None
+        return self._opened_at + self.seal_after_s - time.monotonic()
+
     async def _flush_loop(self) -> None:
         while True:
-            await self._wake.wait()
+            due_in = self._seal_due_in()
+            if due_in is None:
+                await self._wake.wait()
+            elif due_in > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(due_in):
+                        await self._wake.wait()
             self._wake.clear()
             waiters, self._waiters = self._waiters, []
             fd = self._fd
             if waiters and fd is not None:
                 await _settle(waiters, asyncio.to_thread(os.fsync, fd))
             rotate_waiters, self._rotate_waiters = self._rotate_waiters, []
-            if (rotate_waiters and self._size) or self._size >= self.segment_bytes:
+            due_in = self._seal_due_in()
+            if (
+                (rotate_waiters and self._size)
+                or self._size >= self.segment_bytes
+                or (due_in is not None and due_in <= 0)
+            ):
                 await self._seal_and_switch()
             for waiter in rotate_waiters:
                 if not waiter.done():
@@ -138,10 +174,8 @@ class Spool:
     async def _seal_and_switch(self) -> None:
         old_fd = self._fd
         late, self._waiters = self._waiters, []
-        if not self._closed:
-            self._open_segment()  # new appends go to the new segment from here on
-        else:
-            self._fd = None
+        # The next append creates a new segment (named by its moment).
+        self._fd, self._path, self._size = None, None, 0
         if old_fd is not None:
             await _settle(late, asyncio.to_thread(os.fsync, old_fd))
             os.close(old_fd)  # releases the lock: the segment is sealed
@@ -167,6 +201,23 @@ class Spool:
         if not self.directory.exists():
             return []
         return sorted(self.directory.glob(f"*{_SUFFIX}"))
+
+    def size_bytes(self) -> int:
+        """Bytes in every segment present (a segment drained meanwhile counts 0)."""
+        total = 0
+        for path in self.segments():
+            with contextlib.suppress(FileNotFoundError):
+                total += path.stat().st_size
+        return total
+
+    def oldest_record_at(self) -> float | None:
+        """When (epoch seconds) the oldest record still in the spool was appended, any
+        process's; None when the spool is empty. Read from the oldest segment's name."""
+        for path in self.segments():
+            stamp = _segment_time(path)
+            if stamp is not None:
+                return stamp
+        return None
 
     async def drain(
         self,
@@ -202,6 +253,14 @@ async def _settle(waiters: list[asyncio.Future[None]], work: Awaitable[None]) ->
     for waiter in waiters:
         if not waiter.done():
             waiter.set_result(None)
+
+
+def _segment_time(path: Path) -> float | None:
+    """The epoch seconds a segment's name starts with (``seg-<ns>-<pid>-<n>.log``)."""
+    parts = path.name.split("-")
+    if len(parts) < 2 or not parts[1].isdigit():
+        return None
+    return int(parts[1]) / 1e9
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -253,6 +253,18 @@ class RedisStream:
         with foreign_errors("reading the usage stream"):
             return int(await _call(self.client.xlen(self.key)))
 
+    async def oldest_entry_at(self) -> float | None:
+        """When (epoch seconds) the oldest entry still in the stream was added, from its
+        id; None when the stream is empty. Written entries are deleted, so this is the
+        oldest record not yet in the ledger (or not yet acknowledged)."""
+        with foreign_errors("reading the usage stream"):
+            first = await _call(self.client.xrange(self.key, "-", "+", count=1))
+        if not first:
+            return None
+        entry_id = first[0][0]
+        text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        return int(text.split("-", 1)[0]) / 1000
+
     async def pending_count(self) -> int:
         """Entries delivered but not acknowledged (0 when the group is gone)."""
         with foreign_errors("reading the usage stream"):

@@ -65,14 +65,19 @@ def db_upgrade(
         str | None, typer.Option("--database-url", help="SQLAlchemy URL (default: DATABASE_URL).")
     ] = None,
 ) -> None:
-    """Apply every pending migration (also done at start, under an advisory lock)."""
+    """Apply every pending migration (every command that opens the database does too,
+    one process at a time)."""
     import asyncio
 
     from gateway.database import create_engine, default_database_url, migrate
     from gateway.settings import Settings
+    from tollway.database import database_notice
 
     settings = Settings()
-    url = database_url or settings.database_url or default_database_url(settings.data_dir)
+    chosen = database_url or settings.database_url
+    url = chosen or default_database_url(settings.data_dir)
+    for line in database_notice(url, None if chosen else settings.data_dir):
+        typer.echo(line, err=True)
 
     async def run() -> None:
         engine = create_engine(url)

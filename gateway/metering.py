@@ -104,6 +104,8 @@ class Metering:
         #: Records in the Redis stream not yet in the ledger, and unwritten spool bytes.
         self.buffer_depth = 0
         self.spool_bytes = 0
+        #: When (epoch seconds) the oldest record not yet in the ledger was buffered.
+        self.oldest_buffered_at: float | None = None
 
     @property
     def book(self) -> PriceBook | None:
@@ -123,6 +125,9 @@ class Metering:
             self.active = ActivePriceBook(stored)
         if self.writer is not None:
             self._tasks.append(asyncio.create_task(self.writer.run(self._stop), name="ledger"))
+        elif self.stream is not None:  # the writer may not see this host's spool
+            restream = self.buffer.run_restream(self._stop, self.spool.seal_after_s)
+            self._tasks.append(asyncio.create_task(restream, name="spool-restream"))
         self._tasks.append(asyncio.create_task(self._refresh_books(), name="price-books"))
         self._tasks.append(asyncio.create_task(self._watch_buffer(), name="buffer-watch"))
 
@@ -167,10 +172,15 @@ class Metering:
 
     @property
     def ledger_lag_s(self) -> float:
-        """Seconds since the ledger writer last finished a round (0 without a writer)."""
-        if self.writer is None:
-            return 0.0
-        return max(0.0, time.monotonic() - self.writer.last_round_at)
+        """How far the ledger is behind: the age of the oldest buffered record (spool or
+        stream, whoever writes the ledger), or the time since this process's ledger
+        writer last finished a round, whichever is larger."""
+        lag = 0.0
+        if self.writer is not None:
+            lag = time.monotonic() - self.writer.last_round_at
+        if self.oldest_buffered_at is not None:
+            lag = max(lag, time.time() - self.oldest_buffered_at)
+        return max(0.0, lag)
 
     async def _watch_buffer(self) -> None:
         while not self._stop.is_set():
@@ -178,7 +188,8 @@ class Metering:
                 self.buffer_depth = await self.stream.length() if self.stream else 0
             except TollwayError:
                 pass  # Redis down: the last figure stands, records go to the spool
-            self.spool_bytes = sum(p.stat().st_size for p in self.spool.segments() if p.exists())
+            self.spool_bytes = self.spool.size_bytes()
+            self.oldest_buffered_at = await self.buffer.oldest_record_at()
             await self._pause(5)
 
     def quote(self, record: RequestRecord, gpu_seconds: float) -> CostQuote:

@@ -128,7 +128,8 @@ class StateCollector(Collector):
             )
             yield GaugeMetricFamily(
                 "tollway_ledger_lag_seconds",
-                "Seconds since the ledger writer's last round.",
+                "Age of the oldest usage record not yet in the ledger (spool or stream), or "
+                "seconds since the inline ledger writer's last round, whichever is larger.",
                 value=self._metering.ledger_lag_s,
             )
 

@@ -9,14 +9,51 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import URL, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+#: The data directory when ``TOLLWAY_DATA_DIR`` is unset, and the demo's default one.
+DEFAULT_DATA_DIR = Path(".tollway")
+DEMO_DATA_DIR = DEFAULT_DATA_DIR / "demo"
+_SQLITE_FILE = "tollway.db"
+
+
+def masked_url(url: str | URL) -> str:
+    """A database URL fit to print: the password replaced by ``***``."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "<unparsable database URL>"
+
+
+def database_notice(url: str, data_dir: Path | None) -> list[str]:
+    """What a command that opens ``url`` tells its user (on stderr).
+
+    The URL, password masked; and, when the command is about to create a new SQLite
+    database in the default data directory while ``tollway demo``'s exists, where the
+    demo's is and how to use it. ``data_dir``: the data directory in effect when no
+    ``DATABASE_URL`` chose the database (None otherwise).
+    """
+    lines = [f"database: {masked_url(url)}"]
+    if (
+        data_dir is not None
+        and data_dir.resolve() == DEFAULT_DATA_DIR.resolve()
+        and not (data_dir / _SQLITE_FILE).exists()
+        and (DEMO_DATA_DIR / _SQLITE_FILE).exists()
+    ):
+        lines.append(
+            f"note: {DEFAULT_DATA_DIR} holds no database yet (one is created); the demo's "
+            f"data is in {DEMO_DATA_DIR}: set TOLLWAY_DATA_DIR={DEMO_DATA_DIR} to use it"
+        )
+    return lines
 
 
 def sqlite_url(data_dir: Path) -> str:
     """The embedded default: ``tollway.db`` under ``data_dir`` (created if missing)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    return f"sqlite+aiosqlite:///{(data_dir / 'tollway.db').resolve()}"
+    return f"sqlite+aiosqlite:///{(data_dir / _SQLITE_FILE).resolve()}"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

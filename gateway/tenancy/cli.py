@@ -31,6 +31,7 @@ from gateway.tenancy.schemas import (
     TenantCreate,
     TenantUpdate,
 )
+from tollway.database import database_notice
 from tollway.errors import TollwayError
 
 T = TypeVar("T")
@@ -62,7 +63,10 @@ def _client(url: str | None, database_url: str | None) -> Callable[[], Awaitable
             if not token:
                 raise TollwayError("TOLLWAY_ADMIN_TOKEN is required with --url")
             return AdminApiClient(url, token)
-        db = database_url or settings.database_url or default_database_url(settings.data_dir)
+        chosen = database_url or settings.database_url
+        db = chosen or default_database_url(settings.data_dir)
+        for line in database_notice(db, None if chosen else settings.data_dir):
+            typer.echo(line, err=True)
         return await DatabaseClient.open(db)
 
     return make

@@ -28,7 +28,8 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
 
 def invoke(app: typer.Typer, *args: str) -> tuple[int, str]:
     result = CliRunner().invoke(app, list(args))
-    return result.exit_code, result.output
+    # What scripts read (stdout) on success; stderr also names the database used.
+    return result.exit_code, result.stdout if result.exit_code == 0 else result.output
 
 
 def test_pricing_apply_show_diff(app: typer.Typer, tmp_path: Path) -> None:

@@ -120,4 +120,4 @@ def test_export_and_reconcile_from_the_command_line(
         build(), ["billing", "reconcile", "--stripe", str(stripe), *window, "--json"]
     )
     assert check.exit_code == 0, check.output
-    assert json.loads(check.output)["matches"] is True
+    assert json.loads(check.stdout)["matches"] is True

@@ -20,7 +20,8 @@ runner = CliRunner()
 
 def tollway(*args: str) -> tuple[int, str]:
     result = runner.invoke(build(), list(args))
-    return result.exit_code, result.output
+    # What scripts read (stdout) on success; stderr also names the database used.
+    return result.exit_code, result.stdout if result.exit_code == 0 else result.output
 
 
 def test_cli_against_the_database(tmp_path: Path) -> None:
