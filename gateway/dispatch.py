@@ -24,7 +24,6 @@ Errors are rendered in OpenAI's shape and written by
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -147,11 +146,7 @@ class Dispatcher:
                 await send_response(error_response(exc, rid), receive, send)
                 return
             response = await answer(route.handler, rid, scope, receive)
-            try:
-                await send_response(response, receive, send)
-            except Exception:
-                await _last_resort(rid, send)
-                raise
+            await send_response(response, receive, send)
             return
         await self._other(scope, receive, send, head, rid)
 
@@ -193,18 +188,6 @@ class Dispatcher:
             log.exception("request %s failed", rid)
             error = TollwayError("The server had an error while processing your request.")
             await send_response(error_response(error, rid), receive, send)
-
-
-async def _last_resort(rid: str, send: Send) -> None:
-    """A 500 in OpenAI's shape when sending a response failed before it started (then
-    uvicorn would answer in plain text); nothing when it had started."""
-    error = error_response(
-        TollwayError("The server had an error while processing your request."), rid
-    )
-    error.headers["connection"] = "close"
-    with contextlib.suppress(Exception):
-        await send({"type": "http.response.start", "status": 500, "headers": error.raw_headers})
-        await send({"type": "http.response.body", "body": error.body})
 
 
 def _not_allowed(method: str) -> MethodNotAllowed:

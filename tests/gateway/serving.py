@@ -27,6 +27,7 @@ async def served(app: Any, limits: ConnectionLimits | None = None) -> AsyncItera
         proxy_headers=False,
         log_config=None,
         loop="asyncio",
+        timeout_graceful_shutdown=2,  # a test that failed mid-request still ends
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

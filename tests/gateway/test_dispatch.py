@@ -4,6 +4,7 @@ reading a body, and answers in OpenAI's shape (in-process, then over a real sock
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import openai
@@ -133,7 +134,8 @@ async def test_routes_without_a_body_still_refuse_a_declared_one_over_the_limit(
 
 
 async def test_malformed_http_gets_a_400_in_openai_shape() -> None:
-    async with running_gateway(gateway_config([closed_port_url()])) as (app, _), served(app) as port:
+    config = gateway_config([closed_port_url()])
+    async with running_gateway(config) as (app, _), served(app) as port:
         for bad in (
             b"POST /v1/chat/completions HTTP/1.1\r\ncontent-length: 2\r\n"
             b"transfer-encoding: chunked\r\n\r\n{}",
@@ -144,7 +146,7 @@ async def test_malformed_http_gets_a_400_in_openai_shape() -> None:
             resp = await read_response(reader)
             assert resp.status == 400 and resp.header("content-type") == "application/json"
             assert resp.header("connection") == "close"
-            error: dict[str, Any] = __import__("json").loads(resp.body)["error"]
+            error: dict[str, Any] = json.loads(resp.body)["error"]
             assert error["code"] == "invalid_http_request"
             writer.close()
 
