@@ -36,6 +36,8 @@ class RequestRecord:
     http_status: int = 200
     error_code: str | None = None
     usage: dict[str, Any] | None = None
+    #: ``usage`` was estimated by the gateway (a stream that broke or was cut short).
+    usage_estimated: bool = False
     first_byte_at: float | None = None
     ended: float | None = None
     tool_calls: int = 0

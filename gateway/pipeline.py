@@ -184,7 +184,8 @@ class InferencePipeline:
             record.ended = time.perf_counter()
         try:
             if self.metering is not None and not record.metered and record.tenant_id:
-                source = UsageSource.UPSTREAM if record.usage else UsageSource.ESTIMATED
+                upstream = record.usage is not None and not record.usage_estimated
+                source = UsageSource.UPSTREAM if upstream else UsageSource.ESTIMATED
                 if record.status == "client_cancelled":
                     source = UsageSource.COUNTED
                 quote = self.metering.quote(record, gpu_seconds)

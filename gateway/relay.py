@@ -21,8 +21,8 @@ An error that is the stream's first event is found before the response is
 committed (:func:`read_opening`), so the pipeline treats it like the same error
 answered up front (fallback, or the client's 4xx).
 
-Ownership: :class:`StreamRelay` is an explicit async iterator, not an async
-generator, and its release (the upstream connection, the worker's slot and KV
+Ownership: :class:`StreamRelay` is an object with its own ``aclose()``, not a
+bare async generator, and its release (the upstream connection, the worker's slot and KV
 reservation, the breaker's verdict, then ``on_close``, which meters and settles
 the request) runs exactly once on every path: the stream's end, an exception
 anywhere, the sender's cancellation, and :meth:`StreamRelay.aclose` whether or
@@ -163,8 +163,9 @@ CloseHook = Callable[[StreamOutcome, bool], None]
 
 
 class StreamRelay:
-    """The bytes to send to the client for one upstream stream: an async iterator
-    whose release runs exactly once however it ends (see the module docstring)."""
+    """The bytes to send to the client for one upstream stream, released exactly once
+    however it ends (see the module docstring): iterating it runs one generator whose
+    ``finally`` releases; :meth:`aclose` releases too, whether or not it started."""
 
     def __init__(
         self,
@@ -192,38 +193,20 @@ class StreamRelay:
         self._gen: AsyncGenerator[bytes, None] | None = None
         self._released = False
 
-    def __aiter__(self) -> StreamRelay:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._released:
-            raise StopAsyncIteration
+    def __aiter__(self) -> AsyncGenerator[bytes, None]:
+        # The generator itself, not a wrapper: no cost per event. Its ``finally``
+        # releases on every path once it started; :meth:`aclose` covers the rest.
         if self._gen is None:
             self._gen = self._relay()
-        try:
-            return await self._gen.__anext__()
-        except StopAsyncIteration:
-            await self._release(cancelled=False)
-            raise
-        except asyncio.CancelledError:  # the sender's task: the client went away
-            await self._release(cancelled=True)
-            raise
-        except BaseException as exc:  # a fault of ours: still release, and say so
-            if self.outcome.error is None:
-                self.outcome.error = TollwayError(f"the stream relay failed: {exc!r}")
-            await self._release(cancelled=False)
-            raise
+        return self._gen
 
     async def aclose(self) -> None:
         """Stop relaying and release everything, whether or not iteration began
         (idempotent). Before the stream finished or failed this is the client
         leaving: the request is billed as ``client_cancelled`` for what was sent."""
-        if self._released:
-            return
-        gen, self._gen = self._gen, None
         try:
-            if gen is not None:
-                await gen.aclose()
+            if self._gen is not None:
+                await self._gen.aclose()  # a started generator releases in its finally
         finally:
             ended = self.outcome.finished or self.outcome.error is not None
             await self._release(cancelled=not ended)
@@ -277,7 +260,8 @@ class StreamRelay:
         outcome = self.outcome
         outcome.content_events += ready.count(_CONTENT) - ready.count(_EMPTY_CONTENT)
         outcome.tool_calls += ready.count(_TOOL_CALL)
-        if _USAGE not in ready and _DONE not in ready and _ERROR not in ready:
+        errors = _ERROR in ready
+        if not errors and _USAGE not in ready and _DONE not in ready:
             return ready, b""
         before: list[bytes] = []
         after: list[bytes] = []
@@ -289,7 +273,7 @@ class StreamRelay:
                 after.append(event + b"\n\n")
                 continue
             try:
-                failure = stream_error(event, self.upstream.worker)
+                failure = stream_error(event, self.upstream.worker) if errors else None
                 if failure is not None:
                     raise failure
                 kept = self._event(event + b"\n\n")
@@ -300,37 +284,49 @@ class StreamRelay:
                 before.append(kept)
         return b"".join(before), b"".join(after)
 
+    async def _emit(self, ready: bytes) -> AsyncGenerator[bytes, None]:
+        """What to send for ``ready`` (whole events); raises the failure found in it."""
+        now, done = self._process(ready)
+        if now:
+            yield now
+        if self._failure is not None:
+            raise self._failure
+        if done:
+            if self._before_done is not None:
+                await self._before_done(self.outcome)
+            yield done
+
     async def _relay(self) -> AsyncGenerator[bytes, None]:
+        if self._released:  # closed before it started
+            return
         outcome = self.outcome
         framer = self._framer
+        cancelled = False
         try:
-            ready = framer.feed(self._opening.data)
-            self._opening.data = b""
-            chunks = aiter(self.upstream.chunks())
-            ended = False
-            while True:
-                if ready:
-                    now, done = self._process(ready)
-                    if now:
-                        yield now
-                    if self._failure is not None:
-                        raise self._failure
-                    if done:
-                        if self._before_done is not None:
-                            await self._before_done(outcome)
-                        yield done
-                if ended:
-                    break
-                try:
-                    block = await anext(chunks)
-                except StopAsyncIteration:
-                    ended = True
-                    rest = framer.rest()
-                    ready = rest + b"\n\n" if rest.strip() else b""
-                    continue
+            opening, self._opening.data = self._opening.data, b""
+            if opening:
+                async for out in self._emit(framer.feed(opening)):
+                    yield out
+            async for block in self.upstream.chunks():
                 if outcome.first_byte_at is None:
                     outcome.first_byte_at = time.perf_counter()
                 ready = framer.feed(block)
+                if not ready:
+                    continue
+                # Inline for the common case, an event or a few: _emit does the same.
+                now, done = self._process(ready)
+                if now:
+                    yield now
+                if self._failure is not None:
+                    raise self._failure
+                if done:
+                    if self._before_done is not None:
+                        await self._before_done(outcome)
+                    yield done
+            rest = framer.rest()
+            if rest.strip():
+                async for out in self._emit(rest + b"\n\n"):
+                    yield out
             if not outcome.finished:
                 raise UpstreamStreamBroken("the upstream stream ended before it finished")
         except TollwayError as exc:
@@ -338,3 +334,11 @@ class StreamRelay:
             outcome.error = exc
             self.upstream.failed(exc)
             yield error_event(exc)
+        except (GeneratorExit, asyncio.CancelledError):
+            cancelled = True  # the client went away
+            raise
+        except Exception as exc:  # a fault of ours: still release, and say so
+            outcome.error = TollwayError(f"the stream relay failed: {exc!r}")
+            raise
+        finally:
+            await self._release(cancelled)

@@ -164,6 +164,7 @@ class Responder:
                     record.error_code = outcome.error.code
                 if record.usage is None or cancelled:
                     record.usage = self.estimated_usage(body, outcome.content_events)
+                    record.usage_estimated = True
             self.close(record, upstream.gpu_seconds())
 
         relay = StreamRelay(

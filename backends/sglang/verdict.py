@@ -5,7 +5,9 @@ The pool gives the verdict when an attempt ends before the response headers
 (or with a whole body); a streaming response's verdict comes from how its
 stream ends (:func:`watched`): a broken stream is a failure, a finished one a
 success, and a stream the client abandons gives none (it only frees a
-half-open probe slot).
+half-open probe slot). A failure the gateway finds inside a 200 stream (an
+error event, an event over the size limit) is given through
+:meth:`Verdict.error`, as the same error answered up front would be.
 """
 
 from __future__ import annotations

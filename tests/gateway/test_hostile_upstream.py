@@ -67,6 +67,7 @@ async def one_failed_record(app: FastAPI, request_id: str) -> None:
     rows = await ledger_rows(app)
     assert list(rows) == [request_id]
     assert rows[request_id]["status"] == "upstream_error"
+    assert rows[request_id]["usage_source"] == "estimated"  # not the upstream's garbage
 
 
 def error_of(event: bytes) -> dict[str, Any]:

@@ -136,14 +136,15 @@ async def test_a_relay_closed_before_it_started_releases_once_as_cancelled() -> 
 async def test_a_relay_left_mid_stream_or_cancelled_releases_once() -> None:
     w = Watched(EVENTS[:2], endless=True)
     relay = w.relay()
-    assert b'"a"' in await anext(relay)
+    assert b'"a"' in await anext(aiter(relay))
     await relay.aclose()
     assert (w.released, [c for _, c in w.closes]) == (1, [True])
 
     w = Watched(EVENTS[:1], endless=True)
     relay = w.relay()
-    await anext(relay)
-    task = asyncio.ensure_future(anext(relay))
+    chunks = aiter(relay)
+    await anext(chunks)
+    task = asyncio.ensure_future(anext(chunks))
     await asyncio.sleep(0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
