@@ -9,12 +9,15 @@ failures qualify is decided by the error's class, never by its text:
   ``retryable`` flag is set: connect errors and "no reachable worker"
   (``UpstreamUnavailable``, and the upstream's 503), timeouts before the first
   byte (``UpstreamTimeout``, the upstream's 504 and 408), a broken connection
-  or the upstream's 502 (``UpstreamError``, ``UpstreamStreamBroken``), and the
-  upstream's 429 (``UpstreamRateLimited``);
-* never retried: the upstream's own 4xx (``UpstreamRejected``), its 500, 501,
-  505 and other 5xx (``UpstreamServerError``: the request may be what breaks
-  it), every error the gateway raises itself (400s, auth, its own rate limits
-  and budgets, draining), and anything that is not a
+  or the upstream's 502 (``UpstreamError``, ``UpstreamStreamBroken``), an
+  answer that is not HTTP or whose head is over the limits
+  (``UpstreamBadResponse``), the upstream's 401/403/404/405 (the worker is set
+  up differently from the gateway), and its 429 (``UpstreamRateLimited``);
+* never retried: the 4xx the request caused (``UpstreamRejected``), the
+  upstream's 500, 501, 505 and other 5xx (``UpstreamServerError``: the request
+  may be what breaks it), a body over the size limit
+  (``UpstreamResponseTooLarge``), every error the gateway raises itself (400s,
+  auth, its own rate limits and budgets, draining), and anything that is not a
   :class:`~tollway.errors.TollwayError`.
 
 Typical use (the attempt number lets the caller pick a different worker)::

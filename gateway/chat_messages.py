@@ -176,8 +176,62 @@ def _tool_calls(where: str, calls: Any) -> None:
         _string(inner, "arguments" if kind == "function" else "input", f"{at}.{kind}")
 
 
+_PLAIN_ROLES = frozenset({"user", "system", "developer"})
+
+
+def _plainly_valid(msg: Any) -> bool:
+    """Whether ``msg`` has one of the common valid shapes (checked fast; ``False``: look closer).
+
+    String content from any role but ``function``, a tool message's
+    ``tool_call_id``, assistant function ``tool_calls``: what agent traffic is
+    made of. Anything else, valid or not, goes through :func:`check_message`'s
+    field-by-field checks, which also name the bad field.
+    """
+    if type(msg) is not dict:
+        return False
+    role = msg.get("role")
+    if type(role) is not str:
+        return False
+    content = msg.get("content")
+    name = msg.get("name")
+    if name is not None and type(name) is not str:
+        return False
+    if role in _PLAIN_ROLES:
+        return type(content) is str
+    if role == "tool":
+        return type(content) is str and type(msg.get("tool_call_id")) is str
+    if role != "assistant" or msg.get("function_call") is not None:
+        return False
+    refusal = msg.get("refusal")
+    if refusal is not None and type(refusal) is not str:
+        return False
+    calls = msg.get("tool_calls")
+    if calls is None:
+        return type(content) is str
+    if (content is not None and type(content) is not str) or type(calls) is not list or not calls:
+        return False
+    for call in calls:
+        if type(call) is not dict or call.get("type") != "function":
+            return False
+        function = call.get("function")
+        if (
+            type(call.get("id")) is not str
+            or type(function) is not dict
+            or type(function.get("name")) is not str
+            or type(function.get("arguments")) is not str
+        ):
+            return False
+    return True
+
+
 def check_message(i: int, msg: Any) -> None:
     """Validate ``messages[i]``; raise :class:`InvalidRequest` naming the first bad field."""
+    if not _plainly_valid(msg):
+        check_fields(i, msg)
+
+
+def check_fields(i: int, msg: Any) -> None:
+    """:func:`check_message` field by field, without the fast path for common shapes."""
     where = f"messages[{i}]"
     if not isinstance(msg, dict):
         raise wrong_type(where, "an object", msg)

@@ -13,10 +13,11 @@ Reliability, per request:
 * A worker that refuses the connection is marked down and the request goes to
   the next one at once (nothing left the gateway, so no backoff is needed).
 * Any other retryable failure (:func:`backends.retry.is_retryable`: the
-  worker's 429, 502, 503, 504 or 408, a timeout, a dropped connection) is
-  retried by :func:`backends.retry.retry_call` with backoff and jitter, on a
-  worker not tried yet when there is one, within ``timeouts.total_s``. The
-  worker's 4xx and its 500 are final.
+  worker's 429, 502, 503, 504 or 408, a timeout, a dropped connection, an
+  answer that is not HTTP) is retried by :func:`backends.retry.retry_call`
+  with backoff and jitter, on a worker not tried yet when there is one, within
+  ``timeouts.total_s``. The 4xx the request caused, the worker's 500 and a
+  body over ``response_limits.max_body_bytes`` are final.
 * :meth:`SGLangPool.send` returns once the response headers are in (a whole
   body for a non-streaming call). That is the point of no return: from there
   on bytes may reach the client, and nothing is retried.
@@ -25,8 +26,8 @@ Reliability, per request:
   traffic; when every healthy worker's breaker is open the pool answers 503
   with ``Retry-After`` at once instead of queueing. A streaming request's
   outcome is known only when its stream ends (a broken stream is a failure).
-  The worker's own 4xx counts as a success: the worker is fine, the request
-  was not.
+  A 4xx the request caused counts as a success: the worker is fine, the
+  request was not.
 """
 
 from __future__ import annotations

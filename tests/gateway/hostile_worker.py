@@ -2,7 +2,8 @@
 
 An asyncio server on 127.0.0.1 that speaks just enough HTTP/1.1 to pass the
 pool's health checks (``GET`` answers ``200 {}`` and closes) and answers each
-``POST`` with the next entry of its script: a valid chat completion, or bytes no
+``POST`` with the next entry of its script: a valid chat completion (streamed
+when asked), or bytes no
 real worker should send (thousands of headers, a header of megabytes, a huge
 body, garbage, a body shorter than its ``Content-Length``). After a
 misbehaviour it closes the connection.
@@ -40,6 +41,18 @@ def ok() -> bytes:
     return head(200, b"content-type: application/json", b"content-length: %d" % len(REPLY)) + REPLY
 
 
+def ok_stream() -> bytes:
+    """A complete SSE answer (chunked), usage included."""
+    reply = orjson.loads(REPLY)
+    delta = {**reply, "object": "chat.completion.chunk", "usage": None}
+    delta["choices"] = [{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}]
+    usage = {**reply, "object": "chat.completion.chunk", "choices": []}
+    events = b"".join(b"data: %b\n\n" % orjson.dumps(e) for e in (delta, usage))
+    events += b"data: [DONE]\n\n"
+    framing = (b"content-type: text/event-stream", b"transfer-encoding: chunked")
+    return head(200, *framing) + b"%x\r\n%b\r\n0\r\n\r\n" % (len(events), events)
+
+
 def many_headers(count: int = 2000) -> bytes:
     lines = [b"x-h%d: v" % i for i in range(count)]
     return head(200, *lines, b"content-length: %d" % len(REPLY)) + REPLY
@@ -67,7 +80,7 @@ Answer = Callable[[], bytes]
 
 
 class HostileWorker:
-    """Answers chat requests from ``script`` (then with :func:`ok`); counts connections."""
+    """Answers chat requests from ``script``, then sanely; counts connections."""
 
     def __init__(self) -> None:
         self.script: deque[Answer] = deque()
@@ -85,16 +98,19 @@ class HostileWorker:
                     name, _, value = line.partition(b":")
                     if name.strip().lower() == b"content-length":
                         length = int(value)
-                await reader.readexactly(length)
+                body = await reader.readexactly(length)
                 if not request.startswith(b"POST "):
                     writer.write(head(200, b"content-length: 2", b"connection: close") + b"{}")
                     await writer.drain()
                     return
                 self.chats += 1
-                answer = self.script.popleft() if self.script else ok
+                if self.script:
+                    answer = self.script.popleft()
+                else:
+                    answer = ok_stream if orjson.loads(body).get("stream") else ok
                 writer.write(answer())
                 await writer.drain()
-                if answer is not ok:
+                if answer not in (ok, ok_stream):
                     return
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass

@@ -2,8 +2,8 @@
 
 After each misbehaviour: a 502 in OpenAI's shape that does not name the worker,
 the bad connection closed (the pool's count back to what it was), a failure
-told to the worker's breaker, and the next request to the same, now sane,
-worker answered normally.
+told to the worker's breaker, the request in the ledger as failed and free, and
+the next request to the same, now sane, worker answered normally.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from tests.gateway.hostile_worker import (
     serve_hostile_worker,
     short_body,
 )
+from tests.gateway.test_metering import ledger_rows
 
 AUTH = {"authorization": f"Bearer {API_KEY}"}
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -102,6 +103,11 @@ async def test_a_misbehaving_answer_is_a_502_and_leaves_the_pool_sane(
         assert again.status_code == 200
         assert connections(app, worker) == before
         assert worker.chats == 3
+
+        rows = await ledger_rows(app.api)
+        failed = rows[resp.headers["x-request-id"]]
+        assert (failed["status"], failed["cost_micros"]) == ("upstream_error", 0)
+        assert rows[again.headers["x-request-id"]]["status"] == "ok"
 
 
 async def test_garbage_is_retried_and_the_retry_answers() -> None:

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.chat_messages import _plainly_valid, check_fields
 from gateway.validation import validate_chat
 from tollway.errors import InvalidRequest
 
@@ -147,6 +148,38 @@ def test_a_field_of_the_wrong_type_is_refused_with_its_path(
         validate_chat({"model": "m", "messages": [m for m, _ in samples]})
     assert info.value.param == render(index, path)
     assert info.value.code == "invalid_type" and info.value.status == 400
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+roles = st.sampled_from(["user", "system", "developer", "assistant", "tool", "function"])
+keys = st.sampled_from(
+    ["content", "name", "tool_call_id", "tool_calls", "refusal", "function_call"]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    sample=messages,
+    data=st.data(),
+    changes=st.dictionaries(keys, json_values, max_size=3),
+    role=roles,
+)
+def test_the_fast_path_accepts_nothing_the_field_checks_refuse(
+    sample: Sample, data: st.DataObject, changes: dict[str, Any], role: str
+) -> None:
+    msg, leaves = sample
+    if data.draw(st.booleans()):
+        _set(msg, data.draw(st.sampled_from(leaves)), data.draw(json_values))
+    if data.draw(st.booleans()):
+        msg.update(changes, role=role)
+    if _plainly_valid(msg):
+        check_fields(0, msg)
 
 
 @pytest.mark.parametrize(
