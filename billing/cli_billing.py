@@ -195,6 +195,14 @@ def worker(
         Path | None,
         typer.Option(help="The gateways' configuration file, for `limits.key_prefix`."),
     ] = None,
+    claim_idle_ms: Annotated[
+        int,
+        typer.Option(
+            min=100,
+            help="Take over stream entries a dead writer read and never wrote after this "
+            "long (the gateways' `metering.claim_idle_ms`).",
+        ),
+    ] = 30_000,
     as_json: JsonOption = False,
 ) -> None:
     """Move buffered usage (Redis stream at REDIS_URL, local spool) into the ledger."""
@@ -216,7 +224,7 @@ def worker(
             spool=Spool(directory),
             stream=stream,
             leader=leader,
-            settings=WriterSettings(linger_s=linger_ms / 1000),
+            settings=WriterSettings(linger_s=linger_ms / 1000, claim_idle_ms=claim_idle_ms),
         )
         try:
             if once:

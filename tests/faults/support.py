@@ -215,6 +215,13 @@ class PrivateRedis:
             self.proc.wait(timeout=10)
         self.proc = None
 
+    def kill(self) -> None:
+        """``kill -9``: what the append-only file holds is what a restart finds."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
 
 @contextmanager
 def private_redis() -> Iterator[PrivateRedis]:
