@@ -10,6 +10,14 @@ the process is killed right after. With ``journal`` the record is written to a
 local journal file instead (:mod:`billing.journal`) and moved to the buffer right
 after. Requests that end otherwise (errors,
 cancelled streams) are submitted without waiting.
+
+A stream also leaves a *provisional* record at its first upstream byte
+(:meth:`Metering.provisional`), through the same path without waiting: status
+``provisional``, the prompt tokens estimated, no completion tokens, priced as
+``interrupted``. The stream's final record supersedes it in the ledger (one row
+per request id); if the gateway dies mid-stream, no final record ever comes and
+the ledger writer settles the provisional row as ``interrupted`` after
+``metering.provisional_grace_s``.
 """
 
 from __future__ import annotations
@@ -64,6 +72,7 @@ class Metering:
         writer_linger_s: float = 0.1,
         fast_redis: RespClient | None = None,
         journal: bool = False,
+        provisional_grace_s: float = 900.0,
     ) -> None:
         self.accountant = GpuShareAccountant()
         self.spool = Spool(data_dir / "spool")
@@ -89,7 +98,11 @@ class Metering:
                 # Blocking stream reads must end before the shared client's socket
                 # timeout (limits.redis_timeout_s, 250 ms by default).
                 settings=WriterSettings(
-                    claim_idle_ms=claim_idle_ms, block_ms=100, linger_s=writer_linger_s
+                    claim_idle_ms=claim_idle_ms,
+                    block_ms=100,
+                    linger_s=writer_linger_s,
+                    provisional_grace_s=provisional_grace_s,
+                    settle_interval_s=min(10.0, provisional_grace_s),
                 ),
             )
             if run_writer
@@ -295,6 +308,32 @@ class Metering:
     def submit(self, usage: UsageRecord) -> None:
         """Make a record durable in the background (drained at shutdown)."""
         self.buffer.submit(usage)
+
+    def provisional(self, record: RequestRecord, prompt_tokens: int) -> None:
+        """Journal a stream's provisional record at its first byte, without waiting.
+
+        It carries what is known then (``prompt_tokens`` estimated, no completion
+        tokens, priced as ``interrupted``) and is superseded in the ledger by the
+        stream's final record, whatever that says (see the module docstring).
+        """
+        try:
+            tokens = (prompt_tokens, 0, 0)
+            quote = self._price(record, UsageStatus.INTERRUPTED.value, tokens, 0.0)
+            charged = record.cost_micros  # usage_record notes the cost; this one is not final
+            usage = self.usage_record(record, 0.0, quote, UsageSource.ESTIMATED).replace(
+                status=UsageStatus.PROVISIONAL,
+                prompt_tokens=prompt_tokens,
+                cached_tokens=0,
+                completion_tokens=0,
+                reasoning_tokens=None,
+            )
+            record.cost_micros = charged
+            if self.journal is not None:
+                self.journal.record(usage.to_bytes())
+            else:
+                self.buffer.submit(usage)
+        except Exception:  # noqa: BLE001 - metering must never break the stream
+            log.exception("journaling the provisional record of %s failed", record.request_id)
 
 
 def _pool_of(route: str | None) -> str | None:

@@ -62,6 +62,7 @@ def error_event(exc: TollwayError) -> bytes:
 
 UsageHook = Callable[[StreamOutcome], dict[str, Any] | None]
 DoneHook = Callable[[StreamOutcome], Awaitable[None]]
+FirstByteHook = Callable[[StreamOutcome], None]
 CloseHook = Callable[[StreamOutcome, bool], None]
 
 
@@ -77,6 +78,7 @@ class StreamRelay:
         on_usage: UsageHook | None = None,
         before_done: DoneHook | None = None,
         on_close: CloseHook | None = None,
+        on_first_byte: FirstByteHook | None = None,
     ) -> None:
         self.upstream = upstream
         self.include_usage = include_usage
@@ -85,6 +87,7 @@ class StreamRelay:
         self._on_usage = on_usage
         self._before_done = before_done
         self._on_close = on_close
+        self._on_first_byte = on_first_byte
 
     def _event(self, event: bytes) -> bytes | None:
         """Inspect one usage-bearing event; return what to forward (None drops it)."""
@@ -141,6 +144,8 @@ class StreamRelay:
             async for block in self.upstream.chunks():
                 if self.outcome.first_byte_at is None:
                     self.outcome.first_byte_at = time.perf_counter()
+                    if self._on_first_byte is not None:
+                        self._on_first_byte(self.outcome)  # metering's provisional record
                 buf += block
                 cut = buf.rfind(b"\n\n")
                 if cut < 0:

@@ -3,8 +3,9 @@
 JSON bodies are parsed once: brought to OpenAI's shape, priced (``usage.cost``,
 ``x-tollway-cost-usd``), their usage record made durable before the response is
 sent, and stored for idempotent replays. Streams are relayed by
-:class:`~gateway.relay.StreamRelay`, with the cost added to the usage chunk, the
-record made durable before ``[DONE]``, and the request finished when the stream
+:class:`~gateway.relay.StreamRelay`, with the cost added to the usage chunk, a
+provisional record journaled at the first byte, the final record made durable
+before ``[DONE]``, and the request finished when the stream
 closes however it ends.
 """
 
@@ -139,6 +140,14 @@ class Responder:
             await metering.commit(metering.usage_record(record, gpu_seconds, quote, source))
             record.metered = True
 
+        def first_byte(outcome: StreamOutcome) -> None:
+            if metering is None:
+                return
+            prompt = record.tokens_after_compression
+            if prompt is None:
+                prompt = self.estimated_usage(body, completion=0)["prompt_tokens"]
+            metering.provisional(record, prompt)
+
         def stream_closed(outcome: StreamOutcome, cancelled: bool) -> None:
             record.first_byte_at = outcome.first_byte_at
             record.tool_calls = outcome.tool_calls
@@ -159,6 +168,7 @@ class Responder:
             on_usage=on_usage,
             before_done=before_done,
             on_close=stream_closed,
+            on_first_byte=first_byte,
         )
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"
