@@ -103,6 +103,12 @@ def quantity_column(quantity: Quantity) -> ColumnElement[Any]:
     return func.coalesce(func.sum(case((billable, c[quantity.value]), else_=0)), 0)
 
 
+def settled_rows() -> ColumnElement[bool]:
+    """Ledger rows meters count: not ``provisional`` (a stream in flight, whose final
+    record replaces the row)."""
+    return usage_ledger.c.status != UsageStatus.PROVISIONAL.value
+
+
 def batch_identifier(meter: str, bucket_start_us: int, seq: int, customer: str) -> str:
     """The deterministic meter event identifier of a batch (at most 100 characters)."""
     identifier = f"tw-{meter}-{bucket_start_us // 1_000_000}-{seq}-{customer}"
@@ -204,7 +210,7 @@ class StripeExporter:
             .where(
                 usage_ledger.c.created_at_us >= since,
                 usage_ledger.c.created_at_us < cutoff,
-                usage_ledger.c.status != UsageStatus.PROVISIONAL.value,
+                settled_rows(),
             )
             .group_by(usage_ledger.c.tenant_id, bucket)
         )

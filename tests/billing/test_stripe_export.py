@@ -305,3 +305,8 @@ async def test_quantities_count_only_billable_requests(
     assert values["requests"] == 12
     assert values["input"] == 10 * 100 + 2 * 1200 + 1200
     assert values["cost"] == 13 * 1234
+    # Reconciliation counts the ledger the same way (the stream in flight included).
+    rows = await reconcile(
+        engine, None, settings(meters=meters), CUSTOMERS, DAY0, DAY0 + timedelta(hours=6)
+    )
+    assert {r.meter: r.ledger_value for r in rows} == values
