@@ -91,6 +91,12 @@ class Responder:
             record.lease = None
         return Response(content, status_code=200, headers=headers, media_type=JSON)
 
+    def prompt_estimate(self, record: RequestRecord, body: dict[str, Any]) -> int:
+        """The prompt tokens of a request whose usage is not known yet."""
+        if record.tokens_after_compression is not None:
+            return record.tokens_after_compression
+        return int(self.estimated_usage(body, completion=0)["prompt_tokens"])
+
     def estimated_usage(self, body: dict[str, Any], completion: int) -> dict[str, Any]:
         """Usage counted offline, for upstreams that reported none."""
         messages = body.get("messages")
@@ -141,12 +147,8 @@ class Responder:
             record.metered = True
 
         def first_byte(outcome: StreamOutcome) -> None:
-            if metering is None:
-                return
-            prompt = record.tokens_after_compression
-            if prompt is None:
-                prompt = self.estimated_usage(body, completion=0)["prompt_tokens"]
-            metering.provisional(record, prompt)
+            if metering is not None:
+                metering.provisional(record, lambda: self.prompt_estimate(record, body))
 
         def stream_closed(outcome: StreamOutcome, cancelled: bool) -> None:
             record.first_byte_at = outcome.first_byte_at
