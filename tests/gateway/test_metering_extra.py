@@ -34,9 +34,10 @@ class HeldWorker(FakeWorker):
 
         async def write(response: web.StreamResponse, data: bytes) -> None:
             nonlocal writes
-            writes += 1
-            if writes == 2:
-                await held.wait()
+            if data.startswith(b"data: "):  # this stream's events, nothing else's
+                writes += 1
+                if writes == 2:
+                    await held.wait()
             await original(response, data)
 
         web.StreamResponse.write = write  # type: ignore[method-assign]
