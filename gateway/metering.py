@@ -326,7 +326,11 @@ class Metering:
             return  # the final record is already on its way
         try:
             prompt_tokens = estimate()
-            quote = self._price(record, UsageStatus.INTERRUPTED.value, (prompt_tokens, 0, 0), 0.0)
+            book = self.book
+            if book is not None and UsageStatus.INTERRUPTED in book.document.charged_statuses:
+                quote = self._price(record, UsageStatus.INTERRUPTED, (prompt_tokens, 0, 0), 0.0)
+            else:  # not charged (the default): no rate to look up
+                quote = CostQuote(0, None, book.version if book is not None else 0)
             # Built directly (not usage_record() then replace()): this runs once per
             # stream on the request path, and is half the cost that way.
             usage = UsageRecord(
