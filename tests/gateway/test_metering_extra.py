@@ -57,14 +57,22 @@ async def rows_when(app: Any, done: Any, timeout_s: float = 10.0) -> dict[str, A
         await asyncio.sleep(0.02)
 
 
-@pytest.mark.parametrize("journal", [False, True], ids=["buffer", "journal"])
+@pytest.mark.parametrize(
+    ("journal", "charged"),
+    [(False, False), (True, False), (True, True)],
+    ids=["buffer", "journal", "interrupted-charged"],
+)
 async def test_a_stream_is_provisional_from_its_first_byte_then_final(
-    tmp_path: Path, journal: bool
+    tmp_path: Path, journal: bool, charged: bool
 ) -> None:
     worker = HeldWorker()
     async with serve_fake_worker(worker):
         config = priced_config(tmp_path, worker.url)
         config["metering"] = {"journal": journal}
+        if charged:  # the operator bills cut streams their prompt (and per-request price)
+            book = tmp_path / "pricing.yaml"
+            statuses = "[ok, client_cancelled, interrupted]"
+            book.write_text(book.read_text() + f"charged_statuses: {statuses}\n")
         async with running_gateway(config) as (app, client):
             answer = asyncio.create_task(
                 client.post("/v1/chat/completions", headers=AUTH, json=STREAM)
@@ -77,6 +85,11 @@ async def test_a_stream_is_provisional_from_its_first_byte_then_final(
             assert row["status"] == "provisional"
             assert row["prompt_tokens"] > 0 and row["completion_tokens"] == 0
             assert row["tenant_id"] == "t1"
+            if charged:
+                assert row["rate_id"] == "test/default"
+                assert row["cost_micros"] == 100 + row["prompt_tokens"]  # 1 USD/M + 0.0001
+            else:
+                assert (row["rate_id"], row["cost_micros"]) == (None, 0)
             resp = await answer
             assert resp.status_code == 200 and resp.content.endswith(b"data: [DONE]\n\n")
             rows = await ledger_rows(app)
