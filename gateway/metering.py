@@ -262,23 +262,12 @@ class Metering:
         rate = self.gpu_hour_usd.get(pool) if pool else None
         provider = self.provider_cost(record.route, record.usage)
         return UsageRecord(
-            request_id=record.request_id,
-            tenant_id=record.tenant_id or "",
-            key_id=record.key_id or "",
-            model=record.model or "",
-            created_at=record.created_at,
-            agent_type=record.agent_type,
-            session_id=record.session_id,
-            pool=pool,
-            worker=record.worker,
-            catalog_model=_catalog_of(record.route),
+            **_request_fields(record, pool),
             prompt_tokens=prompt,
             cached_tokens=cached,
             completion_tokens=completion,
             reasoning_tokens=int(reasoning or usage.get("reasoning_tokens") or 0),
             tool_calls=record.tool_calls,
-            tokens_before_compression=record.tokens_before_compression,
-            tokens_after_compression=record.tokens_after_compression,
             ttft_ms=None if record.ttft_s is None else record.ttft_s * 1000,
             latency_ms=record.latency_s * 1000,
             status=UsageStatus(record.status),
@@ -334,19 +323,8 @@ class Metering:
             # Built directly (not usage_record() then replace()): this runs once per
             # stream on the request path, and is half the cost that way.
             usage = UsageRecord(
-                request_id=record.request_id,
-                tenant_id=record.tenant_id or "",
-                key_id=record.key_id or "",
-                model=record.model or "",
-                created_at=record.created_at,
-                agent_type=record.agent_type,
-                session_id=record.session_id,
-                pool=_pool_of(record.route),
-                worker=record.worker,
-                catalog_model=_catalog_of(record.route),
+                **_request_fields(record, _pool_of(record.route)),
                 prompt_tokens=prompt_tokens,
-                tokens_before_compression=record.tokens_before_compression,
-                tokens_after_compression=record.tokens_after_compression,
                 latency_ms=record.latency_s * 1000,
                 status=UsageStatus.PROVISIONAL,
                 usage_source=UsageSource.ESTIMATED,
@@ -360,6 +338,24 @@ class Metering:
                 self.buffer.submit(usage)
         except Exception:  # noqa: BLE001 - metering must never break the stream
             log.exception("journaling the provisional record of %s failed", record.request_id)
+
+
+def _request_fields(record: RequestRecord, pool: str | None) -> dict[str, Any]:
+    """The usage record's fields that say which request it is and whose."""
+    return {
+        "request_id": record.request_id,
+        "tenant_id": record.tenant_id or "",
+        "key_id": record.key_id or "",
+        "model": record.model or "",
+        "created_at": record.created_at,
+        "agent_type": record.agent_type,
+        "session_id": record.session_id,
+        "pool": pool,
+        "worker": record.worker,
+        "catalog_model": _catalog_of(record.route),
+        "tokens_before_compression": record.tokens_before_compression,
+        "tokens_after_compression": record.tokens_after_compression,
+    }
 
 
 def _pool_of(route: str | None) -> str | None:

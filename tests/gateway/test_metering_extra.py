@@ -15,7 +15,8 @@ from aiohttp import web
 from tests.gateway.fake_worker import FakeWorker, serve_fake_worker
 from tests.gateway.harness import running_gateway
 from tests.gateway.test_metering import AUTH, EXPECTED_MICROS, MESSAGES, ledger_rows, priced_config
-from tests.policies.conftest import assistant, long_text, system, tool_block, user
+from tests.policies.conftest import assistant, user
+from tests.policies.test_summary import conversation
 
 STREAM = {"model": "m", "messages": MESSAGES, "stream": True}
 
@@ -134,22 +135,12 @@ def summarized_config(tmp_path: Path, worker: str) -> dict[str, Any]:
     return config
 
 
-def long_conversation(turns: int) -> list[dict[str, Any]]:
-    messages = [system(), user("the task")]
-    for i in range(turns):
-        if i:
-            messages.append(user(f"turn {i}"))
-        messages += tool_block([(f"c{i}", "search", long_text(150, f"t{i}-"))])
-        messages.append(assistant(f"answer {i}"))
-    return messages
-
-
 async def test_summary_calls_are_metered_once_each_and_linked(tmp_path: Path) -> None:
     """The summarizer's model call is its own priced record, attributed to the caller's
     tenant and key and linked to the request; a reused summary makes no call and no
     record."""
     headers = {**AUTH, "x-agent-type": "agent", "x-session-id": "s1"}
-    messages = long_conversation(8)
+    messages = conversation(8)
     async with (
         serve_fake_worker() as worker,
         running_gateway(summarized_config(tmp_path, worker.url)) as (app, client),
