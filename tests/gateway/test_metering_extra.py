@@ -173,3 +173,37 @@ async def test_summary_calls_are_metered_once_each_and_linked(tmp_path: Path) ->
     assert summary["cost_micros"] == EXPECTED_MICROS and summary["rate_id"] == "test/default"
     assert rows[parent]["parent_request_id"] is None
     assert rows[second.headers["x-request-id"]]["agent_type"] == "agent"
+
+
+class FailingSummaries(FakeWorker):
+    """Answers every request but the summarizer's, which gets a 500."""
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if "You compress the history" in str(body.get("messages", [{}])[0].get("content")):
+            self.requests.append(body)
+            return web.json_response({"object": "error", "message": "boom"}, status=500)
+        return await super().chat(request)
+
+
+async def test_a_failed_summary_call_is_recorded_not_charged(tmp_path: Path) -> None:
+    headers = {**AUTH, "x-agent-type": "agent", "x-session-id": "s1"}
+    async with (
+        serve_fake_worker(FailingSummaries()) as worker,
+        running_gateway(summarized_config(tmp_path, worker.url)) as (app, client),
+    ):
+        resp = await client.post(
+            "/v1/chat/completions",
+            headers=headers,
+            json={"model": "m", "messages": conversation(8)},
+        )
+        assert resp.status_code == 200  # the conversation went up as it was
+        rows = await ledger_rows(app)
+    parent = resp.headers["x-request-id"]
+    (summary,) = [row for row in rows.values() if row["parent_request_id"] == parent]
+    assert (summary["status"], summary["agent_type"], summary["cost_micros"]) == (
+        "upstream_error",
+        "summarizer",
+        0,
+    )
+    assert rows[parent]["status"] == "ok"
