@@ -1,11 +1,16 @@
-"""The usage ledger: an append-only SQL table, exactly one row per request id.
+"""The usage ledger: an SQL table with exactly one row per request id.
 
-Writes are idempotent: ``INSERT ... ON CONFLICT (request_id) DO NOTHING`` on both
-SQLite and PostgreSQL, so replaying a buffer, two writers racing on the same
-records, or a crash between the SQL commit and the buffer acknowledgement never
-produce a second row. On PostgreSQL, large batches are copied (``COPY``) into a
-session-local staging table and moved with one ``INSERT ... SELECT ... ON
-CONFLICT DO NOTHING``.
+Writes are idempotent: ``INSERT ... ON CONFLICT (request_id)`` on both SQLite and
+PostgreSQL, so replaying a buffer, two writers racing on the same records, or a
+crash between the SQL commit and the buffer acknowledgement never produce a
+second row. A conflicting record replaces the row only when the row is
+``provisional`` or ``interrupted`` and the record is not provisional: a stream's
+final record supersedes the provisional one journaled at its first byte,
+whichever arrives first, and nothing else is ever rewritten.
+:meth:`Ledger.settle_provisional` turns provisional rows no final record
+superseded in time into ``interrupted`` ones (see ``docs/operations.md``). On
+PostgreSQL, large batches are copied (``COPY``) into a session-local staging
+table and moved with one ``INSERT ... SELECT ... ON CONFLICT``.
 """
 
 from __future__ import annotations
@@ -14,12 +19,20 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from billing.boundary import foreign_errors
-from billing.tables import insert_ignoring_conflicts, usage_ledger
-from billing.usage import UsageRecord, UsageSource, UsageStatus, from_epoch_us
+from billing.tables import usage_ledger
+from billing.usage import (
+    SUPERSEDABLE_STATUSES,
+    UsageRecord,
+    UsageSource,
+    UsageStatus,
+    from_epoch_us,
+)
 
 COLUMNS: tuple[str, ...] = tuple(column.name for column in usage_ledger.columns)
 _STAGE = "usage_ledger_stage"
@@ -55,6 +68,7 @@ def record_row(record: UsageRecord, ingested_at_us: int) -> tuple[Any, ...]:
         record.cost_micros,
         record.created_at_us,
         ingested_at_us,
+        record.parent_request_id,
     )
 
 
@@ -86,10 +100,48 @@ def chunk_sizes(rows: int) -> list[int]:
 
 
 def _unique(records: Iterable[UsageRecord]) -> list[UsageRecord]:
+    """One record per request id: the first final one, else the first provisional."""
     seen: dict[str, UsageRecord] = {}
     for record in records:
-        seen.setdefault(record.request_id, record)
+        kept = seen.get(record.request_id)
+        if kept is None or (
+            kept.status is UsageStatus.PROVISIONAL and record.status is not UsageStatus.PROVISIONAL
+        ):
+            seen[record.request_id] = record
     return list(seen.values())
+
+
+_SUPERSEDABLE = tuple(status.value for status in SUPERSEDABLE_STATUSES)
+_REPLACED = [name for name in COLUMNS if name != "request_id"]
+
+
+def _superseding_insert(dialect: str) -> Any:
+    """``INSERT ... ON CONFLICT (request_id) DO UPDATE`` that replaces only a
+    provisional or interrupted row, and only with a record that is not provisional."""
+    if dialect == "postgresql":
+        stmt: Any = pg_insert(usage_ledger)
+    elif dialect == "sqlite":
+        stmt = sqlite_insert(usage_ledger)
+    else:
+        raise ValueError(f"unsupported database dialect {dialect!r}")
+    new = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[usage_ledger.c.request_id],
+        set_={name: new[name] for name in _REPLACED},
+        where=text(_SUPERSEDES),  # literal: executemany takes no expanding parameters
+    )
+
+
+_SUPERSEDES = (
+    "usage_ledger.status IN ("
+    + ", ".join(f"'{status}'" for status in _SUPERSEDABLE)
+    + f") AND excluded.status <> '{UsageStatus.PROVISIONAL.value}'"
+)
+_COPY_UPSERT = (
+    "INSERT INTO usage_ledger SELECT * FROM {stage} ON CONFLICT (request_id) DO UPDATE SET "
+    + ", ".join(f"{name} = EXCLUDED.{name}" for name in _REPLACED)
+    + f" WHERE {_SUPERSEDES}"
+)
 
 
 class Ledger:
@@ -105,9 +157,10 @@ class Ledger:
         self._dialect = engine.dialect.name
 
     async def write(self, records: Sequence[UsageRecord]) -> int:
-        """Insert the records not in the ledger yet, in one transaction.
+        """Insert the records not in the ledger yet, in one transaction; a final record
+        replaces its request's provisional (or interrupted) row.
 
-        Returns how many were new. Committed when this returns; raises
+        Returns how many rows were inserted or replaced. Committed when this returns; raises
         :class:`~tollway.errors.ServiceUnavailable` when the database fails.
         """
         batch = _unique(records)
@@ -123,9 +176,7 @@ class Ledger:
 
     async def _insert(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> int:
         """Multi-row inserts in chunks of fixed sizes (see :func:`chunk_sizes`)."""
-        stmt = insert_ignoring_conflicts(usage_ledger, self._dialect).returning(
-            usage_ledger.c.request_id
-        )
+        stmt = _superseding_insert(self._dialect).returning(usage_ledger.c.request_id)
         inserted = start = 0
         for size in chunk_sizes(len(rows)):
             chunk = rows[start : start + size]
@@ -145,11 +196,24 @@ class Ledger:
                     f"(LIKE usage_ledger INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
                 )
                 await driver.copy_records_to_table(_STAGE, records=rows, columns=list(COLUMNS))
-                status: str = await driver.execute(
-                    f"INSERT INTO usage_ledger SELECT * FROM {_STAGE} "
-                    f"ON CONFLICT (request_id) DO NOTHING"
-                )
+                status: str = await driver.execute(_COPY_UPSERT.format(stage=_STAGE))
             return int(status.rsplit(" ", 1)[-1])
+
+    async def settle_provisional(self, before_us: int) -> int:
+        """Mark provisional rows created before ``before_us`` (epoch microseconds)
+        ``interrupted``: their stream's final record never came. Returns how many.
+
+        Idempotent and safe with any number of writers; a final record arriving later
+        still replaces the row (see the module docstring)."""
+        c = usage_ledger.c
+        stmt = (
+            update(usage_ledger)
+            .where(c.status == UsageStatus.PROVISIONAL.value, c.created_at_us < before_us)
+            .values(status=UsageStatus.INTERRUPTED.value)
+        )
+        with foreign_errors("settling provisional usage records"):
+            async with self.engine.begin() as conn:
+                return int((await conn.execute(stmt)).rowcount)
 
     async def get(self, request_id: str) -> UsageRecord | None:
         """The ledger's record for a request id, or None."""

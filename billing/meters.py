@@ -14,8 +14,14 @@ In the gateway's YAML (``billing.stripe``)::
         - {name: output, event_name: tollway_output_tokens, meter_id: mtr_789,
            quantity: completion_tokens}
 
-Every meter aggregates with formula ``sum`` on Stripe's side; ``quantity`` names the
-ledger column summed into each event's whole-number value.
+Every meter aggregates with formula ``sum`` on Stripe's side; ``quantity`` names what
+is summed into each event's whole-number value. Only what was served is billed:
+``requests`` counts a tenant's billable requests (status ``ok`` or
+``client_cancelled``; refused, failed and interrupted requests, and summary calls the
+gateway made on a request's behalf, are not requests), the token quantities sum the
+billable rows (summary calls included), and ``cost_micros`` sums what the price book
+charged. Rows of streams still in flight (``provisional``) are not exported until
+their final record lands.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ DEFAULT_STRIPE_API_BASE = "https://api.stripe.com"
 
 
 class Quantity(StrEnum):
-    """The ledger column a meter sums."""
+    """What a meter sums (see the module docstring for which ledger rows count)."""
 
     COST_MICROS = "cost_micros"
     PROMPT_TOKENS = "prompt_tokens"

@@ -3,6 +3,20 @@
 Backs ``GET /admin/v1/usage`` (any tenant) and ``GET /v1/usage`` (the caller's
 tenant). Times are bucketed with integer division of epoch microseconds, which
 SQLite and PostgreSQL compute identically.
+
+What counts (the same rules as Stripe export quantities, :mod:`billing.stripe_export`):
+
+* ``requests``: the client's billable requests, the ledger rows whose status is in
+  :data:`~billing.usage.BILLABLE_STATUSES` (``ok``, ``client_cancelled``) and that
+  are not a call the gateway made for another request (``parent_request_id``);
+* ``rejected``: requests refused before any model work (status ``rejected``);
+* ``failed`` (operator view): upstream errors and streams cut by a gateway crash;
+* tokens: summed over billable rows, rolling-summary calls included;
+* ``cost_usd``: what the price book charged, over every row;
+* ``gpu_seconds``, ``internal_cost_usd``, ``margin_usd`` (operator view): every row.
+
+Provisional rows (streams in flight) count nowhere until their final record lands.
+:meth:`UsageRow.tenant_view` is what a tenant is shown: no operator numbers.
 """
 
 from __future__ import annotations
@@ -12,13 +26,19 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, literal, select
+from sqlalchemy import ColumnElement, and_, case, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.boundary import foreign_errors
 from billing.money import micros_to_usd_str
 from billing.tables import usage_ledger
-from billing.usage import from_epoch_us, to_epoch_us
+from billing.usage import (
+    BILLABLE_STATUSES,
+    REFUSED_STATUSES,
+    UsageStatus,
+    from_epoch_us,
+    to_epoch_us,
+)
 
 _HOUR_US = 3_600_000_000
 _DAY_US = 24 * _HOUR_US
@@ -48,13 +68,28 @@ class UsageFilter:
     end: dt.datetime | None = None
 
 
+#: The fields of a usage row a tenant may see (the operator sees all of them).
+TENANT_FIELDS: tuple[str, ...] = (
+    "group",
+    "requests",
+    "rejected",
+    "prompt_tokens",
+    "cached_tokens",
+    "completion_tokens",
+    "cost_usd",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class UsageRow:
     """Totals of one group. Money is a decimal USD string; ``group`` is None for
-    rows without the grouped field (for example catalog requests grouped by pool)."""
+    rows without the grouped field (for example catalog requests grouped by pool).
+    See the module docstring for what each count covers."""
 
     group: str | None
     requests: int
+    rejected: int
+    failed: int
     prompt_tokens: int
     cached_tokens: int
     completion_tokens: int
@@ -64,8 +99,13 @@ class UsageRow:
     margin_usd: str
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields."""
+        """Every field: the operator's view."""
         return asdict(self)
+
+    def tenant_view(self) -> dict[str, Any]:
+        """What the tenant sees: tokens, requests and its cost, never the operator's
+        cost, margin or GPU time."""
+        return {name: getattr(self, name) for name in TENANT_FIELDS}
 
 
 def _conditions(where: UsageFilter) -> list[ColumnElement[bool]]:
@@ -117,18 +157,29 @@ async def usage_totals(
     """Usage totals of the filtered ledger rows, one row per group, ordered by group."""
     c = usage_ledger.c
     key = _group_column(group_by).label("grp")
+    billable = c.status.in_([status.value for status in BILLABLE_STATUSES])
+    refused = c.status.in_([status.value for status in REFUSED_STATUSES])
+
+    def count_if(condition: ColumnElement[bool]) -> ColumnElement[Any]:
+        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+    def sum_if(condition: ColumnElement[bool], column: ColumnElement[Any]) -> ColumnElement[Any]:
+        return func.coalesce(func.sum(case((condition, column), else_=0)), 0)
+
     query = (
         select(
             key,
-            func.count().label("requests"),
-            func.coalesce(func.sum(c.prompt_tokens), 0).label("prompt_tokens"),
-            func.coalesce(func.sum(c.cached_tokens), 0).label("cached_tokens"),
-            func.coalesce(func.sum(c.completion_tokens), 0).label("completion_tokens"),
+            count_if(and_(billable, c.parent_request_id.is_(None))).label("requests"),
+            count_if(refused).label("rejected"),
+            count_if(and_(~billable, ~refused)).label("failed"),
+            sum_if(billable, c.prompt_tokens).label("prompt_tokens"),
+            sum_if(billable, c.cached_tokens).label("cached_tokens"),
+            sum_if(billable, c.completion_tokens).label("completion_tokens"),
             func.coalesce(func.sum(c.cost_micros), 0).label("cost_micros"),
             func.coalesce(func.sum(c.gpu_seconds), 0.0).label("gpu_seconds"),
             func.coalesce(func.sum(c.internal_cost_micros), 0).label("internal_micros"),
         )
-        .where(*_conditions(where))
+        .where(c.status != UsageStatus.PROVISIONAL.value, *_conditions(where))
         .group_by(key)
         .order_by(key)
     )
@@ -142,6 +193,8 @@ async def usage_totals(
             UsageRow(
                 group=_label(group_by, row.grp),
                 requests=int(row.requests),
+                rejected=int(row.rejected),
+                failed=int(row.failed),
                 prompt_tokens=int(row.prompt_tokens),
                 cached_tokens=int(row.cached_tokens),
                 completion_tokens=int(row.completion_tokens),

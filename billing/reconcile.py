@@ -20,7 +20,12 @@ from stripe.params.billing import MeterEventSummaryListParams
 
 from billing.boundary import foreign_errors
 from billing.meters import StripeSettings
-from billing.stripe_export import CustomerLookup, quantity_column, resolve_customer
+from billing.stripe_export import (
+    CustomerLookup,
+    quantity_column,
+    resolve_customer,
+    settled_rows,
+)
 from billing.tables import export_batches, usage_ledger
 from billing.usage import to_epoch_us
 from tollway.errors import InvalidRequest
@@ -95,7 +100,11 @@ async def reconcile(
     columns = [quantity_column(m.quantity).label(m.name) for m in settings.meters]
     usage = (
         select(usage_ledger.c.tenant_id, *columns)
-        .where(usage_ledger.c.created_at_us >= start_us, usage_ledger.c.created_at_us < end_us)
+        .where(
+            usage_ledger.c.created_at_us >= start_us,
+            usage_ledger.c.created_at_us < end_us,
+            settled_rows(),
+        )
         .group_by(usage_ledger.c.tenant_id)
     )
     sent = (

@@ -32,13 +32,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import stripe
-from sqlalchemy import ColumnElement, func, literal, select, update
+from sqlalchemy import ColumnElement, and_, case, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from stripe.params.billing import MeterEventCreateParams
 
 from billing.boundary import foreign_errors
 from billing.meters import Quantity, StripeSettings
 from billing.tables import export_batches, insert_ignoring_conflicts, usage_ledger
+from billing.usage import BILLABLE_STATUSES, UsageStatus
 
 log = logging.getLogger("tollway.billing.stripe")
 
@@ -85,10 +86,27 @@ def resolve_customer(customers: CustomerLookup, tenant_id: str) -> str | None:
 
 
 def quantity_column(quantity: Quantity) -> ColumnElement[Any]:
-    """SQL sum of a meter's quantity over ledger rows."""
+    """SQL sum of a meter's quantity over (settled) ledger rows.
+
+    ``requests`` counts the client's billable requests and token quantities sum
+    billable rows (:data:`~billing.usage.BILLABLE_STATUSES`, summary calls included);
+    refused requests, upstream errors and interrupted streams add nothing.
+    ``cost_micros`` sums what the price book charged, whatever the status.
+    """
+    c = usage_ledger.c
+    billable = c.status.in_([status.value for status in BILLABLE_STATUSES])
     if quantity is Quantity.REQUESTS:
-        return func.count()
-    return func.coalesce(func.sum(usage_ledger.c[quantity.value]), 0)
+        counted = and_(billable, c.parent_request_id.is_(None))
+        return func.coalesce(func.sum(case((counted, 1), else_=0)), 0)
+    if quantity is Quantity.COST_MICROS:
+        return func.coalesce(func.sum(c.cost_micros), 0)
+    return func.coalesce(func.sum(case((billable, c[quantity.value]), else_=0)), 0)
+
+
+def settled_rows() -> ColumnElement[bool]:
+    """Ledger rows meters count: not ``provisional`` (a stream in flight, whose final
+    record replaces the row)."""
+    return usage_ledger.c.status != UsageStatus.PROVISIONAL.value
 
 
 def batch_identifier(meter: str, bucket_start_us: int, seq: int, customer: str) -> str:
@@ -189,7 +207,11 @@ class StripeExporter:
         columns = [quantity_column(m.quantity).label(m.name) for m in self.settings.meters]
         usage = (
             select(usage_ledger.c.tenant_id, bucket, *columns)
-            .where(usage_ledger.c.created_at_us >= since, usage_ledger.c.created_at_us < cutoff)
+            .where(
+                usage_ledger.c.created_at_us >= since,
+                usage_ledger.c.created_at_us < cutoff,
+                settled_rows(),
+            )
             .group_by(usage_ledger.c.tenant_id, bucket)
         )
         done = (

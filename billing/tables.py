@@ -20,12 +20,16 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 metadata = MetaData()
+
+#: The predicate of the ledger's partial index of provisional rows.
+PROVISIONAL_ONLY = "status = 'provisional'"
 
 usage_ledger = Table(
     "usage_ledger",
@@ -57,8 +61,17 @@ usage_ledger = Table(
     Column("cost_micros", BigInteger, nullable=False),
     Column("created_at_us", BigInteger, nullable=False),
     Column("ingested_at_us", BigInteger, nullable=False),
+    # Added by migration b1_0002 (hence last): the request a gateway-made call served.
+    Column("parent_request_id", String(128)),
     Index("ix_usage_ledger_created", "created_at_us"),
     Index("ix_usage_ledger_tenant_created", "tenant_id", "created_at_us"),
+    # Only the few rows of streams still in flight (or cut): what settlement scans.
+    Index(
+        "ix_usage_ledger_provisional",
+        "created_at_us",
+        postgresql_where=text(PROVISIONAL_ONLY),
+        sqlite_where=text(PROVISIONAL_ONLY),
+    ),
 )
 
 price_books = Table(

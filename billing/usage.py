@@ -22,12 +22,33 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class UsageStatus(StrEnum):
-    """How the request ended."""
+    """How the request ended.
+
+    ``provisional`` is the record a stream journals at its first byte; the stream's
+    final record supersedes it in the ledger. One nobody superseded within the grace
+    period is settled as ``interrupted`` (the gateway died mid-stream).
+    """
 
     OK = "ok"
     UPSTREAM_ERROR = "upstream_error"
     CLIENT_CANCELLED = "client_cancelled"
     REJECTED = "rejected"
+    PROVISIONAL = "provisional"
+    INTERRUPTED = "interrupted"
+
+
+#: Requests that were served, in full or until the client left: what ``requests`` in
+#: usage reports and Stripe's ``requests`` quantity count, and the rows whose tokens
+#: they sum. The price book's default ``charged_statuses`` are the same two.
+BILLABLE_STATUSES: tuple[UsageStatus, ...] = (UsageStatus.OK, UsageStatus.CLIENT_CANCELLED)
+#: Requests refused before any model work (authentication, validation, rate limits,
+#: budget, unknown model): counted apart, as ``rejected``, and never billed.
+REFUSED_STATUSES: tuple[UsageStatus, ...] = (UsageStatus.REJECTED,)
+#: Ledger rows a later record of the same request replaces (see :mod:`billing.ledger`).
+SUPERSEDABLE_STATUSES: tuple[UsageStatus, ...] = (
+    UsageStatus.PROVISIONAL,
+    UsageStatus.INTERRUPTED,
+)
 
 
 class UsageSource(StrEnum):
@@ -61,6 +82,9 @@ class UsageRecord:
     (``catalog_model``). Money is integer micro-USD: ``cost_micros`` is what the
     tenant is charged (from price book ``price_book_version``, rate ``rate_id``);
     ``internal_cost_micros`` is the GPU cost of the request's GPU-second share.
+    ``parent_request_id`` links a model call the gateway made on a request's behalf
+    (a rolling summary, agent type ``summarizer``) to that request; None for a
+    client's own request.
     """
 
     request_id: str
@@ -89,6 +113,7 @@ class UsageRecord:
     price_book_version: int | None = None
     rate_id: str | None = None
     cost_micros: int = 0
+    parent_request_id: str | None = None
 
     def __post_init__(self) -> None:
         if not self.request_id:

@@ -18,6 +18,10 @@ until a read returns a short batch (it has caught up), so a backlog drains in fu
 batches within one round, and records that keep arriving under steady load wait for
 the next round instead of each getting a transaction of its own.
 
+Every ``settle_interval_s`` a round also settles provisional records (journaled at a
+stream's first byte) that no final record superseded within ``provisional_grace_s``
+of the request's start: they become ``interrupted`` (:meth:`Ledger.settle_provisional`).
+
 When SQL is down nothing is acknowledged and the spool segment's checkpoint does not
 advance; the writer backs off and retries, and the buffers hold the records.
 """
@@ -59,6 +63,9 @@ class WriterSettings:
     linger_s: float = 0.1
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
+    #: A provisional record older than this with no final one is settled ``interrupted``.
+    provisional_grace_s: float = 900.0
+    settle_interval_s: float = 10.0
 
 
 class LedgerWriter:
@@ -83,6 +90,7 @@ class LedgerWriter:
         self._group_ready = False
         #: Monotonic time of the last round that finished without error (ledger lag).
         self.last_round_at = time.monotonic()
+        self._settled_at = 0.0
 
     async def _write_payloads(self, payloads: list[bytes]) -> None:
         records = []
@@ -148,6 +156,10 @@ class LedgerWriter:
             self.leader is None or await self.leader.acquire_or_renew()
         ):
             moved += await self.drain_stream(block_ms=block_ms)
+        if time.monotonic() - self._settled_at >= self.settings.settle_interval_s:
+            cutoff_us = int((time.time() - self.settings.provisional_grace_s) * 1_000_000)
+            await self.ledger.settle_provisional(cutoff_us)
+            self._settled_at = time.monotonic()
         return moved
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -158,6 +158,7 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
         run_writer=config.metering.writer == "inline",
         fast_redis=fast_redis,
         journal=config.metering.journal,
+        provisional_grace_s=config.metering.provisional_grace_s,
     )
     registry = ModelRegistry(config, share_meter=metering.accountant)
     metering.provider_cost = registry.provider_cost_micros
@@ -205,7 +206,9 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
         on_round=lambda outcome: metrics.budget_resyncs.labels(outcome).inc(),
     )
     idempotency = build_idempotency(config.idempotency, redis)
-    compressor = Compressor(config, registry, redis, prefix=config.limits.key_prefix)
+    compressor = Compressor(
+        config, registry, redis, prefix=config.limits.key_prefix, metering=metering
+    )
     tracer = build_tracer(config.tracing)
     pipeline = InferencePipeline(
         auth=auth,

@@ -203,6 +203,14 @@ class MeteringConfig(_Strict):
         "its next round, so records reach SQL in batches (one transaction per round) "
         "instead of one commit per request; the ledger lags by about this much.",
     )
+    provisional_grace_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="A stream's provisional usage record (journaled at its first byte) that "
+        "no final record superseded this long after the request started is settled as "
+        "`interrupted` by the inline ledger writer: the gateway died mid-stream. Longer "
+        "than the longest stream; a final record arriving later still replaces it.",
+    )
 
 
 class MetricsConfig(_Strict):

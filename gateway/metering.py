@@ -10,6 +10,14 @@ the process is killed right after. With ``journal`` the record is written to a
 local journal file instead (:mod:`billing.journal`) and moved to the buffer right
 after. Requests that end otherwise (errors,
 cancelled streams) are submitted without waiting.
+
+A stream also leaves a *provisional* record at its first upstream byte
+(:meth:`Metering.provisional`), through the same path without waiting: status
+``provisional``, the prompt tokens estimated, no completion tokens, priced as
+``interrupted``. The stream's final record supersedes it in the ledger (one row
+per request id); if the gateway dies mid-stream, no final record ever comes and
+the ledger writer settles the provisional row as ``interrupted`` after
+``metering.provisional_grace_s``.
 """
 
 from __future__ import annotations
@@ -64,6 +72,7 @@ class Metering:
         writer_linger_s: float = 0.1,
         fast_redis: RespClient | None = None,
         journal: bool = False,
+        provisional_grace_s: float = 900.0,
     ) -> None:
         self.accountant = GpuShareAccountant()
         self.spool = Spool(data_dir / "spool")
@@ -89,7 +98,11 @@ class Metering:
                 # Blocking stream reads must end before the shared client's socket
                 # timeout (limits.redis_timeout_s, 250 ms by default).
                 settings=WriterSettings(
-                    claim_idle_ms=claim_idle_ms, block_ms=100, linger_s=writer_linger_s
+                    claim_idle_ms=claim_idle_ms,
+                    block_ms=100,
+                    linger_s=writer_linger_s,
+                    provisional_grace_s=provisional_grace_s,
+                    settle_interval_s=min(10.0, provisional_grace_s),
                 ),
             )
             if run_writer
@@ -260,23 +273,12 @@ class Metering:
         rate = self.gpu_hour_usd.get(pool) if pool else None
         provider = self.provider_cost(record.route, record.usage)
         return UsageRecord(
-            request_id=record.request_id,
-            tenant_id=record.tenant_id or "",
-            key_id=record.key_id or "",
-            model=record.model or "",
-            created_at=record.created_at,
-            agent_type=record.agent_type,
-            session_id=record.session_id,
-            pool=pool,
-            worker=record.worker,
-            catalog_model=_catalog_of(record.route),
+            **_request_fields(record, pool),
             prompt_tokens=prompt,
             cached_tokens=cached,
             completion_tokens=completion,
             reasoning_tokens=int(reasoning or usage.get("reasoning_tokens") or 0),
             tool_calls=record.tool_calls,
-            tokens_before_compression=record.tokens_before_compression,
-            tokens_after_compression=record.tokens_after_compression,
             ttft_ms=None if record.ttft_s is None else record.ttft_s * 1000,
             latency_ms=record.latency_s * 1000,
             status=UsageStatus(record.status),
@@ -306,6 +308,65 @@ class Metering:
     def submit(self, usage: UsageRecord) -> None:
         """Make a record durable in the background (drained at shutdown)."""
         self.buffer.submit(usage)
+
+    def provisional(self, record: RequestRecord, prompt_tokens: Callable[[], int]) -> None:
+        """Journal a stream's provisional record; called at its first byte.
+
+        The record is built and written right after the current turn of the event
+        loop, so the first byte leaves first; it carries what is known then (the
+        prompt tokens ``prompt_tokens()`` estimates, no completion tokens, priced as
+        ``interrupted``) and goes through the same path as final records, without
+        waiting. The stream's final record supersedes it in the ledger, whatever
+        that says (see the module docstring).
+        """
+        asyncio.get_running_loop().call_soon(self._journal_provisional, record, prompt_tokens)
+
+    def _journal_provisional(self, record: RequestRecord, estimate: Callable[[], int]) -> None:
+        if record.metered:
+            return  # the final record is already on its way
+        try:
+            prompt_tokens = estimate()
+            book = self.book
+            if book is not None and UsageStatus.INTERRUPTED in book.document.charged_statuses:
+                quote = self._price(record, UsageStatus.INTERRUPTED, (prompt_tokens, 0, 0), 0.0)
+            else:  # not charged (the default): no rate to look up
+                quote = CostQuote(0, None, book.version if book is not None else 0)
+            # Built directly (not usage_record() then replace()): this runs once per
+            # stream on the request path, and is half the cost that way.
+            usage = UsageRecord(
+                **_request_fields(record, _pool_of(record.route)),
+                prompt_tokens=prompt_tokens,
+                latency_ms=record.latency_s * 1000,
+                status=UsageStatus.PROVISIONAL,
+                usage_source=UsageSource.ESTIMATED,
+                price_book_version=quote.price_book_version,
+                rate_id=quote.rate_id,
+                cost_micros=quote.cost_micros,
+            )
+            if self.journal is not None:
+                self.journal.record(usage.to_bytes())
+            else:
+                self.buffer.submit(usage)
+        except Exception:  # noqa: BLE001 - metering must never break the stream
+            log.exception("journaling the provisional record of %s failed", record.request_id)
+
+
+def _request_fields(record: RequestRecord, pool: str | None) -> dict[str, Any]:
+    """The usage record's fields that say which request it is and whose."""
+    return {
+        "request_id": record.request_id,
+        "tenant_id": record.tenant_id or "",
+        "key_id": record.key_id or "",
+        "model": record.model or "",
+        "created_at": record.created_at,
+        "agent_type": record.agent_type,
+        "session_id": record.session_id,
+        "pool": pool,
+        "worker": record.worker,
+        "catalog_model": _catalog_of(record.route),
+        "tokens_before_compression": record.tokens_before_compression,
+        "tokens_after_compression": record.tokens_after_compression,
+    }
 
 
 def _pool_of(route: str | None) -> str | None:

@@ -159,6 +159,7 @@ async def read_opening(upstream: UpstreamResponse, max_event_bytes: int) -> Open
 
 UsageHook = Callable[[StreamOutcome], dict[str, Any] | None]
 DoneHook = Callable[[StreamOutcome], Awaitable[None]]
+FirstByteHook = Callable[[StreamOutcome], None]
 CloseHook = Callable[[StreamOutcome, bool], None]
 
 
@@ -178,6 +179,7 @@ class StreamRelay:
         on_close: CloseHook | None = None,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         opening: Opening | None = None,
+        on_first_byte: FirstByteHook | None = None,
     ) -> None:
         self.upstream = upstream
         self.include_usage = include_usage
@@ -186,6 +188,7 @@ class StreamRelay:
         self._on_usage = on_usage
         self._before_done = before_done
         self._on_close = on_close
+        self._on_first_byte = on_first_byte
         self._framer = EventFramer(max_event_bytes)
         self._opening = opening or Opening()
         self.outcome.first_byte_at = self._opening.first_byte_at
@@ -284,6 +287,11 @@ class StreamRelay:
                 before.append(kept)
         return b"".join(before), b"".join(after)
 
+    def _first_byte(self) -> None:
+        """The upstream's first byte is known: metering journals its provisional record."""
+        if self._on_first_byte is not None:
+            self._on_first_byte(self.outcome)
+
     async def _emit(self, ready: bytes) -> AsyncGenerator[bytes, None]:
         """What to send for ``ready`` (whole events); raises the failure found in it."""
         now, done = self._process(ready)
@@ -304,12 +312,15 @@ class StreamRelay:
         cancelled = False
         try:
             opening, self._opening.data = self._opening.data, b""
+            if outcome.first_byte_at is not None:  # read before the response was committed
+                self._first_byte()
             if opening:
                 async for out in self._emit(framer.feed(opening)):
                     yield out
             async for block in self.upstream.chunks():
                 if outcome.first_byte_at is None:
                     outcome.first_byte_at = time.perf_counter()
+                    self._first_byte()
                 ready = framer.feed(block)
                 if not ready:
                     continue

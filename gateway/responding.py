@@ -4,10 +4,11 @@ JSON bodies are parsed once: brought to OpenAI's shape, priced (``usage.cost``,
 ``x-tollway-cost-usd``), their usage record made durable before the response is
 sent, and stored for idempotent replays. A 200 whose body is not a JSON object,
 or whose ``usage`` is not token counts (:func:`gateway.shapes.checked_usage`),
-raises :class:`~tollway.errors.UpstreamBadResponse`: the client gets a 502 in
+raises :class:`~tollway.errors.UpstreamUnusableAnswer`: the client gets a 502 in
 OpenAI's shape and the pipeline meters the request as failed, once. Streams are relayed by
-:class:`~gateway.relay.StreamRelay`, with the cost added to the usage chunk, the
-record made durable before ``[DONE]``, and the request finished when the stream
+:class:`~gateway.relay.StreamRelay`, with the cost added to the usage chunk, a
+provisional record journaled at the first byte, the final record made durable
+before ``[DONE]``, and the request finished when the stream
 closes however it ends.
 """
 
@@ -31,7 +32,7 @@ from gateway.relay import DEFAULT_MAX_EVENT_BYTES, Opening, StreamOutcome, Strea
 from gateway.responses import JSON
 from gateway.shapes import normalize_body, tool_calls_of, usage_of
 from policies.tokens import TokenCounter
-from tollway.errors import UpstreamBadResponse
+from tollway.errors import UpstreamUnusableAnswer
 
 Closer = Callable[[RequestRecord, float], None]
 
@@ -70,7 +71,7 @@ class Responder:
     ) -> Response:
         data = normalize_body(upstream.body, public_model)
         if data is None:
-            raise UpstreamBadResponse("The upstream's answer is not a JSON object.")
+            raise UpstreamUnusableAnswer("The upstream's answer is not a JSON object.")
         record.usage = usage_of(data)
         record.tool_calls = tool_calls_of(data)
         if self.metering is not None and record.tenant_id:
@@ -100,6 +101,12 @@ class Responder:
             await record.lease.complete(stored)
             record.lease = None
         return Response(content, status_code=200, headers=headers, media_type=JSON)
+
+    def prompt_estimate(self, record: RequestRecord, body: dict[str, Any]) -> int:
+        """The prompt tokens of a request whose usage is not known yet."""
+        if record.tokens_after_compression is not None:
+            return record.tokens_after_compression
+        return int(self.estimated_usage(body, completion=0)["prompt_tokens"])
 
     def estimated_usage(self, body: dict[str, Any], completion: int) -> dict[str, Any]:
         """Usage counted offline, for upstreams that reported none."""
@@ -153,6 +160,10 @@ class Responder:
             await metering.commit(metering.usage_record(record, gpu_seconds, quote, source))
             record.metered = True
 
+        def first_byte(outcome: StreamOutcome) -> None:
+            if metering is not None:
+                metering.provisional(record, lambda: self.prompt_estimate(record, body))
+
         def stream_closed(outcome: StreamOutcome, cancelled: bool) -> None:
             record.first_byte_at = outcome.first_byte_at
             record.tool_calls = outcome.tool_calls
@@ -176,6 +187,7 @@ class Responder:
             on_close=stream_closed,
             max_event_bytes=self.max_event_bytes,
             opening=opening,
+            on_first_byte=first_byte,
         )
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"

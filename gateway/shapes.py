@@ -10,7 +10,7 @@ gaps in the same pass.
 :func:`checked_usage`, for every answer (JSON bodies and stream events alike):
 token counts must be plain integers between 0 and :data:`MAX_USAGE_TOKENS`.
 Anything else is the upstream's fault, never a 500 of ours and never a bill of
-zero: :class:`~tollway.errors.UpstreamBadResponse` (502 ``bad_upstream_response``).
+zero: :class:`~tollway.errors.UpstreamUnusableAnswer` (502 ``bad_upstream_response``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from tollway.errors import UpstreamBadResponse
+from tollway.errors import UpstreamUnusableAnswer
 
 # Optional in OpenAI's schema but never null: servers that send null get them dropped.
 _OPTIONAL_MESSAGE_FIELDS = ("tool_calls", "function_call")
@@ -76,8 +76,8 @@ def _is_count(value: object) -> bool:
     return type(value) is int and 0 <= value <= MAX_USAGE_TOKENS
 
 
-def _bad_usage(field: str) -> UpstreamBadResponse:
-    return UpstreamBadResponse(f"The upstream reported an invalid usage ({field}).")
+def _bad_usage(field: str) -> UpstreamUnusableAnswer:
+    return UpstreamUnusableAnswer(f"The upstream reported an invalid usage ({field}).")
 
 
 def checked_usage(usage: object) -> dict[str, Any] | None:
@@ -86,7 +86,7 @@ def checked_usage(usage: object) -> dict[str, Any] | None:
     ``prompt_tokens`` and ``completion_tokens`` are required; ``total_tokens``,
     the details' ``cached_tokens`` and ``reasoning_tokens`` and the cache counts
     are checked when present (``cached_tokens`` at most ``prompt_tokens``); other
-    fields pass untouched. Raises :class:`~tollway.errors.UpstreamBadResponse`.
+    fields pass untouched. Raises :class:`~tollway.errors.UpstreamUnusableAnswer`.
     """
     if usage is None:
         return None

@@ -6,20 +6,20 @@ yet, so a stream costs time linear in its size however it is split (appending to
 a ``bytes`` and searching it from the start each time is quadratic: a 64 MB event
 without a blank line took seconds of CPU). No event may exceed ``max_event_bytes``:
 a longer one (or a tail that grows past it without a blank line) raises
-:class:`~tollway.errors.UpstreamBadResponse` as soon as it is seen, so the
+:class:`~tollway.errors.UpstreamUnusableAnswer` as soon as it is seen, so the
 incomplete tail never holds more than the limit plus one block.
 """
 
 from __future__ import annotations
 
-from tollway.errors import UpstreamBadResponse
+from tollway.errors import UpstreamUnusableAnswer
 
 _END = b"\n\n"
 
 
-def event_too_large(max_event_bytes: int) -> UpstreamBadResponse:
+def event_too_large(max_event_bytes: int) -> UpstreamUnusableAnswer:
     """The error for an upstream event over the limit (the message names no upstream)."""
-    return UpstreamBadResponse(
+    return UpstreamUnusableAnswer(
         f"The upstream sent a stream event larger than {max_event_bytes} bytes."
     )
 

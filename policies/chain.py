@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from policies.conversation import Message
 from policies.draft import Draft, Step, StepContext
 from policies.result import CompressionResult, StepReport
+from policies.summary import Summarizer
 from policies.tokens import REPLY_PRIMING, TokenCounter
 from policies.validity import analyze
 
@@ -39,12 +40,18 @@ class CompressionPolicy:
         self.verify_output = verify_output
 
     async def compress(
-        self, messages: list[Message], *, scope: str | None = None
+        self,
+        messages: list[Message],
+        *,
+        scope: str | None = None,
+        summarizer: Summarizer | None = None,
     ) -> CompressionResult:
         """Compress ``messages`` (never mutated); ``scope`` keys per-session state.
 
         The gateway passes ``scope="<tenant>:<session id>"`` when the request
-        has a session; summaries are then stored per session.
+        has a session; summaries are then stored per session. ``summarizer``
+        replaces the steps' own for this call (the gateway's is bound to the
+        request, so each summary call is metered and attributed to it).
         """
         tokens = await self.counter.count_each_async(messages)
         total = sum(tokens) + REPLY_PRIMING
@@ -54,7 +61,7 @@ class CompressionPolicy:
         if not structure.valid:
             return self._unchanged(messages, total, "invalid_input")
         draft = Draft(messages, tokens, self.counter, structure)
-        context = StepContext(scope=scope)
+        context = StepContext(scope=scope, summarizer=summarizer)
         reports: list[StepReport] = []
         for step in self.steps:
             reports.append(await step.apply(draft, context))

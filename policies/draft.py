@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from policies.conversation import Message, call_name
 from policies.result import StepReport
 from policies.tokens import REPLY_PRIMING, TokenCounter
 from policies.validity import NO_OWNER, Structure, analyze
+
+if TYPE_CHECKING:
+    from policies.summary import Summarizer
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,9 +27,12 @@ class StepContext:
 
     ``scope`` names where per-conversation state lives (the gateway passes
     ``"<tenant>:<session id>"``); None when the request has no session.
+    ``summarizer``, when set, writes this request's summaries instead of the step's
+    own (the gateway passes one bound to the request, which meters each call).
     """
 
     scope: str | None = None
+    summarizer: Summarizer | None = None
 
 
 class Draft:

@@ -196,8 +196,9 @@ class RollingSummary:
                 basis = [{"role": "user", "content": markers.summary(earlier)}]
                 first = points[position]
                 break
+        summarizer = context.summarizer or self.summarizer
         async with asyncio.timeout(self.timeout_s):
-            text = await self.summarizer.summarize(basis + messages[first : points[-1]])
+            text = await summarizer.summarize(basis + messages[first : points[-1]])
         if text.strip():
             await self.store.set(keys[-1], text.strip(), ttl_seconds=self.ttl_seconds)
         return text.strip(), True

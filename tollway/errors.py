@@ -32,10 +32,10 @@ with ``raise ... from exc``. Nothing ever picks a status by matching text.
         ├── UpstreamUnavailable (503, no healthy worker / cannot connect / 503)
         ├── UpstreamTimeout (504; the upstream's 504 or 408, or no first byte in time)
         ├── UpstreamStreamBroken (502, the stream ended before it finished)
-        ├── UpstreamBadResponse (502, code bad_upstream_response; garbage in a 200) *
         ├── UpstreamRateLimited (429 requests, code upstream_rate_limited; Retry-After)
         ├── UpstreamServerError (502, code upstream_server_error; the upstream's 500) *
         ├── UpstreamBadResponse (502, code bad_upstream_response; not HTTP, head over limits)
+        │   ├── UpstreamUnusableAnswer (502, bad_upstream_response; garbage in a 200) *
         │   └── UpstreamResponseTooLarge (502, code upstream_response_too_large) *
         └── UpstreamRejected (the upstream's own 4xx: the client's mistake, relayed as
                               400/413/422 invalid_request_error with its message) *
@@ -259,19 +259,6 @@ class UpstreamStreamBroken(UpstreamError):
     default_code = "upstream_stream_broken"
 
 
-class UpstreamBadResponse(UpstreamError):
-    """The upstream answered 200 with something the gateway cannot pass on (502): a
-    body that is not a JSON object, a ``usage`` that is not token counts, an SSE
-    event over the size limit.
-
-    Not retryable: the upstream did the work (and may have billed it); the answer
-    itself is unusable.
-    """
-
-    default_code = "bad_upstream_response"
-    retryable = False
-
-
 class UpstreamRateLimited(UpstreamError):
     """The upstream's own rate limit or overload answer (429); ``retry_after`` as it said.
 
@@ -316,6 +303,18 @@ class UpstreamBadResponse(UpstreamError):
     """
 
     default_code = "bad_upstream_response"
+
+
+class UpstreamUnusableAnswer(UpstreamBadResponse):
+    """The upstream answered 200 with something the gateway cannot pass on (502): a
+    body that is not a JSON object, a ``usage`` that is not token counts, an SSE
+    event over the size limit.
+
+    Not retryable: the upstream did the work (and may have billed it); the answer
+    itself is unusable.
+    """
+
+    retryable = False
 
 
 class UpstreamResponseTooLarge(UpstreamBadResponse):

@@ -1,8 +1,10 @@
 """Usage reports: ``GET /admin/v1/usage`` (any tenant) and ``GET /v1/usage`` (the caller's).
 
 Both read the ledger (what the usage buffer has already moved into SQL) and
-answer ``{"object": "list", "data": [{"group", "requests", "prompt_tokens",
-"cached_tokens", "completion_tokens", "cost_usd", "gpu_seconds", …}]}``.
+answer ``{"object": "list", "data": [rows]}``. A tenant's rows carry
+``group``, ``requests`` (billable), ``rejected``, the token counts and
+``cost_usd`` only; the admin's add ``failed``, ``gpu_seconds``,
+``internal_cost_usd`` and ``margin_usd`` (see :mod:`billing.queries`).
 """
 
 from __future__ import annotations
@@ -35,10 +37,13 @@ def _filter(
     return UsageFilter(tenant_id, key_id, model, agent_type, utc(start), utc(end))
 
 
-async def _report(engine: AsyncEngine, where: UsageFilter, group_by: GroupBy) -> dict[str, Any]:
+async def _report(
+    engine: AsyncEngine, where: UsageFilter, group_by: GroupBy, *, operator: bool
+) -> dict[str, Any]:
     with translate_db_errors("reading usage"):
         rows = await usage_totals(engine, where, group_by)
-    return {"object": "list", "data": [r.to_dict() for r in rows]}
+    data = [r.to_dict() if operator else r.tenant_view() for r in rows]
+    return {"object": "list", "data": data}
 
 
 KeyQ = Annotated[str | None, Query(description="Only this API key.")]
@@ -66,7 +71,7 @@ def admin_router(engine: AsyncEngine, admin_token: str | None) -> APIRouter:
         group_by: GroupQ = GroupBy.DAY,
     ) -> dict[str, Any]:
         where = _filter(tenant_id, key_id, model, agent_type, start, end)
-        return await _report(engine, where, group_by)
+        return await _report(engine, where, group_by, operator=True)
 
     return api
 
@@ -75,7 +80,10 @@ def tenant_router(engine: AsyncEngine, auth: Authenticator) -> APIRouter:
     """``GET /v1/usage``: the caller's tenant only."""
     api = APIRouter(prefix="/v1", tags=["usage"])
 
-    @api.get("/usage", summary="Your tenant's usage totals")
+    @api.get(
+        "/usage",
+        summary="Your tenant's usage totals: requests, rejected requests, tokens and cost",
+    )
     async def tenant_usage(
         request: Request,
         key_id: KeyQ = None,
@@ -89,6 +97,6 @@ def tenant_router(engine: AsyncEngine, auth: Authenticator) -> APIRouter:
         if group_by == GroupBy.TENANT:
             group_by = GroupBy.DAY
         where = _filter(principal.tenant_id, key_id, model, agent_type, start, end)
-        return await _report(engine, where, group_by)
+        return await _report(engine, where, group_by, operator=False)
 
     return api

@@ -10,6 +10,7 @@ from billing.ledger import Ledger
 from billing.pricing import ActivePriceBook, parse_price_book_yaml
 from billing.pricing_store import PriceBookStore
 from billing.queries import GroupBy, UsageFilter, usage_totals
+from billing.usage import UsageStatus
 from tests.billing.conftest import make_record
 
 T0 = datetime(2025, 6, 1, 10, 15, tzinfo=UTC)
@@ -97,3 +98,44 @@ async def test_price_book_versions_are_shared(engine: AsyncEngine) -> None:
     assert old is not None and old.document == first.document
     assert await store.source(2) == changed
     assert [v.version for v in await store.versions()] == [2, 1]
+
+
+async def test_requests_count_billable_rows_and_refusals_apart(engine: AsyncEngine) -> None:
+    """``requests`` counts served requests only; refusals are ``rejected``, upstream
+    errors and interrupted streams ``failed``; a summary call adds tokens and cost but
+    is not a request; a stream still in flight counts nowhere yet."""
+    at = {"created_at": T0, "cached_tokens": 0}
+    refused = {**at, "prompt_tokens": 0, "completion_tokens": 0, "cost_micros": 0}
+    records = [
+        make_record("served", **at, prompt_tokens=10, completion_tokens=5, cost_micros=100),
+        make_record("left", **at, status=UsageStatus.CLIENT_CANCELLED, prompt_tokens=10),
+        make_record("429", **refused, status=UsageStatus.REJECTED),
+        make_record("401", **refused, status=UsageStatus.REJECTED),
+        make_record("502", **at, status=UsageStatus.UPSTREAM_ERROR, cost_micros=0),
+        make_record("cut", **at, status=UsageStatus.INTERRUPTED, cost_micros=0),
+        make_record("live", **at, status=UsageStatus.PROVISIONAL, cost_micros=77),
+        make_record(
+            "served.summary1",
+            **at,
+            agent_type="summarizer",
+            parent_request_id="served",
+            prompt_tokens=40,
+            completion_tokens=8,
+            cost_micros=50,
+        ),
+    ]
+    await Ledger(engine).write(records)
+    (row,) = await usage_totals(engine, UsageFilter(tenant_id="t1"), GroupBy.DAY)
+    assert (row.requests, row.rejected, row.failed) == (2, 2, 2)
+    assert (row.prompt_tokens, row.completion_tokens) == (10 + 10 + 40, 5 + 300 + 8)
+    assert row.cost_usd == "0.001384"  # 100 + 1234 (cancelled) + 50; nothing in flight
+    tenant = row.tenant_view()
+    assert set(tenant) == {
+        "group", "requests", "rejected", "prompt_tokens", "cached_tokens",
+        "completion_tokens", "cost_usd",
+    }  # fmt: skip
+    by_agent = await usage_totals(engine, UsageFilter(tenant_id="t1"), GroupBy.AGENT_TYPE)
+    assert [(r.group, r.requests, r.prompt_tokens) for r in by_agent] == [
+        ("coordinator", 2, 20),
+        ("summarizer", 0, 40),
+    ]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.ledger import Ledger
@@ -17,7 +17,7 @@ from billing.meters import StripeSettings
 from billing.reconcile import reconcile
 from billing.stripe_export import StripeConnection, StripeExporter, connect_stripe
 from billing.tables import export_batches
-from billing.usage import UsageRecord
+from billing.usage import UsageRecord, UsageStatus
 from tests.billing.conftest import make_record
 from tests.billing.stripe_standin import MeterEvent, StripeStandin
 from tollway.errors import InvalidRequest
@@ -251,3 +251,62 @@ async def test_reconcile_needs_whole_buckets(
         await reconcile(
             sqlite_engine, None, settings(), CUSTOMERS, DAY0 + timedelta(minutes=1), DAY0
         )
+
+
+async def test_quantities_count_only_billable_requests(
+    engine: AsyncEngine, connection: StripeConnection, clock: Clock
+) -> None:
+    """12 served, 7 rate-limited: a ``requests`` meter exports 12 (it exported 19).
+    Token meters sum billable rows (a summary call's tokens included, its row not a
+    request); upstream errors, interrupted and in-flight streams add nothing."""
+    hour = DAY0 + timedelta(hours=1)
+    served = [
+        make_record(f"ok-{i}", created_at=hour, prompt_tokens=100, cached_tokens=0)
+        for i in range(10)
+    ]
+    served += [
+        make_record(f"gone-{i}", created_at=hour, status=UsageStatus.CLIENT_CANCELLED)
+        for i in range(2)
+    ]
+    refused = [
+        make_record(
+            f"429-{i}",
+            created_at=hour,
+            status=UsageStatus.REJECTED,
+            prompt_tokens=0,
+            cached_tokens=0,
+            completion_tokens=0,
+            cost_micros=0,
+        )
+        for i in range(7)
+    ]
+    unbilled = [
+        make_record(f"{status.value}-1", created_at=hour, status=status, cost_micros=0)
+        for status in (UsageStatus.UPSTREAM_ERROR, UsageStatus.INTERRUPTED)
+    ]
+    unbilled.append(make_record("in-flight", created_at=hour, status=UsageStatus.PROVISIONAL))
+    summary = make_record(
+        "ok-0.summary1", created_at=hour, agent_type="summarizer", parent_request_id="ok-0"
+    )
+    await Ledger(engine).write([*served, *refused, *unbilled, summary])
+    meters = [
+        {"name": "requests", "event_name": "tollway_requests", "quantity": "requests"},
+        {"name": "input", "event_name": "tollway_input", "quantity": "prompt_tokens"},
+        {"name": "cost", "event_name": "tollway_cost", "quantity": "cost_micros"},
+    ]
+    exporter = StripeExporter(
+        engine, connection.client, settings(meters=meters), CUSTOMERS, clock=clock
+    )
+    await exporter.plan()
+    async with engine.connect() as conn:
+        values = dict(
+            (await conn.execute(select(export_batches.c.meter, export_batches.c.value))).all()
+        )
+    assert values["requests"] == 12
+    assert values["input"] == 10 * 100 + 2 * 1200 + 1200
+    assert values["cost"] == 13 * 1234
+    # Reconciliation counts the ledger the same way (the stream in flight included).
+    rows = await reconcile(
+        engine, None, settings(meters=meters), CUSTOMERS, DAY0, DAY0 + timedelta(hours=6)
+    )
+    assert {r.meter: r.ledger_value for r in rows} == values

@@ -16,7 +16,7 @@ from gateway.relay import StreamOutcome, StreamRelay, read_opening
 from gateway.shapes import checked_usage
 from gateway.sseframing import EventFramer
 from tests.gateway.fake_worker import chunk, sglang_stream_error, usage_chunk
-from tollway.errors import TollwayError, UpstreamBadResponse, UpstreamRejected
+from tollway.errors import TollwayError, UpstreamRejected, UpstreamUnusableAnswer
 
 EVENTS = [chunk("a"), chunk("b"), chunk(finish="stop"), usage_chunk(), b"data: [DONE]\n\n"]
 BLOB = b"".join(EVENTS)
@@ -179,7 +179,7 @@ def test_the_framer_cuts_any_split_into_the_same_events(
     try:
         for block in split(blob, cuts):
             out += framer.feed(block)
-    except UpstreamBadResponse:
+    except UpstreamUnusableAnswer:
         assert max(len(e) for e in events) > limit
         return
     assert max(len(e) for e in events) <= limit
@@ -204,7 +204,7 @@ async def test_an_event_over_the_limit_fails_the_stream_and_tells_the_upstream()
     out = [b async for b in relay]
     error = orjson.loads(out[-1].removeprefix(b"data: "))["error"]
     assert error["code"] == "bad_upstream_response"
-    assert [type(e) for e in w.failures] == [UpstreamBadResponse]
+    assert [type(e) for e in w.failures] == [UpstreamUnusableAnswer]
     assert w.released == 1 and [c for _, c in w.closes] == [False]
 
 
