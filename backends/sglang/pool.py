@@ -106,6 +106,10 @@ class SGLangPool:
         self.route = f"pool:{name}"
         self.upstream_model = config.model.upstream_name
         self.workers = [Worker(url=url, health=config.health) for url in config.workers]
+        #: Each worker's public id, by URL: its place in the configured list (``w0``,
+        #: ``w1``, …), the same in every replica. Clients see it in ``x-tollway-route``
+        #: and in error messages, never the worker's URL (kept for logs and metrics).
+        self.worker_ids = {w.url: f"w{i}" for i, w in enumerate(self.workers)}
         #: Each worker's circuit breaker, by URL.
         self.breakers = {w.url: self._make_breaker(w) for w in self.workers}
         self.picker = make_picker(config.policy, config.overflow_factor)
@@ -370,9 +374,10 @@ class SGLangPool:
                 worker.in_flight -= 1
                 self.admission.release(reservation)
 
-        route = f"{self.route}/{worker.url}"
+        label = f"{self.name}/{self.worker_ids[worker.url]}"
+        route = f"{self.route}/{self.worker_ids[worker.url]}"
         try:
-            with translate_errors(worker.url):
+            with translate_errors(label):
                 resp = await self._clients[worker.url].request(
                     "POST",
                     request.path,
@@ -390,7 +395,7 @@ class SGLangPool:
                         resp.release()
                     if resp.status >= 300:
                         raise error_from_upstream(
-                            resp.status, content, worker.url, resp.header_map()
+                            resp.status, content, label, resp.header_map()
                         )
                     release()
                     return UpstreamResponse(
@@ -413,7 +418,7 @@ class SGLangPool:
             status=resp.status,
             route=route,
             worker=worker.url,
-            stream=watched(iter_chunks(resp, worker.url), verdict),
+            stream=watched(iter_chunks(resp, label), verdict),
             share=share,
             _close=close,
         )
