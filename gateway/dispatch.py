@@ -9,7 +9,8 @@ pass over the header list (:func:`scan_headers`) and then, in this order:
    that no route reads the first copy where another reads the last;
 2. names the request (:class:`gateway.requestid.RequestIds`) and adds
    ``x-request-id`` to whatever answers it;
-3. checks the admin token for ``/admin/…`` routes (401/403, body unread);
+3. checks the admin token for ``/admin/…`` routes, and ``/metrics`` when
+   ``metrics.require_admin_token`` is on (401/403, body unread);
 4. refuses a declared ``content-length`` over ``server.max_body_bytes`` with 413
    before reading anything; a body without a declared length is counted as it
    is read and refused at the limit (:func:`gateway.body.read_body`);
@@ -51,7 +52,6 @@ SINGLE = frozenset(
         HEADER,
     }
 )
-_ADMIN = "/admin/"
 _EMPTY: Message = {"type": "http.request", "body": b"", "more_body": False}
 
 
@@ -114,12 +114,14 @@ class Dispatcher:
         *,
         max_body_bytes: int,
         admin_check: Callable[[str | None], None],
+        admin_paths: tuple[str, ...] = ("/admin/",),
     ) -> None:
         self.app = app
         self.table = table
         self.ids = ids
         self.max_body_bytes = max_body_bytes
         self.admin_check = admin_check
+        self.admin_paths = admin_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -156,7 +158,7 @@ class Dispatcher:
         """Any route but an inference one: FastAPI, after the checks."""
         inner = _empty_body(receive)
         try:
-            if scope["path"].startswith(_ADMIN):
+            if scope["path"].startswith(self.admin_paths):
                 auth = head.single.get(b"authorization")
                 self.admin_check(auth.decode("latin-1") if auth is not None else None)
                 check_declared_length(head, self.max_body_bytes)
