@@ -160,6 +160,8 @@ class Dispatcher:
                 body = await read_body(Request(scope, receive), self.max_body_bytes)
                 inner = _replay(body, receive)
         except TollwayError as exc:
+            if has_body:  # refused before its body was read: the connection closes
+                exc.headers.setdefault("connection", "close")
             await send_response(error_response(exc, rid), receive, send)
             return
         started = False
