@@ -169,6 +169,11 @@ class SGLangPool:
         """Open the connection pool, probe every worker, learn capacities, start checks."""
         if self._session is None:
             self._session = make_session(self.config.max_connections_per_worker)
+        log.info(
+            "pool %s workers: %s",
+            self.name,
+            ", ".join(f"{wid}={url}" for url, wid in self.worker_ids.items()),
+        )
         t = self.config.timeouts
         self._clients = {
             w.url: Http1Pool(
