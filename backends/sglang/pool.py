@@ -399,9 +399,7 @@ class SGLangPool:
                     finally:
                         resp.release()
                     if resp.status >= 300:
-                        raise error_from_upstream(
-                            resp.status, content, label, resp.header_map()
-                        )
+                        raise error_from_upstream(resp.status, content, label, resp.header_map())
                     release()
                     return UpstreamResponse(
                         status=resp.status,
