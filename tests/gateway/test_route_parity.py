@@ -36,7 +36,7 @@ LIMITS = {
     "keep_alive_timeout_s": 5,
 }
 SETTINGS = settings(
-    max_examples=20,
+    max_examples=50,
     deadline=None,
     derandomize=True,
     database=None,
