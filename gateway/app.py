@@ -305,5 +305,7 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
         RequestIds(config.server.max_request_id_length),
         max_body_bytes=max_body,
         admin_check=admin.admin_guard(admin_token),
+        authenticate=auth.authenticate,
+        admin_paths=("/admin/", "/metrics") if config.metrics.require_admin_token else ("/admin/",),
     )
     return Gateway(app, dispatcher)

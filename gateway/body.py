@@ -23,7 +23,11 @@ DEFAULT_MAX_JSON_DEPTH = 64
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+    # The rest of the body is not read: the connection closes after the answer.
+    return PayloadTooLarge(
+        f"Request body is larger than the limit of {limit} bytes.",
+        headers={"connection": "close"},
+    )
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -221,6 +221,12 @@ class MetricsConfig(_Strict):
         description="Add per-tenant counters (requests by status, cost). Leave off when "
         "tenants are many: every tenant is a series.",
     )
+    require_admin_token: bool = Field(
+        default=False,
+        description="Serve `/metrics` only with `Authorization: Bearer <admin token>` (403 "
+        "when no admin token is configured). Off by default: scrapers reach it without one, "
+        "so keep the gateway's port off untrusted networks or switch this on.",
+    )
 
 
 class TollwayConfig(_Strict):

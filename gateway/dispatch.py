@@ -9,14 +9,21 @@ pass over the header list (:func:`scan_headers`) and then, in this order:
    that no route reads the first copy where another reads the last;
 2. names the request (:class:`gateway.requestid.RequestIds`) and adds
    ``x-request-id`` to whatever answers it;
-3. checks the admin token for ``/admin/…`` routes (401/403, body unread);
-4. refuses a declared ``content-length`` over ``server.max_body_bytes`` with 413
-   before reading anything; a body without a declared length is counted as it
-   is read and refused at the limit (:func:`gateway.body.read_body`);
-5. dispatches: the inference routes of the :class:`~gateway.routes.RouteTable`
-   to their handler (405 for another method), everything else to FastAPI.
-   Routes other than the inference and admin ones take no body: theirs is
-   never read (the connection drops it, :mod:`gateway.protocol`).
+3. dispatches the inference routes of the :class:`~gateway.routes.RouteTable`
+   to their handler (405 for another method), which authenticates the caller
+   before it reads the body within the limit;
+4. for every other route, checks credentials before any body is read: the
+   admin token on ``/admin/…`` (and ``/metrics`` when
+   ``metrics.require_admin_token`` is on), a tenant key on other ``/v1/…``
+   routes sent with a body (401/403);
+5. refuses a declared ``content-length`` over ``server.max_body_bytes`` with 413
+   before reading anything; reads a body sent without a declared length
+   counting it, and refuses it at the limit (:func:`gateway.body.read_body`);
+   then hands the request to FastAPI (a route that takes no body ignores it).
+
+So on every route: duplicate headers (400), then credentials (401/403), then
+the body's size (413), then the body. A request answered before its body was
+read closes its connection (:mod:`gateway.protocol`).
 
 Errors are rendered in OpenAI's shape and written by
 :func:`gateway.sending.send_response`, the one response writer.
@@ -25,7 +32,7 @@ Errors are rendered in OpenAI's shape and written by
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -36,7 +43,7 @@ from gateway.requestid import HEADER, RequestIds
 from gateway.responses import error_response
 from gateway.routes import Handler, RouteTable
 from gateway.sending import send_response
-from tollway.errors import InvalidRequest, MethodNotAllowed, PayloadTooLarge, TollwayError
+from tollway.errors import InvalidRequest, MethodNotAllowed, TollwayError
 
 log = logging.getLogger("tollway")
 
@@ -51,8 +58,7 @@ SINGLE = frozenset(
         HEADER,
     }
 )
-_ADMIN = "/admin/"
-_EMPTY: Message = {"type": "http.request", "body": b"", "more_body": False}
+_TENANT = "/v1/"
 
 
 class Head:
@@ -88,21 +94,6 @@ def scan_headers(headers: list[tuple[bytes, bytes]]) -> Head:
     return head
 
 
-def too_large(limit: int) -> PayloadTooLarge:
-    """The 413 for a body over ``limit`` bytes."""
-    return PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
-
-
-def check_declared_length(head: Head, limit: int) -> None:
-    """413 when the declared ``content-length`` is over ``limit`` (nothing read yet)."""
-    declared = head.content_length
-    if declared is not None and len(declared) < 20 and declared.isdigit():
-        if int(declared) > limit:
-            raise too_large(limit)
-    elif declared is not None:
-        raise InvalidRequest("Invalid Content-Length header.", code="invalid_header")
-
-
 class Dispatcher:
     """ASGI app: the checks above, then the inference routes or FastAPI (``app``)."""
 
@@ -114,12 +105,16 @@ class Dispatcher:
         *,
         max_body_bytes: int,
         admin_check: Callable[[str | None], None],
+        authenticate: Callable[[str | None], Awaitable[object]],
+        admin_paths: tuple[str, ...] = ("/admin/",),
     ) -> None:
         self.app = app
         self.table = table
         self.ids = ids
         self.max_body_bytes = max_body_bytes
         self.admin_check = admin_check
+        self.authenticate = authenticate
+        self.admin_paths = admin_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -140,11 +135,8 @@ class Dispatcher:
             if scope["method"] != route.method:
                 await send_response(error_response(_not_allowed(route.method), rid), receive, send)
                 return
-            try:
-                check_declared_length(head, self.max_body_bytes)
-            except TollwayError as exc:
-                await send_response(error_response(exc, rid), receive, send)
-                return
+            # The handler authenticates, then reads the body within the limit (413 for a
+            # declared length over it before reading anything).
             response = await answer(route.handler, rid, scope, receive)
             await send_response(response, receive, send)
             return
@@ -154,18 +146,22 @@ class Dispatcher:
         self, scope: Scope, receive: Receive, send: Send, head: Head, rid: str
     ) -> None:
         """Any route but an inference one: FastAPI, after the checks."""
-        inner = _empty_body(receive)
+        inner = receive
+        path: str = scope["path"]
+        has_body = head.chunked or (head.content_length or b"0").strip(b"0") != b""
         try:
-            if scope["path"].startswith(_ADMIN):
-                auth = head.single.get(b"authorization")
-                self.admin_check(auth.decode("latin-1") if auth is not None else None)
-                check_declared_length(head, self.max_body_bytes)
-                if head.chunked or (head.content_length or b"0") != b"0":
-                    body = await read_body(Request(scope, receive), self.max_body_bytes)
-                    inner = _replay(body, receive)
-            else:
-                check_declared_length(head, self.max_body_bytes)
+            auth = head.single.get(b"authorization")
+            credentials = auth.decode("latin-1") if auth is not None else None
+            if path.startswith(self.admin_paths):
+                self.admin_check(credentials)
+            elif has_body and path.startswith(_TENANT):
+                await self.authenticate(credentials)  # the route checks again; no body yet
+            if has_body:  # 413 for a declared size over the limit before reading, or at it
+                body = await read_body(Request(scope, receive), self.max_body_bytes)
+                inner = _replay(body, receive)
         except TollwayError as exc:
+            if has_body:  # refused before its body was read: the connection closes
+                exc.headers.setdefault("connection", "close")
             await send_response(error_response(exc, rid), receive, send)
             return
         started = False
@@ -194,24 +190,6 @@ def _not_allowed(method: str) -> MethodNotAllowed:
     return MethodNotAllowed(
         "Method not allowed for this URL.", code="method_not_allowed", headers={"allow": method}
     )
-
-
-def _empty_body(receive: Receive) -> Receive:
-    """A ``receive`` for a route that takes no body: an empty one, then the connection's
-    own messages with any body left out (a disconnect still arrives)."""
-    given = False
-
-    async def inner() -> Message:
-        nonlocal given
-        if not given:
-            given = True
-            return _EMPTY
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return message
-
-    return inner
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -1,11 +1,15 @@
-"""Sending the hot path's responses over ASGI without Starlette's per-response machinery.
+"""The one response writer: responses sent over ASGI without Starlette's per-response machinery.
+
+The dispatcher (:mod:`gateway.dispatch`) writes every answer of its own (the
+inference routes' responses and its refusals) through :func:`send_response`.
 
 A JSON response is two ``send`` calls. A stream is relayed in the handler's own
 task: Starlette's :class:`~starlette.responses.StreamingResponse` (on an ASGI
 2.3 server such as uvicorn) runs every stream in a task group with a second
 task listening for the client's disconnect, which costs a task hop before the
 first byte and anyio's cancel scopes on every request. Here a plain callback
-on one waiter does the listening: when the client goes away mid-stream the
+on one waiter does the listening (the one cancel-on-disconnect helper,
+:class:`_Watch`): when the client goes away mid-stream the
 handler's task is cancelled, the body iterator is closed (so the relay sees a
 cancellation and bills what was delivered), and the handler returns normally.
 """

@@ -107,6 +107,10 @@ class SGLangPool:
         self.route = f"pool:{name}"
         self.upstream_model = config.model.upstream_name
         self.workers = [Worker(url=url, health=config.health) for url in config.workers]
+        #: Each worker's public id, by URL: its place in the configured list (``w0``,
+        #: ``w1``, …), the same in every replica. Clients see it in ``x-tollway-route``
+        #: and in error messages, never the worker's URL (kept for logs and metrics).
+        self.worker_ids = {w.url: f"w{i}" for i, w in enumerate(self.workers)}
         #: Each worker's circuit breaker, by URL.
         self.breakers = {w.url: self._make_breaker(w) for w in self.workers}
         self.picker = make_picker(config.policy, config.overflow_factor)
@@ -166,6 +170,11 @@ class SGLangPool:
         """Open the connection pool, probe every worker, learn capacities, start checks."""
         if self._session is None:
             self._session = make_session(self.config.max_connections_per_worker)
+        log.info(
+            "pool %s workers: %s",
+            self.name,
+            ", ".join(f"{wid}={url}" for url, wid in self.worker_ids.items()),
+        )
         t, limits = self.config.timeouts, self.config.response_limits
         self._clients = {
             w.url: Http1Pool(
@@ -374,9 +383,10 @@ class SGLangPool:
                 worker.in_flight -= 1
                 self.admission.release(reservation)
 
-        route = f"{self.route}/{worker.url}"
+        label = f"{self.name}/{self.worker_ids[worker.url]}"
+        route = f"{self.route}/{self.worker_ids[worker.url]}"
         try:
-            with translate_errors(worker.url):
+            with translate_errors(label):
                 resp = await self._clients[worker.url].request(
                     "POST",
                     request.path,
@@ -393,9 +403,7 @@ class SGLangPool:
                     finally:
                         resp.release()
                     if resp.status >= 300:
-                        raise error_from_upstream(
-                            resp.status, content, worker.url, resp.header_map()
-                        )
+                        raise error_from_upstream(resp.status, content, label, resp.header_map())
                     release()
                     return UpstreamResponse(
                         status=resp.status,
@@ -417,7 +425,7 @@ class SGLangPool:
             status=resp.status,
             route=route,
             worker=worker.url,
-            stream=watched(iter_chunks(resp, worker.url), verdict),
+            stream=watched(iter_chunks(resp, label), verdict),
             share=share,
             _close=close,
             _failed=verdict.error,

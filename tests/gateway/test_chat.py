@@ -28,7 +28,7 @@ async def test_non_streaming_shows_public_model_usage_and_headers() -> None:
         assert reply.choices[0].message.content == "hello"
         assert reply.usage is not None and reply.usage.total_tokens == USAGE["total_tokens"]
         assert raw.headers["x-request-id"].startswith("req_")
-        assert raw.headers["x-tollway-route"] == f"pool:p/{worker.url}"
+        assert raw.headers["x-tollway-route"] == "pool:p/w0"
         sent = worker.requests[-1]
         assert sent["model"] == "upstream-model"
         assert sent["top_k"] == 3 and sent["regex"] == "a+"  # unknown fields pass through

@@ -179,3 +179,19 @@ async def test_the_sdk_over_a_socket_gets_json_streams_errors_and_other_routes()
         models = await client.models.list()  # through FastAPI
         assert [m.id for m in models.data] == ["m"]
         await client.close()
+
+
+async def test_metrics_can_require_the_admin_token() -> None:
+    async with running_gateway(gateway_config([closed_port_url()])) as (_, client):
+        assert (await client.get("/metrics")).status_code == 200  # the default: open
+    config = gateway_config(
+        [closed_port_url()], admin_token=ADMIN, metrics={"require_admin_token": True}
+    )
+    async with running_gateway(config) as (_, client):
+        refused = await client.get("/metrics")
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == "missing_api_key"
+        wrong = await client.get("/metrics", headers={"authorization": f"Bearer {API_KEY}"})
+        assert wrong.status_code == 401 and "tollway_" not in wrong.text
+        ok = await client.get("/metrics", headers={"authorization": f"Bearer {ADMIN}"})
+        assert ok.status_code == 200 and "tollway_" in ok.text

@@ -24,10 +24,19 @@ async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
     await Response(b"{}", status_code=404)(scope, receive, send)
 
 
+async def _anyone(authorization: str | None) -> object:
+    return authorization
+
+
 def app(handler: Callable[[Request], Awaitable[Response]]) -> Dispatcher:
     table = RouteTable([InferenceRoute("/v1/chat/completions", handler, "chat")])
     return Dispatcher(
-        _not_found, table, RequestIds(64), max_body_bytes=1 << 20, admin_check=lambda _: None
+        _not_found,
+        table,
+        RequestIds(64),
+        max_body_bytes=1 << 20,
+        admin_check=lambda _: None,
+        authenticate=_anyone,
     )
 
 
