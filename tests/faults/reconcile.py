@@ -114,7 +114,7 @@ async def mixed_traffic(
         except openai.APIStatusError as exc:
             rid = exc.response.headers.get("x-request-id")
             return Answer(rid, None, False, str(exc.status_code))
-        except (openai.APIError, OSError) as exc:
+        except (openai.APIError, httpx.HTTPError, OSError) as exc:  # no answer, or a cut one
             return Answer(None, None, False, type(exc).__name__)
         original = raw.headers.get(ORIGINAL_REQUEST_ID)
         return Answer(rid, original or rid, True, "ok", replay=original is not None)
@@ -221,6 +221,15 @@ def metric(url: str, name: str) -> float | None:
         if line.startswith(f"{name} ") or line.startswith(f"{name}{{"):
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+async def until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """:func:`wait_for` inside an event loop (traffic runs meanwhile)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(0.05)
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
