@@ -27,12 +27,13 @@ from pathlib import Path
 
 import httpx
 import openai
+import pytest
 from sqlalchemy import select
 
 from billing.tables import usage_ledger
 from gateway.idempotency.record import ORIGINAL_REQUEST_ID
 from tests.e2e.processes import API_KEY, stop
-from tests.faults.support import BODY, LoadResult
+from tests.faults.support import BODY, LoadResult, sqlite_ledger
 from tollway.database import create_engine
 
 
@@ -200,6 +201,17 @@ async def reconcile(database_url: str, traffic: Traffic, timeout_s: float) -> Re
         if not result.missing or time.monotonic() > deadline:
             return result
         await asyncio.sleep(0.2)
+
+
+def ledger_database(
+    database: str, data: Path, request: pytest.FixtureRequest
+) -> tuple[str, dict[str, str]]:
+    """The ledger for ``database`` (``sqlite``: the gateway's embedded file under
+    ``data``; ``postgres``: a fresh database) and the environment that selects it."""
+    if database == "postgres":
+        url: str = request.getfixturevalue("postgres_database")
+        return url, {"DATABASE_URL": url}
+    return sqlite_ledger(data), {}
 
 
 def start_writer(env: dict[str, str], log: Path, *flags: str) -> subprocess.Popen[bytes]:

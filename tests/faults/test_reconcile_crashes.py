@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import admin_sql
 from tests.e2e.processes import emulator, free_port, pool, start_gateway, write_config
-from tests.faults.conftest import admin_sql
 from tests.faults.reconcile import (
     Traffic,
+    ledger_database,
     mixed_traffic,
     reconcile,
     start_writer,
@@ -89,11 +90,7 @@ def test_gateway_killed_and_restarted(
     tmp_path: Path, request: pytest.FixtureRequest, database: str
 ) -> None:
     data = tmp_path / "data"
-    if database == "postgres":
-        database_url = request.getfixturevalue("postgres_database")
-        db_env = {"DATABASE_URL": database_url}
-    else:
-        database_url, db_env = sqlite_ledger(data), {}
+    database_url, db_env = ledger_database(database, data, request)
     with private_redis() as redis, emulator("--instant") as (worker, _):
         config = _config(tmp_path, worker)
         env = {"TOLLWAY_DATA_DIR": str(data), "REDIS_URL": redis.url, **db_env}
