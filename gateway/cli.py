@@ -36,6 +36,7 @@ def serve(
     """Serve the gateway with a configuration file."""
     from gateway.server import serve as run
 
+    _announce_database(None)
     try:
         run(str(config), host, port, workers, log_level)
     except ConfigError as exc:
@@ -56,6 +57,21 @@ def demo(
     sys.exit(run_demo(port=port, data_dir=data_dir, speed=speed))
 
 
+def _announce_database(database_url: str | None) -> str:
+    """The database a command uses (``--database-url``, ``DATABASE_URL``, else SQLite
+    under the data directory), named on stderr (see ``database_notice``)."""
+    from gateway.database import default_database_url
+    from gateway.settings import Settings
+    from tollway.database import database_notice
+
+    settings = Settings()
+    chosen = database_url or settings.database_url
+    url = chosen or default_database_url(settings.data_dir)
+    for line in database_notice(url, None if chosen else settings.data_dir):
+        typer.echo(line, err=True)
+    return url
+
+
 db_app = typer.Typer(help="The SQL database.", no_args_is_help=True)
 
 
@@ -69,15 +85,9 @@ def db_upgrade(
     one process at a time)."""
     import asyncio
 
-    from gateway.database import create_engine, default_database_url, migrate
-    from gateway.settings import Settings
-    from tollway.database import database_notice
+    from gateway.database import create_engine, migrate
 
-    settings = Settings()
-    chosen = database_url or settings.database_url
-    url = chosen or default_database_url(settings.data_dir)
-    for line in database_notice(url, None if chosen else settings.data_dir):
-        typer.echo(line, err=True)
+    url = _announce_database(database_url)
 
     async def run() -> None:
         engine = create_engine(url)

@@ -151,10 +151,14 @@ def demo_config(pool_ports: dict[str, list[int]], admin_token: str) -> dict[str,
     }
 
 
-def _banner(base_url: str, api_key: str, admin_token: str) -> str:
+def _banner(base_url: str, api_key: str, admin_token: str, data_dir: Path) -> str:
     return f"""TOLLWAY_BASE_URL={base_url}
 TOLLWAY_API_KEY={api_key}
 TOLLWAY_ADMIN_TOKEN={admin_token}
+TOLLWAY_DATA_DIR={data_dir}
+
+The demo's database and usage spool are in TOLLWAY_DATA_DIR: export it, and the
+`tollway pricing`, `usage`, `tenants`, `keys` and `billing` commands use them.
 
 Try it:
 
@@ -232,7 +236,8 @@ def run_demo(port: int, data_dir: Path, speed: float = 1.0) -> int:
         if not wait_http_ok(f"http://127.0.0.1:{port}/readyz", 60, procs):
             print(f"the gateway failed to start; see {logs / 'gateway.log'}", file=sys.stderr)
             return 1
-        print(_banner(f"http://127.0.0.1:{port}/v1", api_key, admin_token), flush=True)
+        banner = _banner(f"http://127.0.0.1:{port}/v1", api_key, admin_token, data_dir.resolve())
+        print(banner, flush=True)
         while not stopping:
             if any(p.poll() is not None for p in procs):
                 print(f"a demo process exited; see {logs}", file=sys.stderr)

@@ -161,6 +161,8 @@ class Metering:
         if self.writer is not None:
             with contextlib.suppress(TollwayError):
                 await self.writer.run_once()
+        elif self.stream is not None:
+            await self.buffer.restream()  # a writer elsewhere may never see this spool
         await self.buffer.close()
 
     async def _pause(self, seconds: float) -> bool:

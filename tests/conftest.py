@@ -119,6 +119,25 @@ def postgres_url() -> str:
     return url
 
 
+def admin_sql(postgres_url: str, *statements: str) -> None:
+    """Run statements on the shared PostgreSQL server as its administrator."""
+    import asyncio
+
+    import asyncpg
+
+    dsn = postgres_url.replace("postgresql+asyncpg://", "postgresql://")
+
+    async def run() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            for sql in statements:
+                await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
 @pytest.fixture
 async def postgres_schema(postgres_url: str) -> AsyncIterator[tuple[str, str]]:
     """A fresh PostgreSQL schema for one test: yields ``(url, schema)``; dropped after.

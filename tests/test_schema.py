@@ -11,6 +11,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import typer
 from typer.testing import CliRunner
 
 from billing.tables import create_all
+from tests.conftest import admin_sql
 from tollway.database import create_engine, sqlite_url
 
 PROCESSES = 4
@@ -127,27 +129,14 @@ def test_processes_migrating_a_fresh_sqlite_file_together_all_succeed(
 def test_processes_migrating_a_fresh_postgres_schema_together_all_succeed(
     postgres_url: str, migrators: Migrators
 ) -> None:
-    import uuid
-
-    import asyncpg
-
-    dsn = postgres_url.replace("postgresql+asyncpg://", "postgresql://")
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
     for _ in range(ROUNDS):
         schema = f"t_{uuid.uuid4().hex[:12]}"
-        asyncio.run(admin(f'CREATE SCHEMA "{schema}"'))
+        admin_sql(postgres_url, f'CREATE SCHEMA "{schema}"')
         try:
             assert migrators.together(postgres_url, schema) == ["ok"] * PROCESSES
             assert asyncio.run(_versions(postgres_url, schema)) == HEADS
         finally:
-            asyncio.run(admin(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            admin_sql(postgres_url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @pytest.fixture

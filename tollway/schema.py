@@ -114,7 +114,7 @@ def _upgrade(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         # Held until this transaction commits: the next migrator sees the result.
         connection.execute(
-            sa.text("SELECT pg_advisory_xact_lock(:key, hashtext(current_schema()))"),
+            sa.text("SELECT pg_advisory_xact_lock(:key, hashtext(coalesce(current_schema(), '')))"),
             {"key": _LOCK_KEY},
         )
     cfg = _config(connection)

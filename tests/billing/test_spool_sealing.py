@@ -123,3 +123,36 @@ async def test_restream_moves_spooled_records_once_redis_answers(
     finally:
         await buffer.close()
         await redis_client.delete(stream.key, stream.dead_key)
+
+
+async def test_an_external_writer_gateway_moves_its_spool_to_the_stream_when_it_stops(
+    tmp_path: Path,
+    redis_client: aioredis.Redis,
+    redis_prefix: str,
+    sqlite_engine: AsyncEngine,
+) -> None:
+    """Records spooled (Redis was down) are in the stream once the gateway has stopped,
+    not left in a data directory that may go with the pod."""
+    from gateway.metering import Metering
+
+    metering = Metering(
+        engine=sqlite_engine,
+        data_dir=tmp_path,
+        redis=redis_client,
+        pricing_path=None,
+        gpu_hour_usd={},
+        redis_prefix=redis_prefix,
+        run_writer=False,
+    )
+    await metering.start()
+    assert metering.stream is not None
+    try:
+        for i in range(5):  # as while Redis was down
+            await metering.spool.append(make_record(f"r{i}").to_bytes())
+    finally:
+        await metering.stop()
+    try:
+        assert metering.spool.segments() == []
+        assert await metering.stream.length() == 5
+    finally:
+        await redis_client.delete(metering.stream.key, metering.stream.dead_key)

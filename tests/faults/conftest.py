@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterator
 
-import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-
-def admin_sql(postgres_url: str, *statements: str) -> None:
-    """Run statements on the shared PostgreSQL server as its administrator."""
-    dsn = postgres_url.replace("postgresql+asyncpg://", "postgresql://")
-
-    async def run() -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            for sql in statements:
-                await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
+from tests.conftest import admin_sql
 
 
 @pytest.fixture

@@ -27,12 +27,13 @@ from pathlib import Path
 
 import httpx
 import openai
+import pytest
 from sqlalchemy import select
 
 from billing.tables import usage_ledger
 from gateway.idempotency.record import ORIGINAL_REQUEST_ID
 from tests.e2e.processes import API_KEY, stop
-from tests.faults.support import BODY, LoadResult
+from tests.faults.support import BODY, LoadResult, sqlite_ledger
 from tollway.database import create_engine
 
 
@@ -114,7 +115,7 @@ async def mixed_traffic(
         except openai.APIStatusError as exc:
             rid = exc.response.headers.get("x-request-id")
             return Answer(rid, None, False, str(exc.status_code))
-        except (openai.APIError, OSError) as exc:
+        except (openai.APIError, httpx.HTTPError, OSError) as exc:  # no answer, or a cut one
             return Answer(None, None, False, type(exc).__name__)
         original = raw.headers.get(ORIGINAL_REQUEST_ID)
         return Answer(rid, original or rid, True, "ok", replay=original is not None)
@@ -202,6 +203,17 @@ async def reconcile(database_url: str, traffic: Traffic, timeout_s: float) -> Re
         await asyncio.sleep(0.2)
 
 
+def ledger_database(
+    database: str, data: Path, request: pytest.FixtureRequest
+) -> tuple[str, dict[str, str]]:
+    """The ledger for ``database`` (``sqlite``: the gateway's embedded file under
+    ``data``; ``postgres``: a fresh database) and the environment that selects it."""
+    if database == "postgres":
+        url: str = request.getfixturevalue("postgres_database")
+        return url, {"DATABASE_URL": url}
+    return sqlite_ledger(data), {}
+
+
 def start_writer(env: dict[str, str], log: Path, *flags: str) -> subprocess.Popen[bytes]:
     """``tollway billing worker`` (the external ledger writer) with ``env`` added; its
     output goes to ``log`` (a pipe nobody reads would fill and stop it)."""
@@ -221,6 +233,15 @@ def metric(url: str, name: str) -> float | None:
         if line.startswith(f"{name} ") or line.startswith(f"{name}{{"):
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+async def until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """:func:`wait_for` inside an event loop (traffic runs meanwhile)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(0.05)
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:

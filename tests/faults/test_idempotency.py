@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg  # type: ignore[import-untyped]
 import openai
 import pytest
 
@@ -28,29 +26,10 @@ KEYS = 5
 DUPLICATES = 8
 
 
-@pytest.fixture
-def database(postgres_url: str) -> Iterator[str]:
-    """A fresh database on the shared PostgreSQL (dropped after)."""
-    name = f"tollway_faults_{uuid.uuid4().hex[:10]}"
-    admin_dsn = postgres_url.replace("postgresql+asyncpg://", "postgresql://")
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(admin_dsn)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{postgres_url.rsplit('/', 1)[0]}/{name}"
-    finally:
-        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
 def test_parallel_duplicates_run_once_and_bill_once(
-    tmp_path: Path, database: str, redis_url: str
+    tmp_path: Path, postgres_database: str, redis_url: str
 ) -> None:
+    database = postgres_database  # a fresh database (tests/faults/conftest.py)
     prefix = f"faults-{uuid.uuid4().hex[:8]}:"
     with emulator("--instant", "--added-latency-ms", "500") as (worker, _):
         config = write_config(

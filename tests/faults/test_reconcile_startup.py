@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import admin_sql
 from tests.e2e.processes import emulator, free_port, pool, wait_ok, write_config
-from tests.faults.conftest import admin_sql
 from tests.faults.reconcile import Traffic, mixed_traffic, reconcile, start_writer, stop_all
 from tests.faults.support import record, sqlite_ledger
 
