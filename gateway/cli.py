@@ -31,7 +31,13 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            help="Log level of every logger (over TOLLWAY_LOG_LEVEL and the config's "
+            "logging.level; default info)."
+        ),
+    ] = None,
 ) -> None:
     """Serve the gateway with a configuration file."""
     from gateway.server import serve as run

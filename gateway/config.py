@@ -19,6 +19,7 @@ from backends.catalog import CatalogEntryConfig
 from backends.sglang.config import PoolConfig
 from gateway.idempotency.config import IdempotencyConfig
 from gateway.limits.config import LimitsConfig
+from gateway.logconfig import LoggingConfig
 from gateway.tracing import TracingConfig
 from policies.config import CompressionPolicyConfig
 from tollway.errors import ConfigError
@@ -227,6 +228,7 @@ class TollwayConfig(_Strict):
     metering: MeteringConfig = MeteringConfig()
     tracing: TracingConfig = TracingConfig()
     metrics: MetricsConfig = MetricsConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     @field_validator("pools", "catalog", "models", "agent_types", "compression")
     @classmethod
