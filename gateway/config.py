@@ -142,6 +142,12 @@ class AgentTypeConfig(_Strict):
         description="Per tenant: what all of a tenant's requests as this agent type may use, "
         "exact across replicas.",
     )
+    serve_unknown_models: bool = Field(
+        default=False,
+        description="A request that names no agent type, gets this one as its default (the "
+        "key's or routing.default_agent_type) and sends a `model` that is not a public model "
+        "is served with this profile's model; off: 404 model_not_found.",
+    )
 
     @field_validator("fallbacks")
     @classmethod
