@@ -26,6 +26,7 @@ from billing.pricing import PriceBook, document_json, load_price_book
 from billing.pricing_store import PriceBookStore
 from billing.queries import GroupBy, UsageFilter, usage_totals
 from billing.tables import create_all
+from tollway.clitable import print_table
 from tollway.errors import ConfigError, TollwayError
 
 T = TypeVar("T")
@@ -242,15 +243,14 @@ def usage(
     if as_json:
         print_json({"group_by": group_by.value, "data": [row.to_dict() for row in rows]})
         return
-    table = Table(title=f"usage by {group_by.value}")
     headers = list(rows[0].to_dict()) if rows else ["group", "requests", "cost_usd"]
-    for header in headers:
-        table.add_column(header, justify="left" if header == "group" else "right")
-    for row in rows:
-        table.add_row(
-            *(str(value) if value is not None else "-" for value in row.to_dict().values())
-        )
-    Console().print(table)
+    print_table(
+        headers,
+        [[str(v) if v is not None else "-" for v in row.to_dict().values()] for row in rows],
+        whole={"group"},  # a tenant or key id when grouped by one
+        right=set(headers) - {"group"},
+        title=f"usage by {group_by.value}",
+    )
 
 
 def register(app: typer.Typer) -> None:
