@@ -335,6 +335,9 @@ def parse_config(data: Any) -> TollwayConfig:
         raise ConfigError(msg, path=loc) from None
     _cross_check(config)
     _check_routing(config)
+    if config.idempotency.key_prefix is None:  # one prefix for every Redis key by default
+        shared = config.idempotency.model_copy(update={"key_prefix": config.limits.key_prefix})
+        config = config.model_copy(update={"idempotency": shared})
     return config
 
 
