@@ -21,7 +21,15 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.processes import API_KEY, emulator, pool, start_gateway, stop, write_config
+from tests.e2e.processes import (
+    API_KEY,
+    emulator,
+    metric_samples,
+    pool,
+    start_gateway,
+    stop,
+    write_config,
+)
 from tests.faults.support import (
     BODY,
     LoadResult,
@@ -81,13 +89,7 @@ def _probe(url: str) -> str:
 
 
 def _metric(url: str, name: str) -> float:
-    """The sum of every sample of ``name`` on the gateway's ``/metrics``."""
-    text = httpx.get(f"{url}/metrics", timeout=2).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith((name + "{", name + " "))
-    )
+    return sum(metric_samples(url, name))
 
 
 async def _until(check: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
