@@ -48,6 +48,9 @@ FOREIGN_LOGGERS = (
     "LiteLLM Proxy",
 )
 
+#: Libraries that narrate at ``info``: kept at ``warning`` unless the level is ``debug``.
+CHATTY_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "alembic", "httpx")
+
 #: Marks the handler this module installs, so a second setup replaces it.
 _HANDLER_NAME = "tollway"
 
@@ -163,20 +166,20 @@ def configure_logging(config: LoggingConfig, stream: Any = None) -> None:
 def adopt_foreign_loggers(level: str | None = None) -> None:
     """Drop the handlers libraries put on their own loggers; records reach the root's.
 
-    litellm's loggers stay at ``warning`` unless the level is ``debug``: at
-    ``info`` litellm narrates every call.
+    litellm's, alembic's and httpx's loggers stay at ``warning`` unless the level
+    is ``debug``: at ``info`` they narrate every call or migration step.
     """
     for name in FOREIGN_LOGGERS:
         logger = logging.getLogger(name)
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
         logger.propagate = True
-        if level is None:
-            continue
-        if name.startswith("LiteLLM") and level != "DEBUG":
-            logger.setLevel(max(logging.WARNING, logging.getLevelName(level)))
-        else:
+        if level is not None and name not in CHATTY_LOGGERS:
             logger.setLevel(level)
+    if level is not None:
+        for name in CHATTY_LOGGERS:
+            floor = logging.getLevelName(level) if level == "DEBUG" else logging.WARNING
+            logging.getLogger(name).setLevel(max(floor, logging.getLevelName(level)))
 
 
 def setup_gateway_logging(

@@ -19,6 +19,7 @@ import tempfile
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
+from backends.catalog import effective_prices
 from gateway.app import Gateway, create_app
 from gateway.config import ServerConfig, load_config
 from gateway.drain import DrainingServer
@@ -72,6 +73,8 @@ def serve(
 ) -> None:
     """Validate the config, then serve it (``workers`` processes share the port)."""
     config = load_config(config_path)  # fail fast, in the parent, with the bad key's path
+    for name, entry in config.catalog.items():
+        effective_prices(entry, name=name)  # a catalog entry without a price: one line, too
     log_level = setup_gateway_logging(config.logging, Settings(), flag_level=log_level).level
     os.environ["TOLLWAY_CONFIG"] = os.path.abspath(config_path)
     os.environ["TOLLWAY_LOG_LEVEL"] = log_level  # worker processes log at the same level
