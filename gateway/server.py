@@ -20,8 +20,9 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
 from backends.catalog import effective_prices
+from billing.pricing import load_price_book
 from gateway.app import Gateway, create_app
-from gateway.config import ServerConfig, load_config
+from gateway.config import ServerConfig, TollwayConfig, load_config
 from gateway.drain import DrainingServer
 from gateway.logconfig import setup_gateway_logging
 from gateway.protocol import ConnectionLimits, GatewayHttpProtocol, GatewayServerConfig
@@ -68,13 +69,21 @@ def uvicorn_config(
     )
 
 
+def check_referenced_files(config: TollwayConfig) -> None:
+    """What the config points at, checked before serving: one line naming the key, not a
+    traceback from the app's start (every catalog entry has a price, the price book reads)."""
+    for name, entry in config.catalog.items():
+        effective_prices(entry, name=name)
+    if config.pricing is not None:
+        load_price_book(config.pricing)
+
+
 def serve(
     config_path: str, host: str, port: int, workers: int, log_level: str | None = None
 ) -> None:
     """Validate the config, then serve it (``workers`` processes share the port)."""
     config = load_config(config_path)  # fail fast, in the parent, with the bad key's path
-    for name, entry in config.catalog.items():
-        effective_prices(entry, name=name)  # a catalog entry without a price: one line, too
+    check_referenced_files(config)
     log_level = setup_gateway_logging(config.logging, Settings(), flag_level=log_level).level
     os.environ["TOLLWAY_CONFIG"] = os.path.abspath(config_path)
     os.environ["TOLLWAY_LOG_LEVEL"] = log_level  # worker processes log at the same level

@@ -47,3 +47,14 @@ def test_a_bad_log_level_names_the_variable(tmp_path: Path) -> None:
         "error: invalid configuration: TOLLWAY_LOG_LEVEL: Value error, log level 'chatty' "
         "is not one of debug, info, warning, error, critical"
     ]
+
+
+def test_a_bad_price_book_is_one_line(tmp_path: Path) -> None:
+    book = tmp_path / "pricing.yaml"
+    book.write_text(yaml.safe_dump({"books": [{"name": "b", "rates": []}]}))
+    done = serve({"pricing": str(book)}, tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    reason = "books.0.effective_from: Field required"
+    assert lines[0] == f"error: invalid configuration: {book}:{reason}"
