@@ -50,12 +50,15 @@ async def test_a_key_far_from_its_limits_is_dispatched_before_redis_answers(
         serve_fake_worker() as worker,
         running_gateway(config(worker.url, tmp_path, limits=limits), settings) as (_, client),
     ):
-        key = await tenant_key(client, limits={"rpm": 1000, "max_concurrent": 2})
+        # 20 a minute: a request's worth comes back every 3 s, far longer than these five
+        # take, so each answer's remaining count is exact (at 1000 a minute one came back
+        # every 60 ms, and a loaded machine saw two answers alike).
+        key = await tenant_key(client, limits={"rpm": 20, "max_concurrent": 2})
         answers = [await chat(client, key) for _ in range(5)]
         assert [r.status_code for r in answers] == [200] * 5
         # Redis counted every one: the headers come from its answers, not from a guess.
         remaining = [int(r.headers["x-ratelimit-remaining-requests"]) for r in answers]
-        assert remaining == [999, 998, 997, 996, 995]
+        assert remaining == [19, 18, 17, 16, 15]
         # The first had no earlier answer to go by; the next four overlapped. Each one's
         # concurrency slot was released (max_concurrent 2 admitted all five in turn;
         # settlement runs after the response, so 2 leaves room for one still in flight).
