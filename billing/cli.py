@@ -18,7 +18,6 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.database import DEFAULT_DATA_DIR, create_engine, default_database_url
@@ -98,15 +97,15 @@ def _rates(book: PriceBook) -> list[dict[str, str]]:
     return rows
 
 
-def _rates_table(title: str, rows: list[dict[str, str]]) -> Table:
+def _print_rates(title: str, rows: list[dict[str, str]]) -> None:
     columns = ["book", "tenant", "from", "to", "id", "model", "pool", "agent_type"]
     prices = sorted({k for row in rows for k in row} - set(columns))
-    table = Table(title=title)
-    for column in columns + prices:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(row.get(column, "") for column in columns + prices))
-    return table
+    print_table(
+        columns + prices,
+        [[row.get(column, "") for column in columns + prices] for row in rows],
+        whole={"book", "tenant", "id", "model", "pool", "agent_type"},
+        title=title,
+    )
 
 
 # -- pricing ----------------------------------------------------------------------------
@@ -126,7 +125,7 @@ def pricing_show(
     if as_json:
         print_json({"version": book.version, "document": document_json(book)})
         return
-    Console().print(_rates_table(f"price book version {book.version}", _rates(book)))
+    _print_rates(f"price book version {book.version}", _rates(book))
     if book.document.discounts:
         Console().print(
             "discounts: "
@@ -209,12 +208,13 @@ def pricing_diff(
     if not changes:
         Console().print("no changes")
         return
-    table = Table(title=f"changes against version {old.version if old else 'none'}")
-    for column in ("rate", "change", "field", "old", "new"):
-        table.add_column(column)
-    for change in changes:
-        table.add_row(*change.values())
-    Console().print(table)
+    columns = ["rate", "change", "field", "old", "new"]
+    print_table(
+        columns,
+        [list(change.values()) for change in changes],
+        whole={"rate", "field"},
+        title=f"changes against version {old.version if old else 'none'}",
+    )
 
 
 # -- usage ------------------------------------------------------------------------------
