@@ -1,10 +1,11 @@
 """One structured line per request: never a secret, never message content.
 
 The fields (request id, tenant, key id, model, agent type, route, status,
-tokens, cost, latency, error code) ride on the log record as ``fields``; the
-JSON formatter of :mod:`gateway.logconfig` writes them as one object, the text
-formatter as ``key=value`` pairs. The record's message is the same object as
-JSON text, for handlers that only read messages.
+tokens, cost, latency, error code, and the trace id when tracing is on) ride
+on the log record as ``fields``; the JSON formatter of :mod:`gateway.logconfig`
+writes them as one object, the text formatter as ``key=value`` pairs. The
+record's message is the same object as JSON text, for handlers that only read
+messages.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def access_fields(record: RequestRecord) -> dict[str, Any]:
         "cost_usd": record.cost_micros / 1_000_000,
         "ttft_ms": None if record.ttft_s is None else round(record.ttft_s * 1000, 3),
         "latency_ms": round(record.latency_s * 1000, 3),
+        "trace_id": record.trace_id,
     }
 
 
