@@ -19,13 +19,13 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.database import create_engine, data_dir, database_url_from_env, default_database_url
 from billing.pricing import PriceBook, document_json, load_price_book
 from billing.pricing_store import PriceBookStore
 from billing.queries import GroupBy, UsageFilter, usage_totals
+from tollway.clitable import print_table
 from tollway.database import database_notice
 from tollway.errors import ConfigError, TollwayError
 from tollway.schema import migrate
@@ -104,15 +104,15 @@ def _rates(book: PriceBook) -> list[dict[str, str]]:
     return rows
 
 
-def _rates_table(title: str, rows: list[dict[str, str]]) -> Table:
+def _print_rates(title: str, rows: list[dict[str, str]]) -> None:
     columns = ["book", "tenant", "from", "to", "id", "model", "pool", "agent_type"]
     prices = sorted({k for row in rows for k in row} - set(columns))
-    table = Table(title=title)
-    for column in columns + prices:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(row.get(column, "") for column in columns + prices))
-    return table
+    print_table(
+        columns + prices,
+        [[row.get(column, "") for column in columns + prices] for row in rows],
+        whole={"book", "tenant", "id", "model", "pool", "agent_type"},
+        title=title,
+    )
 
 
 # -- pricing ----------------------------------------------------------------------------
@@ -132,7 +132,7 @@ def pricing_show(
     if as_json:
         print_json({"version": book.version, "document": document_json(book)})
         return
-    Console().print(_rates_table(f"price book version {book.version}", _rates(book)))
+    _print_rates(f"price book version {book.version}", _rates(book))
     if book.document.discounts:
         Console().print(
             "discounts: "
@@ -215,12 +215,13 @@ def pricing_diff(
     if not changes:
         Console().print("no changes")
         return
-    table = Table(title=f"changes against version {old.version if old else 'none'}")
-    for column in ("rate", "change", "field", "old", "new"):
-        table.add_column(column)
-    for change in changes:
-        table.add_row(*change.values())
-    Console().print(table)
+    columns = ["rate", "change", "field", "old", "new"]
+    print_table(
+        columns,
+        [list(change.values()) for change in changes],
+        whole={"rate", "field"},
+        title=f"changes against version {old.version if old else 'none'}",
+    )
 
 
 # -- usage ------------------------------------------------------------------------------
@@ -249,15 +250,14 @@ def usage(
     if as_json:
         print_json({"group_by": group_by.value, "data": [row.to_dict() for row in rows]})
         return
-    table = Table(title=f"usage by {group_by.value}")
     headers = list(rows[0].to_dict()) if rows else ["group", "requests", "cost_usd"]
-    for header in headers:
-        table.add_column(header, justify="left" if header == "group" else "right")
-    for row in rows:
-        table.add_row(
-            *(str(value) if value is not None else "-" for value in row.to_dict().values())
-        )
-    Console().print(table)
+    print_table(
+        headers,
+        [[str(v) if v is not None else "-" for v in row.to_dict().values()] for row in rows],
+        whole={"group"},  # a tenant or key id when grouped by one
+        right=set(headers) - {"group"},
+        title=f"usage by {group_by.value}",
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -16,7 +16,7 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.cli import JsonOption, fail, parse_time, print_json, run
-from billing.customers import customers_from_tenants
+from billing.customers import customers_from_tenants, merge_customers
 from billing.database import data_dir
 from billing.ledger import Ledger
 from billing.meters import StripeSettings
@@ -24,6 +24,7 @@ from billing.reconcile import reconcile
 from billing.spool import Spool
 from billing.stripe_export import StripeExporter, connect_stripe
 from billing.writer import LedgerWriter, WriterSettings
+from tollway.clitable import print_table
 
 billing_app = typer.Typer(
     help="Stripe export, reconciliation, the ledger writer.", no_args_is_help=True
@@ -40,8 +41,9 @@ CustomersOption = Annotated[
     Path | None,
     typer.Option(
         "--customers",
-        help="YAML/JSON mapping of tenant id to Stripe customer id "
-        "(default: each tenant's stripe_customer_id in the database).",
+        help="YAML/JSON mapping of tenant id to Stripe customer id, merged into the tenants' "
+        "stored customers (export stores the new ones; an entry that contradicts a stored "
+        "customer is refused).",
     ),
 ]
 
@@ -65,8 +67,11 @@ def _settings(path: Path) -> StripeSettings:
         raise fail(f"{path}:{where}: {error['msg']}") from None
 
 
-async def _mapping(path: Path | None, engine: AsyncEngine) -> dict[str, str]:
-    return _customers(path) if path is not None else await customers_from_tenants(engine)
+async def _mapping(path: Path | None, engine: AsyncEngine, *, store: bool) -> dict[str, str]:
+    """The tenants' customers, with a ``--customers`` file merged in (stored by export)."""
+    if path is None:
+        return await customers_from_tenants(engine)
+    return await merge_customers(engine, _customers(path), store=store)
 
 
 def _customers(path: Path) -> dict[str, str]:
@@ -84,7 +89,7 @@ def export(
     settings = _settings(stripe)
 
     async def work(engine: AsyncEngine) -> dict[str, Any]:
-        mapping = await _mapping(customers, engine)
+        mapping = await _mapping(customers, engine, store=True)
         connection = connect_stripe(settings)
         try:
             report = await StripeExporter(engine, connection.client, settings, mapping).export()
@@ -120,7 +125,7 @@ def reconcile_command(
     assert period_start is not None and period_end is not None
 
     async def work(engine: AsyncEngine) -> list[dict[str, Any]]:
-        mapping = await _mapping(customers, engine)
+        mapping = await _mapping(customers, engine, store=False)
         connection = connect_stripe(settings)
         try:
             rows = await reconcile(
@@ -134,20 +139,21 @@ def reconcile_command(
     if as_json:
         print_json({"rows": rows, "matches": all(r["matches"] for r in rows)})
     else:
-        table = Table(title=f"reconcile {start} .. {end}")
-        for column in ("customer_id", "meter", "ledger_value", "exported_value", "stripe_value"):
-            table.add_column(column)
-        table.add_column("ok")
-        for row in rows:
-            table.add_row(
+        columns = ["customer_id", "meter", "ledger_value", "exported_value", "stripe_value", "ok"]
+        cells = [
+            [
                 row["customer_id"],
                 row["meter"],
                 str(row["ledger_value"]),
                 str(row["exported_value"]),
                 "-" if row["stripe_value"] is None else str(row["stripe_value"]),
-                "yes" if row["matches"] else "[bold red]NO[/]",
-            )
-        Console().print(table)
+                "yes" if row["matches"] else "NO",
+            ]
+            for row in rows
+        ]
+        print_table(
+            columns, cells, whole={"customer_id", "meter"}, title=f"reconcile {start} .. {end}"
+        )
     if not all(r["matches"] for r in rows):
         raise typer.Exit(code=1)
 

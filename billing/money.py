@@ -34,6 +34,13 @@ def micros_to_usd_str(micros: int) -> str:
     return f"{sign}{whole}.{frac:06d}"
 
 
+def micros_to_usd_text(micros: int) -> str:
+    """Micro-USD for people: at least cents, no trailing zeros (``12_500`` -> ``"0.0125"``)."""
+    exact = micros_to_usd_str(micros).rstrip("0")
+    whole, _, frac = exact.partition(".")
+    return f"{whole}.{frac:0<2}"
+
+
 def micros_to_usd_float(micros: int) -> float:
     """Render micro-USD as a JSON number in USD (``usage.cost``, as OpenRouter does).
 

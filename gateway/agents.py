@@ -4,8 +4,9 @@ The agent type comes from the ``X-Agent-Type`` header, else
 ``metadata.agent_type``, else a ``model`` that names an agent type (an alias).
 Named explicitly, its profile decides where the request goes. Otherwise the
 client's ``model`` decides, and the agent type is the key's default (or the
-configured default) — which also routes a request whose model is not a public
-model. The session comes from ``X-Session-Id``, else ``metadata.session_id``.
+configured default); a ``model`` that is not a public model is 404
+``model_not_found`` unless that default profile sets ``serve_unknown_models``.
+The session comes from ``X-Session-Id``, else ``metadata.session_id``.
 """
 
 from __future__ import annotations
@@ -103,8 +104,8 @@ class AgentResolver:
         if implicit is not None:
             principal.check_agent_type(implicit)
         profile = self.profiles.get(implicit) if implicit else None
-        if model not in self.models and profile is not None:
-            model = profile.model
+        if model not in self.models and profile is not None and profile.serve_unknown_models:
+            model = profile.model  # opted in; otherwise the registry answers 404
         return AgentContext(implicit, profile, model, session)
 
     def _known(self, name: str) -> str:

@@ -105,8 +105,14 @@ def tune_gc() -> None:
 
 
 def admin_token_of(config: TollwayConfig, settings: Settings) -> str | None:
-    """The admin token: ``TOLLWAY_ADMIN_TOKEN`` overrides the config's."""
-    token = settings.admin_token or config.admin_token
+    """The admin token: ``TOLLWAY_ADMIN_TOKEN`` overrides the config's, with a warning."""
+    env, file = settings.admin_token, config.admin_token
+    if env and file and env.get_secret_value() != file.get_secret_value():
+        log.warning(
+            "TOLLWAY_ADMIN_TOKEN is set and differs from the config's admin_token: the "
+            "environment's token is used and the config's is refused"
+        )
+    token = env or file
     return token.get_secret_value() if token else None
 
 

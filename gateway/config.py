@@ -19,6 +19,7 @@ from backends.catalog import CatalogEntryConfig
 from backends.sglang.config import PoolConfig
 from gateway.idempotency.config import IdempotencyConfig
 from gateway.limits.config import LimitsConfig
+from gateway.logconfig import LoggingConfig
 from gateway.tracing import TracingConfig
 from policies.config import CompressionPolicyConfig
 from tollway.errors import ConfigError
@@ -147,6 +148,12 @@ class AgentTypeConfig(_Strict):
         description="Per tenant: what all of a tenant's requests as this agent type may use, "
         "exact across replicas.",
     )
+    serve_unknown_models: bool = Field(
+        default=False,
+        description="A request that names no agent type, gets this one as its default (the "
+        "key's or routing.default_agent_type) and sends a `model` that is not a public model "
+        "is served with this profile's model; off: 404 model_not_found.",
+    )
 
     @field_validator("fallbacks")
     @classmethod
@@ -247,6 +254,7 @@ class TollwayConfig(_Strict):
     metering: MeteringConfig = MeteringConfig()
     tracing: TracingConfig = TracingConfig()
     metrics: MetricsConfig = MetricsConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     @field_validator("pools", "catalog", "models", "agent_types", "compression")
     @classmethod
@@ -347,6 +355,9 @@ def parse_config(data: Any) -> TollwayConfig:
         raise ConfigError(msg, path=loc) from None
     _cross_check(config)
     _check_routing(config)
+    if config.idempotency.key_prefix is None:  # one prefix for every Redis key by default
+        shared = config.idempotency.model_copy(update={"key_prefix": config.limits.key_prefix})
+        config = config.model_copy(update={"idempotency": shared})
     return config
 
 

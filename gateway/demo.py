@@ -1,16 +1,20 @@
-"""``tollway demo``: the whole system on one machine, in one process tree.
+"""``tollway demo``: the whole system on one machine, as a tour.
 
 Starts two emulated pools (two H100 workers of an 8B model, two H200 workers of
-a 70B FP8 model), creates a demo tenant and key in the demo's database, writes
-a configuration, starts the gateway, and prints the lines scripts read
+a 70B FP8 model), creates a demo tenant and a key with a daily budget in the
+demo's database, writes a configuration and a price book (so every response
+shows what it cost), starts the gateway, and prints the lines scripts read
 (``TOLLWAY_BASE_URL=…``, ``TOLLWAY_API_KEY=…``, ``TOLLWAY_ADMIN_TOKEN=…``).
-Ctrl-C or SIGTERM stops every child.
+
+An emulated worker that dies (kill one to watch the gateway fail over to its
+pool's other worker) is restarted by :class:`gateway.supervisor.Supervisor`
+and taken back into rotation by the gateway's health checks. Ctrl-C or
+SIGTERM stops every child, then the demo prints what it metered.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import secrets
 import signal
@@ -28,8 +32,39 @@ from typing import Any
 import yaml
 
 from gateway.database import default_database_url
+from gateway.supervisor import Child, Supervisor
+from tollway.errors import TollwayError
 
-_PR_SET_PDEATHSIG = 1
+#: The demo key's daily budget (USD): a refused request says it in USD.
+DEMO_DAILY_BUDGET_USD = "5.00"
+
+#: The demo's price book: what tenants are charged, per million tokens.
+DEMO_PRICE_BOOK: dict[str, Any] = {
+    "books": [
+        {
+            "name": "demo",
+            "effective_from": "2025-01-01T00:00:00Z",
+            "rates": [
+                {"id": "default", "input_per_million": "0.50", "output_per_million": "1.50"},
+                {
+                    "id": "small",
+                    "model": "agent-small",
+                    "input_per_million": "0.20",
+                    "cached_input_per_million": "0.05",
+                    "output_per_million": "0.60",
+                },
+                {
+                    "id": "large",
+                    "model": "agent-large",
+                    "input_per_million": "0.90",
+                    "cached_input_per_million": "0.20",
+                    "output_per_million": "2.70",
+                    "per_request": "0.0001",
+                },
+            ],
+        }
+    ]
+}
 
 
 @dataclass(frozen=True)
@@ -56,30 +91,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Ask Linux to SIGTERM this child when the demo process dies."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
-
-
-def spawn(
-    args: list[str], log_file: Path, env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    """Start a child process whose output goes to ``log_file``."""
-    out = log_file.open("ab")
-    preexec = _die_with_parent if sys.platform.startswith("linux") else None
-    return subprocess.Popen(
-        args,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        preexec_fn=preexec,
-        env={**os.environ, **(env or {})},
-    )
-
-
 async def _create_demo_tenant(database_url: str) -> str:
     """Create the demo tenant and a key for it; returns the key's secret."""
     from gateway.tenancy.client import DatabaseClient
@@ -91,7 +102,14 @@ async def _create_demo_tenant(database_url: str) -> str:
             TenantCreate(name="demo", limits=Limits(rpm=600, max_concurrent=64))
         )
         key = await client.create_key(
-            tenant.id, KeyCreate(name="demo", default_agent_type="worker")
+            tenant.id,
+            KeyCreate.model_validate(
+                {
+                    "name": "demo",
+                    "default_agent_type": "worker",
+                    "budgets": {"daily_usd": DEMO_DAILY_BUDGET_USD},
+                }
+            ),
         )
         return key.key
     finally:
@@ -114,8 +132,10 @@ def wait_http_ok(url: str, timeout_s: float, procs: list[subprocess.Popen[bytes]
     return False
 
 
-def demo_config(pool_ports: dict[str, list[int]], admin_token: str) -> dict[str, Any]:
-    """The demo's configuration file as data."""
+def demo_config(
+    pool_ports: dict[str, list[int]], admin_token: str, pricing: Path | None = None
+) -> dict[str, Any]:
+    """The demo's configuration file as data (``pricing``: the price book's path)."""
     pools: dict[str, Any] = {}
     for pool in DEMO_POOLS:
         pools[pool.name] = {
@@ -126,6 +146,7 @@ def demo_config(pool_ports: dict[str, list[int]], admin_token: str) -> dict[str,
         }
     return {
         "admin_token": admin_token,
+        **({"pricing": str(pricing)} if pricing is not None else {}),
         "pools": pools,
         "models": {
             "agent-small": {"route": "pool:h100-small"},
@@ -174,16 +195,69 @@ Try it:
   print(reply.choices[0].message.content, reply.usage)
   PY
 
-Press Ctrl-C to stop."""
+The key has a daily budget of {DEMO_DAILY_BUDGET_USD} USD; every answer carries its cost
+(usage.cost, x-tollway-cost-usd) from the demo's price book. Kill an emulated
+worker to watch the gateway fail over and the worker come back.
+
+Press Ctrl-C to stop (the demo then prints what it metered)."""
+
+
+def _worker_args(pool: EmulatedPool, port: int, speed: float) -> list[str]:
+    args = [sys.executable, "-m", "simulator", "emulate", "--gpu", pool.gpu]
+    args += ["--model", pool.model, "--port", str(port), "--speed", str(speed)]
+    if pool.weights_dtype != "bf16":
+        args += ["--weights-dtype", pool.weights_dtype]
+    return args
+
+
+async def _metered(database_url: str) -> list[list[str]]:
+    """What the ledger holds, by model: requests, tokens and cost (USD)."""
+    from billing.database import create_engine
+    from billing.queries import GroupBy, UsageFilter, usage_totals
+
+    engine = create_engine(database_url)
+    try:
+        rows = await usage_totals(engine, UsageFilter(), GroupBy.MODEL)
+    finally:
+        await engine.dispose()
+    return [
+        [
+            row.group or "-",
+            str(row.requests),
+            str(row.prompt_tokens),
+            str(row.completion_tokens),
+            row.cost_usd,
+        ]
+        for row in rows
+    ]
+
+
+def print_summary(database_url: str, restarts: int) -> None:
+    """The closing summary: what the demo metered, and how often a worker came back."""
+    from tollway.clitable import print_table
+
+    try:
+        rows = asyncio.run(_metered(database_url))
+    except TollwayError as exc:  # the summary is a courtesy; never fail the exit over it
+        print(f"(no summary: {exc.message})", flush=True)
+        return
+    print(f"\nMetered by the demo (workers restarted: {restarts}):", flush=True)
+    if not rows:
+        print("  nothing yet: send a request next time", flush=True)
+        return
+    columns = ["model", "requests", "prompt_tokens", "completion_tokens", "cost_usd"]
+    print_table(columns, rows, whole={"model"}, right=columns[1:])
 
 
 def run_demo(port: int, data_dir: Path, speed: float = 1.0) -> int:
     """Run the demo until interrupted; returns the process exit code."""
+    data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     logs = data_dir / "logs"
     logs.mkdir(exist_ok=True)
-    procs: list[subprocess.Popen[bytes]] = []
+    supervisor = Supervisor()
     stopping = False
+    served = False
 
     def stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
@@ -191,6 +265,7 @@ def run_demo(port: int, data_dir: Path, speed: float = 1.0) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    database_url = default_database_url(data_dir)
     try:
         pool_ports: dict[str, list[int]] = {}
         for pool in DEMO_POOLS:
@@ -198,60 +273,54 @@ def run_demo(port: int, data_dir: Path, speed: float = 1.0) -> int:
             for i in range(pool.workers):
                 wport = free_port()
                 pool_ports[pool.name].append(wport)
-                args = [
-                    sys.executable,
-                    "-m",
-                    "simulator",
-                    "emulate",
-                    "--gpu",
-                    pool.gpu,
-                    "--model",
-                    pool.model,
-                    "--port",
-                    str(wport),
-                    "--speed",
-                    str(speed),
-                ]
-                if pool.weights_dtype != "bf16":
-                    args += ["--weights-dtype", pool.weights_dtype]
-                procs.append(spawn(args, logs / f"{pool.name}-{i}.log"))
+                name = f"{pool.name}-{i}"
+                supervisor.start(
+                    Child(
+                        name, _worker_args(pool, wport, speed), logs / f"{name}.log", restart=True
+                    )
+                )
         for pool in DEMO_POOLS:
             for wport in pool_ports[pool.name]:
-                if not wait_http_ok(f"http://127.0.0.1:{wport}/health", 60, procs):
+                url = f"http://127.0.0.1:{wport}/health"
+                if not wait_http_ok(url, 60, supervisor.running()):
                     print(f"an emulated worker failed to start; see {logs}", file=sys.stderr)
                     return 1
-        api_key = asyncio.run(_create_demo_tenant(default_database_url(data_dir)))
+        api_key = asyncio.run(_create_demo_tenant(database_url))
         admin_token = "tw-admin-" + secrets.token_urlsafe(24)
+        pricing = data_dir / "pricing.yaml"
+        pricing.write_text(yaml.safe_dump(DEMO_PRICE_BOOK))
         config_path = data_dir / "tollway.yaml"
-        config_path.write_text(yaml.safe_dump(demo_config(pool_ports, admin_token)))
+        config_path.write_text(yaml.safe_dump(demo_config(pool_ports, admin_token, pricing)))
         os.chmod(config_path, 0o600)
         serve = [sys.executable, "-m", "gateway", "serve", "--config", str(config_path)]
-        procs.append(
-            spawn(
+        env = {
+            "TOLLWAY_DATA_DIR": str(data_dir),
+            # The demo's own token and database, whatever this shell has set.
+            "TOLLWAY_ADMIN_TOKEN": admin_token,
+            "DATABASE_URL": database_url,
+        }
+        supervisor.start(
+            Child(
+                "gateway",
                 [*serve, "--port", str(port), "--log-level", "warning"],
                 logs / "gateway.log",
-                env={"TOLLWAY_DATA_DIR": str(data_dir.resolve())},
+                env=env,
             )
         )
-        if not wait_http_ok(f"http://127.0.0.1:{port}/readyz", 60, procs):
+        if not wait_http_ok(f"http://127.0.0.1:{port}/readyz", 60, supervisor.running()):
             print(f"the gateway failed to start; see {logs / 'gateway.log'}", file=sys.stderr)
             return 1
+        served = True
         banner = _banner(f"http://127.0.0.1:{port}/v1", api_key, admin_token, data_dir.resolve())
         print(banner, flush=True)
         while not stopping:
-            if any(p.poll() is not None for p in procs):
-                print(f"a demo process exited; see {logs}", file=sys.stderr)
+            ended = supervisor.check()
+            if ended is not None:
+                print(f"{ended.name} exited; see {logs}", file=sys.stderr, flush=True)
                 return 1
             time.sleep(0.2)
         return 0
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + 10
-        for proc in procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        supervisor.stop_all()  # the gateway drains and flushes its usage to the ledger
+        if served:
+            print_summary(database_url, sum(c.restarts for c in supervisor.children))

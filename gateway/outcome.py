@@ -55,6 +55,8 @@ class RequestRecord:
     agent_ticket: Ticket | None = None
     #: The idempotency lease of a request that has a key, settled when it ends.
     lease: Lease | None = None
+    #: The OpenTelemetry trace id of the request's span, when tracing is on.
+    trace_id: str | None = None
 
     @property
     def created_at(self) -> dt.datetime:

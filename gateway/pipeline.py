@@ -44,7 +44,7 @@ from gateway.registry import ModelRegistry
 from gateway.relay import DEFAULT_MAX_EVENT_BYTES, Opening, read_opening
 from gateway.requestid import new_request_id, request_id_of
 from gateway.responding import Responder
-from gateway.tracing import NullTracer, Tracer
+from gateway.tracing import NullTracer, Tracer, trace_id_of
 from gateway.validation import validate_chat, validate_completion
 from policies.tokens import EstimateCounter, TokenCounter
 from tollway.errors import RateLimited, TollwayError, UpstreamError, UpstreamRejected
@@ -141,7 +141,11 @@ class InferencePipeline:
             request_id=request_id_of(request.scope) or new_request_id(), endpoint=path
         )
         try:
-            with self.tracer.span("tollway.request", request_id=record.request_id, path=path):
+            with self.tracer.span(
+                "tollway.request", request_id=record.request_id, path=path
+            ) as span:
+                if span is not None:  # tracing on: the access line names the trace
+                    record.trace_id = trace_id_of(span)
                 response = await self._run(request, path, record)
         except TollwayError as exc:
             record.status = "upstream_error" if isinstance(exc, UpstreamError) else "rejected"

@@ -19,9 +19,12 @@ import tempfile
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
+from backends.catalog import effective_prices
+from billing.pricing import load_price_book
 from gateway.app import Gateway, create_app
-from gateway.config import ServerConfig, load_config
+from gateway.config import ServerConfig, TollwayConfig, load_config
 from gateway.drain import DrainingServer
+from gateway.logconfig import setup_gateway_logging
 from gateway.protocol import ConnectionLimits, GatewayHttpProtocol, GatewayServerConfig
 from gateway.settings import Settings
 from tollway.errors import ConfigError
@@ -32,7 +35,9 @@ def app_from_environment() -> Gateway:
     settings = Settings()
     if settings.config is None:
         raise ConfigError("TOLLWAY_CONFIG is not set")
-    return create_app(load_config(settings.config), settings)
+    config = load_config(settings.config)
+    setup_gateway_logging(config.logging, settings, flag_level=None)
+    return create_app(config, settings)
 
 
 def uvicorn_config(
@@ -55,6 +60,7 @@ def uvicorn_config(
         http=GatewayHttpProtocol,
         lifespan="on",
         access_log=False,
+        log_config=None,  # gateway.logconfig sets up every logger, uvicorn's included
         proxy_headers=False,  # nothing reads the client address; skip the wrapper
         log_level=log_level,
         timeout_keep_alive=server.keep_alive_timeout_s,
@@ -63,10 +69,24 @@ def uvicorn_config(
     )
 
 
-def serve(config_path: str, host: str, port: int, workers: int, log_level: str) -> None:
+def check_referenced_files(config: TollwayConfig) -> None:
+    """What the config points at, checked before serving: one line naming the key, not a
+    traceback from the app's start (every catalog entry has a price, the price book reads)."""
+    for name, entry in config.catalog.items():
+        effective_prices(entry, name=name)
+    if config.pricing is not None:
+        load_price_book(config.pricing)
+
+
+def serve(
+    config_path: str, host: str, port: int, workers: int, log_level: str | None = None
+) -> None:
     """Validate the config, then serve it (``workers`` processes share the port)."""
     config = load_config(config_path)  # fail fast, in the parent, with the bad key's path
+    check_referenced_files(config)
+    log_level = setup_gateway_logging(config.logging, Settings(), flag_level=log_level).level
     os.environ["TOLLWAY_CONFIG"] = os.path.abspath(config_path)
+    os.environ["TOLLWAY_LOG_LEVEL"] = log_level  # worker processes log at the same level
     os.environ.setdefault("TOLLWAY_GC_TUNING", "1")
     own_metrics_dir: str | None = None
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:

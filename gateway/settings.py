@@ -22,7 +22,12 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     admin_token: SecretStr | None = None
-    log_level: str = "info"
+    log_level: str | None = Field(
+        default=None, description="Overrides the config's `logging.level` (see gateway.logconfig)."
+    )
+    log_format: str | None = Field(
+        default=None, description="`json` or `text`; overrides the config's `logging.format`."
+    )
     data_dir: Path = Path(".tollway")
     max_body_bytes: int | None = Field(default=None, ge=1024)
     gc_tuning: bool = Field(

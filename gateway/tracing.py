@@ -87,6 +87,14 @@ class OtelTracer:
         self.provider.shutdown()
 
 
+def trace_id_of(span: Any) -> str | None:
+    """The 32-hex-digit trace id of an OpenTelemetry span; None for the null tracer's."""
+    if span is None:
+        return None
+    context = span.get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
+
+
 def build_tracer(config: TracingConfig) -> Tracer:
     """The tracer the configuration asks for."""
     return OtelTracer(config) if config.enabled else NullTracer()

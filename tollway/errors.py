@@ -26,6 +26,7 @@ with ``raise ... from exc``. Nothing ever picks a status by matching text.
     ├── PayloadTooLarge (413 invalid_request_error, code request_too_large)
     ├── Unprocessable (422 invalid_request_error)
     ├── RateLimited (429 requests, code rate_limit_exceeded; Retry-After)
+    │   ├── TokenRateLimited (429 tokens, code rate_limit_exceeded; a TPM limit)
     │   └── QuotaExceeded (429 insufficient_quota)
     ├── ServiceUnavailable (503 server_error; gateway not ready or draining)
     └── UpstreamError (502 upstream_error)          the upstream failed (502 bad_gateway)
@@ -211,6 +212,12 @@ class RateLimited(TollwayError):
             message, param=param, code=code, headers=_with_retry_after(headers, retry_after)
         )
         self.retry_after = retry_after
+
+
+class TokenRateLimited(RateLimited):
+    """A tokens-per-minute limit was reached (429, type ``tokens`` as OpenAI's)."""
+
+    error_type = "tokens"
 
 
 class QuotaExceeded(RateLimited):

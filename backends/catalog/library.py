@@ -9,6 +9,7 @@ import and on first use.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from types import ModuleType
@@ -35,6 +36,13 @@ def load_litellm() -> ModuleType:
     litellm.suppress_debug_info = True
     litellm.disable_hf_tokenizer_download = True
     litellm.telemetry = False
+    # litellm puts its own text handler on its loggers at import; drop it so its
+    # records reach the host's handlers (the gateway's JSON log) like any library's.
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
     # pydantic warns once per type when litellm first builds a schema mid-request.
     warnings.filterwarnings("ignore", message=_READONLY_WARNING, category=UserWarning)
     return litellm

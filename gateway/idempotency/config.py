@@ -14,7 +14,7 @@ class IdempotencyConfig(BaseModel):
 
         idempotency:
           enabled: true
-          key_prefix: "tollway:"
+          key_prefix: null             # limits.key_prefix ("tollway:" by default)
           ttl_s: 86400                 # how long a finished response is replayed
           lease_s: 30                  # in-progress claim, renewed every lease_s / 3
           max_request_duration_s: 900  # renewal stops after this; the claim then expires
@@ -34,11 +34,22 @@ class IdempotencyConfig(BaseModel):
     enabled: bool = Field(
         default=True, description="false: Idempotency-Key is ignored and every request runs."
     )
-    key_prefix: str = Field(
-        default="tollway:",
+    key_prefix: str | None = Field(
+        default=None,
         pattern=r"^[^{}\s]{0,64}$",
-        description="Prefix of every Redis key; no braces (the tenant hash tag follows it).",
+        description="Prefix of every Redis key; no braces (the tenant hash tag follows it). "
+        "Unset: `limits.key_prefix`, so one prefix separates deployments sharing a Redis.",
     )
+
+    @property
+    def prefix(self) -> str:
+        """The Redis key prefix in use: ``key_prefix``, else the default ``tollway:``.
+
+        :func:`gateway.config.parse_config` fills an unset ``key_prefix`` with
+        ``limits.key_prefix``; this default serves a config built on its own.
+        """
+        return "tollway:" if self.key_prefix is None else self.key_prefix
+
     ttl_s: float = Field(
         default=86_400.0,
         gt=0,

@@ -206,7 +206,7 @@ class IdempotencyCoordinator:
         cfg = self.config
         if not cfg.enabled:
             return Proceed(Lease(None))
-        skey = storage_key(cfg.key_prefix, tenant, key)
+        skey = storage_key(cfg.prefix, tenant, key)
         token = secrets.token_hex(16)
         patience = (
             cfg.wait_timeout_s if wait_s is None else min(max(0.0, wait_s), cfg.wait_timeout_s)

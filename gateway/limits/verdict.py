@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from billing.money import micros_to_usd_text
 from gateway.limits.headers import format_duration, ratelimit_headers
 from gateway.limits.specs import Plan, RateStatus, Ticket
-from tollway.errors import QuotaExceeded, RateLimited
+from tollway.errors import QuotaExceeded, RateLimited, TokenRateLimited
 
 # Outcome codes, by severity: the most severe failure is the one reported.
 OK = 0
@@ -73,6 +74,10 @@ def _tightest(plan: Plan, verdict: Verdict) -> tuple[RateStatus | None, RateStat
     return requests, tokens
 
 
+def _usd(micros: int | None) -> str:
+    return "none" if micros is None else micros_to_usd_text(micros)
+
+
 def conclude(plan: Plan, verdict: Verdict, *, request_id: str, member: str, engine: str) -> Ticket:
     """The ticket of an admitted request, or the 429 that refuses it."""
     requests, tokens = _tightest(plan, verdict)
@@ -91,8 +96,8 @@ def conclude(plan: Plan, verdict: Verdict, *, request_id: str, member: str, engi
             period, limit = "monthly", scope.budget.monthly_micro_usd
         raise QuotaExceeded(
             f"You exceeded your current quota: the {scope.name}'s {period} budget of "
-            f"{limit} micro-USD cannot cover this request (it reserves up to "
-            f"{plan.reserve} micro-USD). Please check your plan and billing details.",
+            f"{_usd(limit)} USD cannot cover this request (it reserves up to "
+            f"{_usd(plan.reserve)} USD). Please check your plan and billing details.",
             retry_after=retry_ms / 1000,
             headers=headers,
         )
@@ -104,9 +109,11 @@ def conclude(plan: Plan, verdict: Verdict, *, request_id: str, member: str, engi
             headers=headers,
         )
     state = verdict.states[position]
+    error: type[RateLimited] = RateLimited
     if check == CHECK_RPM:
         kind, unit, limit_value, remaining, cost = "requests", "RPM", scope.limits.rpm, state[0], 1
     else:
+        error = TokenRateLimited
         kind, unit, limit_value, remaining, cost = (
             "tokens",
             "TPM",
@@ -116,13 +123,13 @@ def conclude(plan: Plan, verdict: Verdict, *, request_id: str, member: str, engi
         )
     assert limit_value is not None
     if verdict.code == TOO_LARGE:
-        raise RateLimited(
+        raise error(
             f"Request too large for {kind} per min ({unit}) on this {scope.name}: "
             f"Limit {limit_value}, Requested {cost}. "
             "The input or output tokens must be reduced in order to run successfully.",
             headers=headers,
         )
-    raise RateLimited(
+    raise error(
         f"Rate limit reached for {kind} per min ({unit}) on this {scope.name}: "
         f"Limit {limit_value}, Used {limit_value - remaining}, Requested {cost}. "
         f"Please try again in {format_duration(retry_ms)}.",

@@ -18,7 +18,6 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
-from rich.table import Table
 
 from gateway.database import default_database_url
 from gateway.settings import Settings
@@ -31,6 +30,7 @@ from gateway.tenancy.schemas import (
     TenantCreate,
     TenantUpdate,
 )
+from tollway.clitable import print_table
 from tollway.database import database_notice
 from tollway.errors import TollwayError
 
@@ -116,10 +116,8 @@ def _print(items: BaseModel | Sequence[BaseModel], as_json: bool, columns: list[
     if as_json:
         typer.echo(json.dumps(data if many else data[0], indent=2, default=_default))
         return
-    table = Table(*columns)
-    for row in data:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
-    Console().print(table)
+    cells = [[_cell(row.get(c)) for c in columns] for row in data]
+    print_table(columns, cells, whole=WHOLE_COLUMNS)
 
 
 def _cell(value: Any) -> str:
@@ -132,6 +130,8 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+#: Columns shown whole at any terminal width: they are copied into other commands.
+WHOLE_COLUMNS = frozenset({"id", "key", "prefix", "tenant_id", "stripe_customer_id"})
 TENANT_COLUMNS = ["id", "name", "status", "limits", "budgets", "created_at"]
 KEY_COLUMNS = ["id", "prefix", "name", "limits", "budgets", "scopes", "revoked_at"]
 
@@ -194,14 +194,22 @@ def tenants_update(
     max_concurrent: ConcOpt = None,
     daily_usd: DailyOpt = None,
     monthly_usd: MonthlyOpt = None,
+    stripe_customer: Annotated[
+        str | None, typer.Option(help='Stripe customer id ("" clears it).')
+    ] = None,
     url: UrlOpt = None,
     database_url: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Change a tenant's name, limits or budgets (limits and budgets are replaced whole)."""
+    """Change a tenant's name, limits, budgets or Stripe customer.
+
+    Limits and budgets are replaced whole.
+    """
     fields: dict[str, Any] = {}
     if name is not None:
         fields["name"] = name
+    if stripe_customer is not None:
+        fields["stripe_customer_id"] = stripe_customer or None
     if any(v is not None for v in (rpm, tpm, max_concurrent)):
         fields["limits"] = _build(lambda: _limits(rpm, tpm, max_concurrent))
     if daily_usd is not None or monthly_usd is not None:
@@ -217,6 +225,16 @@ def tenants_suspend(
 ) -> None:
     """Suspend a tenant: its keys stop working at once."""
     body = TenantUpdate(status="suspended")
+    tenant = _run(_client(url, database_url), lambda c: c.update_tenant(tenant_id, body))
+    _print(tenant, as_json, TENANT_COLUMNS)
+
+
+@tenants_app.command("unsuspend")
+def tenants_unsuspend(
+    tenant_id: str, url: UrlOpt = None, database_url: DbOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Make a suspended tenant active again: its keys work again at once."""
+    body = TenantUpdate(status="active")
     tenant = _run(_client(url, database_url), lambda c: c.update_tenant(tenant_id, body))
     _print(tenant, as_json, TENANT_COLUMNS)
 

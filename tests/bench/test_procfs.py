@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -67,14 +68,29 @@ def test_this_process_can_be_read() -> None:
     assert is_running(os.getpid())
 
 
+#: The child names itself (``/proc/self/comm``, at most 15 bytes) and says so once done:
+#: until then its name is its parent's, or the interpreter's while it starts.
+CHILD = """
+import sys, time
+with open("/proc/self/comm", "w") as comm:
+    comm.write(sys.argv[1])
+print("ready", flush=True)
+time.sleep(30)
+"""
+
+
 @pytest.fixture
 def child() -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    name = f"tw-{uuid.uuid4().hex[:12]}"
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, name], stdout=subprocess.PIPE)
     try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
         yield proc
     finally:
         proc.kill()
         proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def test_a_child_is_found_under_its_parent(child: subprocess.Popen[bytes]) -> None:
@@ -89,7 +105,8 @@ def test_a_child_is_found_under_its_parent(child: subprocess.Popen[bytes]) -> No
 def test_processes_are_found_by_command_name(child: subprocess.Popen[bytes]) -> None:
     with open(f"/proc/{child.pid}/comm", encoding="utf-8") as comm:
         name = comm.read().strip()
-    assert child.pid in pids_by_name(name)
+    assert name.startswith("tw-")
+    assert pids_by_name(name) == [child.pid]  # a name of its own: no other process has it
 
 
 def test_a_process_that_is_gone_counts_nothing(child: subprocess.Popen[bytes]) -> None:

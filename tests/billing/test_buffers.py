@@ -28,6 +28,7 @@ from billing.stream import RedisStream
 from billing.usage import UsageRecord
 from billing.writer import LedgerWriter, WriterSettings
 from tests.billing.conftest import make_record
+from tests.waiting import until
 from tollway.errors import ServiceUnavailable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,10 +42,22 @@ def closed_port() -> int:
 
 
 @pytest.fixture
-async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
+async def redis_client(redis_url: str, redis_prefix: str) -> AsyncIterator[aioredis.Redis]:
+    # Named, so CLIENT LIST tells this test's connections from everyone else's.
+    client = aioredis.Redis.from_url(redis_url, client_name=redis_prefix.replace(":", "-"))
     yield client
     await client.aclose()
+
+
+async def until_blocked_reading(client: aioredis.Redis) -> None:
+    """Until one of ``client``'s connections is blocked in XREADGROUP."""
+    name = client.get_connection_kwargs()["client_name"]
+    async with asyncio.timeout(10):
+        while not any(
+            c["name"] == name and c["cmd"] == "xreadgroup" and "b" in c["flags"]
+            for c in await client.client_list()
+        ):
+            await asyncio.sleep(0.005)
 
 
 @pytest.fixture
@@ -255,7 +268,7 @@ async def test_a_running_writer_and_its_leader_lock_survive_redis_losing_its_dat
 
     try:
         await appended_and_written([make_record(f"a{i}") for i in range(20)], 20)
-        await asyncio.sleep(0.05)  # the writer is blocked in XREADGROUP again
+        await until_blocked_reading(redis_client)  # the writer waits in XREADGROUP again
         await forget_prefix(redis_client, redis_prefix)  # the lock goes too
         await appended_and_written([make_record(f"b{i}") for i in range(20)], 40)
     finally:
@@ -304,7 +317,9 @@ async def test_leader_lock_is_exclusive_renewable_and_released(
     await first.release()
     assert await second.acquire_or_renew()
     # A leader that stops renewing loses the lock when its TTL runs out.
-    await asyncio.sleep(0.4)
+    async with asyncio.timeout(10):
+        while await redis_client.exists(key):
+            await asyncio.sleep(0.01)
     assert await first.acquire_or_renew()
     assert not await second.acquire_or_renew()
     await first.release()
@@ -312,71 +327,84 @@ async def test_leader_lock_is_exclusive_renewable_and_released(
 
 
 class CountingLedger(Ledger):
-    """A ledger that notes each batch's size, and may commit slowly."""
+    """A ledger that notes each batch's size; with a ``gate``, a write waits for it."""
 
-    def __init__(self, engine: AsyncEngine, commit_delay_s: float = 0.0) -> None:
+    def __init__(self, engine: AsyncEngine, gate: asyncio.Event | None = None) -> None:
         super().__init__(engine)
-        self.commit_delay_s = commit_delay_s
+        self.gate = gate
         self.batches: list[int] = []
+        self.committed = 0
 
     async def write(self, records: Sequence[UsageRecord]) -> int:
         self.batches.append(len(records))
-        if self.commit_delay_s:
-            await asyncio.sleep(self.commit_delay_s)
-        return await super().write(records)
+        if self.gate is not None:
+            await self.gate.wait()
+        written = await super().write(records)
+        self.committed += 1
+        return written
 
 
-async def trickle(
-    ledger: CountingLedger,
-    stream: RedisStream,
-    tag: str,
-    *,
-    linger_s: float,
-    records: int,
-    every_s: float,
+async def arrivals(
+    ledger: CountingLedger, stream: RedisStream, tag: str, *, linger_s: float, burst: int
 ) -> list[int]:
-    """Run a writer while ``records`` records arrive one every ``every_s``; the sizes of
-    the batches it wrote them in."""
+    """Run a writer; one record arrives, and once the writer has taken it ``burst`` more
+    arrive at once. The sizes of the batches it wrote them in."""
     ledger.batches.clear()
     settings = WriterSettings(block_ms=200, idle_sleep_s=0.01, linger_s=linger_s)
     writer = LedgerWriter(ledger, stream=stream, consumer=f"lingering-{tag}", settings=settings)
     stop = asyncio.Event()
     task = asyncio.create_task(writer.run(stop))
     try:
-        for i in range(records):
+        await stream.append(make_record(f"{tag}-first").to_bytes())
+        await until(lambda: sum(ledger.batches) == 1, what="the first record taken")
+        for i in range(burst):
             await stream.append(make_record(f"{tag}{i}").to_bytes())
-            await asyncio.sleep(every_s)
-        async with asyncio.timeout(10):
-            while sum(ledger.batches) < records:
-                await asyncio.sleep(0.02)
+            if not linger_s:  # without a linger the writer takes each as it comes
+                await until(lambda n=i: sum(ledger.batches) == n + 2, what="taken")
+        await until(lambda: sum(ledger.batches) == burst + 1, what="every record written")
     finally:
         stop.set()
         await task
     return list(ledger.batches)
 
 
-async def test_the_writer_lingers_so_a_trickle_of_records_lands_in_batches(
+async def test_the_writer_lingers_so_records_arriving_meanwhile_land_in_one_batch(
     stream: RedisStream, sqlite_engine: AsyncEngine
 ) -> None:
-    """One record every 10 ms: without a linger each round commits one record; with a
-    linger of 300 ms a round takes what arrived meanwhile, in one SQL transaction."""
+    """Without a linger each round commits what has arrived (here, one record each);
+    with a linger the round after it takes everything that arrived meanwhile, in one
+    SQL transaction."""
     ledger = CountingLedger(sqlite_engine)
-    eager = await trickle(ledger, stream, "e", linger_s=0.0, records=30, every_s=0.01)
-    lingering = await trickle(ledger, stream, "l", linger_s=0.3, records=30, every_s=0.01)
-    assert sum(eager) == sum(lingering) == 30
-    assert len(eager) >= 10  # a round per record or two
-    assert len(lingering) <= 4  # ~0.3 s of records per round
+    eager = await arrivals(ledger, stream, "e", linger_s=0.0, burst=29)
+    lingering = await arrivals(ledger, stream, "l", linger_s=1.5, burst=29)
+    assert eager == [1] * 30
+    assert lingering == [1, 29]
     assert await ledger.count() == 60
 
 
 async def test_the_writer_lingers_under_steady_traffic_too(
     stream: RedisStream, sqlite_engine: AsyncEngine
 ) -> None:
-    """Records arriving faster than a commit takes: a round stops reading once it has
+    """Records arriving while a commit is under way: the round stops reading once it has
     caught up (a short batch) and lingers, instead of chasing each new record with a
     transaction of its own (which kept a writer busy under steady load)."""
-    ledger = CountingLedger(sqlite_engine, commit_delay_s=0.005)  # slower than arrivals
-    # One record every 2 ms for about 0.6 s.
-    batches = await trickle(ledger, stream, "s", linger_s=0.3, records=300, every_s=0.002)
-    assert sum(batches) == 300
-    assert len(batches) <= 6, batches  # ~0.3 s of records per round
+    gate = asyncio.Event()
+    ledger = CountingLedger(sqlite_engine, gate=gate)
+    settings = WriterSettings(block_ms=200, idle_sleep_s=0.01, linger_s=1.5)
+    writer = LedgerWriter(ledger, stream=stream, consumer="steady", settings=settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(writer.run(stop))
+    try:
+        await stream.append(make_record("s-first").to_bytes())
+        await until(lambda: ledger.batches == [1], what="the first commit under way")
+        for i in range(40):  # arrive during the commit
+            await stream.append(make_record(f"s{i}").to_bytes())
+        gate.set()
+        await until(lambda: ledger.committed == 1, what="the first commit done")
+        for i in range(40, 60):  # arrive while the writer lingers
+            await stream.append(make_record(f"s{i}").to_bytes())
+        await until(lambda: sum(ledger.batches) == 61, what="every record written")
+    finally:
+        stop.set()
+        await task
+    assert ledger.batches == [1, 60]

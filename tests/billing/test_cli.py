@@ -40,8 +40,13 @@ def test_pricing_apply_show_diff(app: typer.Typer, tmp_path: Path) -> None:
     assert code == 0 and json.loads(out) == {"version": 1}
     code, out = invoke(app, "pricing", "show", "--json")
     assert json.loads(out)["version"] == 1
-    code, out = invoke(app, "pricing", "show")
+    code, out = invoke(app, "pricing", "show")  # CliRunner: 80 columns
     assert code == 0 and "price book version 1" in out
+    assert "…" not in out and max(len(line) for line in out.splitlines()) <= 80
+    for rate in json.loads(invoke(app, "pricing", "show", "--json")[1])["document"]["books"][0][
+        "rates"
+    ]:
+        assert rate["id"] in out and (rate.get("model") or "") in out
 
     book.write_text(BOOK_YAML.replace('output_per_million: "0.90"', 'output_per_million: "0.95"'))
     code, out = invoke(app, "pricing", "diff", str(book), "--json")
@@ -54,6 +59,8 @@ def test_pricing_apply_show_diff(app: typer.Typer, tmp_path: Path) -> None:
             "new": "0.95",
         }
     ]
+    code, out = invoke(app, "pricing", "diff", str(book))
+    assert code == 0 and "h1/small" in out and "output_per_million" in out and "…" not in out
     bad = tmp_path / "bad.yaml"
     bad.write_text(BOOK_YAML.replace('"0.30"', "0.30"))
     code, out = invoke(app, "pricing", "apply", str(bad))

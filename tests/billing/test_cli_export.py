@@ -22,6 +22,23 @@ from gateway.tenancy.store import TenantStore
 from tests.billing.stripe_standin import StripeStandin
 
 METERS = {"mtr_cost": "tollway_cost", "mtr_in": "tollway_input"}
+STRIPE = {
+    "bucket": "hour",
+    "meters": [
+        {
+            "name": "cost",
+            "event_name": "tollway_cost",
+            "meter_id": "mtr_cost",
+            "quantity": "cost_micros",
+        },
+        {
+            "name": "input",
+            "event_name": "tollway_input",
+            "meter_id": "mtr_in",
+            "quantity": "prompt_tokens",
+        },
+    ],
+}
 
 
 @pytest.fixture
@@ -79,29 +96,7 @@ def test_export_and_reconcile_from_the_command_line(
     url = f"sqlite+aiosqlite:///{tmp_path / 'billing.db'}"
     asyncio.run(seed(url))
     stripe = tmp_path / "stripe.yaml"
-    stripe.write_text(
-        yaml.safe_dump(
-            {
-                "stripe": {
-                    "bucket": "hour",
-                    "meters": [
-                        {
-                            "name": "cost",
-                            "event_name": "tollway_cost",
-                            "meter_id": "mtr_cost",
-                            "quantity": "cost_micros",
-                        },
-                        {
-                            "name": "input",
-                            "event_name": "tollway_input",
-                            "meter_id": "mtr_in",
-                            "quantity": "prompt_tokens",
-                        },
-                    ],
-                }
-            }
-        )
-    )
+    stripe.write_text(yaml.safe_dump({"stripe": STRIPE}))
     monkeypatch.setenv("DATABASE_URL", url)
     monkeypatch.setenv("STRIPE_API_KEY", "sk_test_standin")
     monkeypatch.setenv("TOLLWAY_STRIPE_API_BASE", base)
@@ -121,3 +116,53 @@ def test_export_and_reconcile_from_the_command_line(
     )
     assert check.exit_code == 0, check.output
     assert json.loads(check.stdout)["matches"] is True
+
+
+def test_a_customers_file_merges_into_the_stored_mapping(
+    tmp_path: Path, standin: tuple[StripeStandin, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, base = standin
+    url = f"sqlite+aiosqlite:///{tmp_path / 'billing.db'}"
+    asyncio.run(seed(url))
+    engine_tenants = asyncio.run(tenant_ids(url))
+    stripe = tmp_path / "stripe.yaml"
+    stripe.write_text(yaml.safe_dump({"stripe": STRIPE}))
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("STRIPE_API_KEY", "sk_test_standin")
+    monkeypatch.setenv("TOLLWAY_STRIPE_API_BASE", base)
+    runner = CliRunner()
+    customers = tmp_path / "customers.yaml"
+    # A contradiction of the stored customer is refused before anything is sent.
+    customers.write_text(yaml.safe_dump({engine_tenants["a"]: "cus_Z"}))
+    refused = runner.invoke(
+        build(), ["billing", "export", "--stripe", str(stripe), "--customers", str(customers)]
+    )
+    assert refused.exit_code == 2 and "cus_A" in refused.output and server.totals() == {}
+    # The free tenant gets a customer from the file; the paying one keeps its own.
+    customers.write_text(yaml.safe_dump({engine_tenants["b"]: "cus_B"}))
+    result = runner.invoke(
+        build(),
+        ["billing", "export", "--stripe", str(stripe), "--customers", str(customers), "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    totals = server.totals()
+    assert totals[("cus_A", "tollway_cost")] == sum(1000 + i for i in range(5))
+    assert totals[("cus_B", "tollway_cost")] == sum(1000 + i for i in range(3))
+    # reconcile without the file agrees: the mapping was stored.
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    window = ["--from", (now - timedelta(hours=5)).isoformat(), "--to", now.isoformat()]
+    check = runner.invoke(
+        build(), ["billing", "reconcile", "--stripe", str(stripe), *window, "--json"]
+    )
+    assert check.exit_code == 0, check.output
+    rows = json.loads(check.stdout)["rows"]
+    assert {r["customer_id"] for r in rows} == {"cus_A", "cus_B"}
+    assert all(r["matches"] for r in rows)
+
+
+async def tenant_ids(url: str) -> dict[str, str]:
+    engine = create_engine(url)
+    try:
+        return {t.name: t.id for t in await TenantStore(engine).list_tenants()}
+    finally:
+        await engine.dispose()

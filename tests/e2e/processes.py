@@ -42,6 +42,16 @@ def wait_ok(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) ->
     raise TimeoutError(f"{url} did not become ready in {timeout_s}s")
 
 
+def metric_samples(base_url: str, name: str) -> list[float]:
+    """Every sample of ``name`` on a process's ``/metrics`` (any labels)."""
+    text = httpx.get(f"{base_url}/metrics", timeout=2).text
+    return [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith((name + "{", name + " "))
+    ]
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.terminate()

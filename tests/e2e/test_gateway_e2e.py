@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,12 +18,14 @@ from tests.e2e.processes import (
     emulator,
     free_port,
     gateway,
+    metric_samples,
     pool,
     stop,
     wait_ok,
     write_config,
 )
 from tests.schemas import validate_openai
+from tests.waiting import until_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -220,7 +221,9 @@ def test_worker_down_the_other_serves(tmp_path: Path) -> None:
                 model="m", messages=[{"role": "user", "content": "hi"}]
             )
             assert reply.headers["x-tollway-route"] == "pool:main/w1"
-        time.sleep(0.6)  # the health check has noticed by now
+        # The health check takes the dead worker out (circuit state 2); one healthy
+        # worker keeps the gateway ready.
+        until_sync(lambda: metric_samples(base, "tollway_circuit_state").count(2) == 1)
         ready = httpx.get(f"{base}/readyz")
         assert ready.status_code == 200
 

@@ -14,13 +14,22 @@ import asyncio
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.e2e.processes import API_KEY, emulator, pool, start_gateway, stop, write_config
+from tests.e2e.processes import (
+    API_KEY,
+    emulator,
+    metric_samples,
+    pool,
+    start_gateway,
+    stop,
+    write_config,
+)
 from tests.faults.support import (
     BODY,
     LoadResult,
@@ -79,6 +88,18 @@ def _probe(url: str) -> str:
     return f"{resp.status_code} {code}" if code else str(resp.status_code)
 
 
+def _metric(url: str, name: str) -> float:
+    return sum(metric_samples(url, name))
+
+
+async def _until(check: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    """Poll ``check`` (run off the loop: it may do blocking I/O) until true."""
+    deadline = time.monotonic() + timeout_s
+    while not await asyncio.to_thread(check):
+        assert time.monotonic() < deadline, f"not reached in {timeout_s}s: {what}"
+        await asyncio.sleep(0.02)
+
+
 def test_sigterm_drains_in_flight_requests_with_readiness_false(tmp_path: Path) -> None:
     with emulator("--instant", "--added-latency-ms", str(int(LATENCY_S * 1000))) as (worker, _):
         url, proc, data = _start(tmp_path, worker, shutdown_delay_s=1.0)
@@ -87,9 +108,15 @@ def test_sigterm_drains_in_flight_requests_with_readiness_false(tmp_path: Path) 
 
             async def scenario() -> tuple[list[tuple[int, str, bool]], list[str], float]:
                 flights = [asyncio.create_task(_in_flight(url, stream)) for stream in (False, True)]
-                await asyncio.sleep(0.5)  # both requests are at the worker now
+                await _until(
+                    lambda: _metric(url, "tollway_worker_in_flight") == 2,
+                    "both requests at the worker",
+                )
                 signalled = time.monotonic()
                 proc.send_signal(signal.SIGTERM)
+                # The signal is handled asynchronously: from the first probe that is not
+                # ready on, readiness must stay false until nothing listens.
+                await _until(lambda: _probe(url) != "200", "readiness turned false")
                 probes: list[str] = []
                 while time.monotonic() - signalled < 2.5:
                     probes.append(await asyncio.to_thread(_probe, url))
@@ -101,8 +128,8 @@ def test_sigterm_drains_in_flight_requests_with_readiness_false(tmp_path: Path) 
             exited_after = time.monotonic() - signalled
         finally:
             stop(proc)
-    # Readiness is false from the first probe after the signal: 503 during the delay,
-    # then nothing listens any more.
+    # Readiness is false once the signal is handled: 503 during the delay, then nothing
+    # listens any more (the requests were still in flight: LATENCY_S is longer).
     assert probes[0] == "503 draining", probes
     assert "refused" in probes and "200" not in probes, probes
     assert probes.index("refused") > 0
@@ -121,21 +148,27 @@ def test_sigterm_under_load_loses_nothing(tmp_path: Path) -> None:
         url, proc, data = _start(tmp_path, worker, shutdown_delay_s=0.0)
         try:
 
-            async def scenario() -> tuple[LoadResult, str]:
+            async def scenario() -> LoadResult:
                 load = asyncio.create_task(
                     run_load(url, requests=80, clients=6, timeout_s=10, pause_s=0.0)
                 )
-                await asyncio.sleep(1.5)
+                # Some requests done and some at the worker when the signal arrives.
+                await _until(
+                    lambda: (
+                        _metric(url, "tollway_requests_total") >= 12
+                        and _metric(url, "tollway_worker_in_flight") >= 1
+                    ),
+                    "load under way",
+                )
                 proc.send_signal(signal.SIGTERM)
-                await asyncio.sleep(0.15)  # uvicorn's main loop ticks every 0.1 s
-                probe = await asyncio.to_thread(_probe, url)
-                return await load, probe
+                # uvicorn's main loop notices the signal within its 0.1 s tick.
+                await _until(lambda: _probe(url) == "refused", "the socket closed")
+                return await load
 
-            load, probe = asyncio.run(scenario())
+            load = asyncio.run(scenario())
             code = proc.wait(timeout=15)
         finally:
             stop(proc)
-    assert probe == "refused"
     assert code == 0
     assert load.completed, summary(load)
     # After the signal, new connections are refused; nothing else may fail.

@@ -19,7 +19,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.processes import emulator, pool, start_gateway, stop, write_config
+from tests.e2e.processes import (
+    emulator,
+    metric_samples,
+    pool,
+    start_gateway,
+    stop,
+    write_config,
+)
 from tests.faults.support import (
     BODY,
     LoadResult,
@@ -29,6 +36,7 @@ from tests.faults.support import (
     sqlite_ledger,
     summary,
 )
+from tests.waiting import until_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -87,7 +95,15 @@ def test_a_worker_killed_under_load(stack: dict[str, Any]) -> None:
                 stack["url"], requests=REQUESTS, clients=CLIENTS, body={**BODY, "model": "kill"}
             )
         )
-        await asyncio.sleep(0.5)
+        # Kill it once the load is under way: requests done and some in flight.
+        await asyncio.to_thread(
+            until_sync,
+            lambda: (
+                sum(metric_samples(stack["url"], "tollway_requests_total")) >= CLIENTS
+                and sum(metric_samples(stack["url"], "tollway_worker_in_flight")) >= 1
+            ),
+            what="load under way",
+        )
         stack["victim"].send_signal(signal.SIGKILL)
         return await task
 

@@ -19,6 +19,7 @@ from tests.gateway.fake_worker import FakeWorker, serve_fake_worker
 from tests.gateway.harness import running_gateway
 from tests.gateway.test_catalog_routes import catalog_config
 from tests.gateway.test_pipeline_stages import ADMIN, chat, config, tenant_key
+from tests.waiting import until
 
 
 def counter(text: str, name: str) -> float:
@@ -49,12 +50,15 @@ async def test_a_key_far_from_its_limits_is_dispatched_before_redis_answers(
         serve_fake_worker() as worker,
         running_gateway(config(worker.url, tmp_path, limits=limits), settings) as (_, client),
     ):
-        key = await tenant_key(client, limits={"rpm": 1000, "max_concurrent": 2})
+        # 20 a minute: a request's worth comes back every 3 s, far longer than these five
+        # take, so each answer's remaining count is exact (at 1000 a minute one came back
+        # every 60 ms, and a loaded machine saw two answers alike).
+        key = await tenant_key(client, limits={"rpm": 20, "max_concurrent": 2})
         answers = [await chat(client, key) for _ in range(5)]
         assert [r.status_code for r in answers] == [200] * 5
         # Redis counted every one: the headers come from its answers, not from a guess.
         remaining = [int(r.headers["x-ratelimit-remaining-requests"]) for r in answers]
-        assert remaining == [999, 998, 997, 996, 995]
+        assert remaining == [19, 18, 17, 16, 15]
         # The first had no earlier answer to go by; the next four overlapped. Each one's
         # concurrency slot was released (max_concurrent 2 admitted all five in turn;
         # settlement runs after the response, so 2 leaves room for one still in flight).
@@ -69,14 +73,15 @@ async def test_a_speculated_request_redis_refuses_gets_the_429_and_no_upstream_b
     worker = FakeWorker(delay_s=0.3)
     async with (
         serve_fake_worker(worker),
-        running_gateway(config(worker.url, tmp_path, limits=limits), settings) as (_, client),
+        running_gateway(config(worker.url, tmp_path, limits=limits), settings) as (app, client),
     ):
+        admitter = app.state.pipeline.admitter
         key = await tenant_key(client, limits={"max_concurrent": 1})
         body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
         assert (await chat(client, key, body)).status_code == 200  # checked first: no hint yet
-        await asyncio.sleep(0.05)  # its slot is released after the response
+        await admitter.drain()  # its slot is released after the response
         holder = asyncio.create_task(chat(client, key, body))  # speculated, admitted
-        await asyncio.sleep(0.1)
+        await until(lambda: len(worker.requests) == 2, what="the holder at the worker")
         refused = await chat(client, key, body)  # speculated, refused: one slot only
         assert refused.status_code == 429
         assert refused.headers["content-type"].startswith("application/json")
@@ -86,11 +91,11 @@ async def test_a_speculated_request_redis_refuses_gets_the_429_and_no_upstream_b
         assert len(worker.requests) == 3  # its upstream work was done, and thrown away
         assert (await holder).status_code == 200
         assert await speculation_counts(client) == (2.0, 1.0)
-        await asyncio.sleep(0.05)
+        await admitter.drain()
         # The refusal turned speculation off for this key: now each request is checked
         # before dispatch, and a refused one never reaches the upstream.
         first = asyncio.create_task(chat(client, key, body))
-        await asyncio.sleep(0.1)
+        await until(lambda: len(worker.requests) == 4, what="the first at the worker")
         second = await chat(client, key, body)
         assert second.status_code == 429
         assert (await first).status_code == 200
@@ -135,13 +140,13 @@ async def test_a_refusal_wins_over_the_upstream_error_of_a_speculated_request(
     worker = FakeWorker(mode="reject400", delay_s=0.3)
     async with (
         serve_fake_worker(worker),
-        running_gateway(config(worker.url, tmp_path, limits=limits), settings) as (_, client),
+        running_gateway(config(worker.url, tmp_path, limits=limits), settings) as (app, client),
     ):
         key = await tenant_key(client, limits={"max_concurrent": 1})
         assert (await chat(client, key)).status_code == 400  # admitted, then the upstream's 400
-        await asyncio.sleep(0.05)
+        await app.state.pipeline.admitter.drain()  # its slot is released after the response
         holder = asyncio.create_task(chat(client, key))
-        await asyncio.sleep(0.1)
+        await until(lambda: len(worker.requests) == 2, what="the holder at the worker")
         refused = await chat(client, key)
         assert refused.status_code == 429
         assert refused.json()["error"]["code"] == "rate_limit_exceeded"

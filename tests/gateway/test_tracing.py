@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from gateway.tracing import NullTracer, OtelTracer, TracingConfig
@@ -14,7 +17,10 @@ from tests.gateway.fake_worker import serve_fake_worker
 from tests.gateway.harness import API_KEY, gateway_config, running_gateway
 
 
-async def test_enabled_tracing_records_a_span_per_stage() -> None:
+async def test_enabled_tracing_records_a_span_per_stage(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="tollway.access")
     exporter = InMemorySpanExporter()
     tracer = OtelTracer(TracingConfig(enabled=True), exporter=exporter)
     async with (
@@ -44,6 +50,9 @@ async def test_enabled_tracing_records_a_span_per_stage() -> None:
     assert root.attributes["request_id"] == resp.headers["x-request-id"]
     assert spans["tollway.upstream"].parent is not None
     assert spans["tollway.upstream"].parent.span_id == root.context.span_id
+    # The access line names the trace, so a log line leads to its spans.
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "tollway.access"]
+    assert json.loads(line)["trace_id"] == format(root.context.trace_id, "032x")
     tracer.shutdown()
 
 

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.simulator.test_native import metric
+from tests.waiting import until_sync
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -174,7 +175,7 @@ LONG_REQUESTS = {
 
 
 def _post_and_hang_up(base: str, path: str, body: dict[str, object]) -> None:
-    """Send ``body`` on a raw socket, wait ~0.3 s for generation to start, then close it."""
+    """Send ``body`` on a raw socket, wait until generation has started, then close it."""
     host, port = base.removeprefix("http://").split(":")
     payload = httpx.Request("POST", f"{base}{path}", json=body).read()
     head = (
@@ -183,7 +184,7 @@ def _post_and_hang_up(base: str, path: str, body: dict[str, object]) -> None:
     ).encode()
     with socket.create_connection((host, int(port))) as sock:
         sock.sendall(head + payload)
-        time.sleep(0.3)
+        until_sync(lambda: _load(base)[2] > 0, what="generation started")
         sock.settimeout(0)
         with pytest.raises(BlockingIOError):
             sock.recv(1)  # nothing answered yet: the request is still generating

@@ -49,8 +49,12 @@ class Backend:
         self.clients.append(client)
         return RedisIdempotencyStore(client)
 
-    def replica(self, **overrides: Any) -> IdempotencyCoordinator:
-        coordinator = IdempotencyCoordinator(self.store(), self.config(**overrides))
+    def replica(
+        self, on_event: Callable[[str], None] | None = None, **overrides: Any
+    ) -> IdempotencyCoordinator:
+        coordinator = IdempotencyCoordinator(
+            self.store(), self.config(**overrides), on_event=on_event
+        )
         self.coordinators.append(coordinator)
         return coordinator
 

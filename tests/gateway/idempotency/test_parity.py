@@ -17,6 +17,7 @@ from gateway.idempotency import (
     storage_key,
 )
 from tests.gateway.idempotency.conftest import Backend
+from tests.waiting import until
 from tollway.errors import Conflict, Unprocessable
 
 TENANT = "tenant-a"
@@ -127,7 +128,8 @@ async def test_twenty_parallel_duplicates_one_runs_the_rest_replay(backend: Back
 
 
 async def test_failed_first_request_lets_exactly_one_waiter_run(backend: Backend) -> None:
-    replicas = [backend.replica() for _ in range(3)]
+    events: list[str] = []
+    replicas = [backend.replica(on_event=events.append) for _ in range(3)]
     first = await proceed(await replicas[0].begin(TENANT, "f", FP))
     runs: list[int] = []
 
@@ -141,7 +143,7 @@ async def test_failed_first_request_lets_exactly_one_waiter_run(backend: Backend
         return b"second"
 
     waiters = [asyncio.create_task(repeat(i)) for i in range(8)]
-    await asyncio.sleep(0.03)
+    await until(lambda: events.count("wait") == 8, what="every repeat waiting on the first")
     assert not any(w.done() for w in waiters)
     await first.abandon()  # the upstream failed: not final
     assert await asyncio.gather(*waiters) == [b"second"] * 8

@@ -28,6 +28,7 @@ from gateway.idempotency import (
     request_fingerprint,
     wait_preference,
 )
+from tests.waiting import until
 from tollway.errors import TollwayError
 
 CHUNKS = [b'data: {"a":1}\n\n', b'data: {"a":2}\n\n', b"data: [DONE]\n\n"]
@@ -223,7 +224,7 @@ async def test_busy_key_with_prefer_wait_0_is_409_over_http() -> None:
         slow = asyncio.create_task(
             client.post("/v1/chat/completions", json=payload, headers={"idempotency-key": "b"})
         )
-        await asyncio.sleep(0.01)
+        await until(lambda: calls == [1], what="the first request holds the key")
         busy = await client.post(
             "/v1/chat/completions",
             json=payload,

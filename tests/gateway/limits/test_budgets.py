@@ -75,7 +75,8 @@ async def test_exhausted_budget_is_insufficient_quota(engine: Engine, clock: Man
     assert error.code == "insufficient_quota"
     assert error.to_body()["error"]["type"] == "insufficient_quota"
     assert error.retry_after == 60.0  # the clock is one minute before the month ends
-    assert "monthly budget of 250" in error.message
+    assert "monthly budget of 0.00025 USD" in error.message  # in USD, never micro-USD
+    assert "micro" not in error.message and "reserves up to 0.0001 USD" in error.message
     await engine.settle(ticket, 0, 10)  # spent 10 of its 100: 150 reserved+spent... 110 + 100
     await engine.admit(request(4, key=budget))
 

@@ -122,6 +122,7 @@ async def test_a_429_carries_retry_after_and_headers(engine: Engine, clock: Manu
     assert error.headers["x-ratelimit-remaining-tokens"] == "100"
     assert error.headers["x-ratelimit-remaining-requests"] == "59"
     assert "tokens per min (TPM)" in error.message
+    assert error.to_body()["error"]["type"] == "tokens"  # as OpenAI's TPM 429
     clock.advance(10_000)
     await engine.admit(request(3, key=spec, tokens=200))
 
@@ -134,6 +135,17 @@ async def test_a_request_over_the_whole_tpm_is_refused_without_retry_after(
     assert "retry-after" not in caught.value.headers
     assert caught.value.retry_after is None
     assert "Request too large" in caught.value.message
+    assert caught.value.to_body()["error"]["type"] == "tokens"
+
+
+async def test_an_rpm_429_has_type_requests(engine: Engine) -> None:
+    spec = LimitSpec(rpm=1, tpm=1_000)
+    await engine.admit(request(1, key=spec, tokens=10))
+    with pytest.raises(RateLimited) as caught:
+        await engine.admit(request(2, key=spec, tokens=10))
+    body = caught.value.to_body()["error"]
+    assert body["type"] == "requests" and body["code"] == "rate_limit_exceeded"
+    assert "requests per min (RPM)" in body["message"]
 
 
 async def test_settle_refunds_unused_tokens_and_charges_overuse(engine: Engine) -> None:
