@@ -23,10 +23,11 @@ from typer.testing import CliRunner
 from billing.tables import create_all
 from tests.conftest import admin_sql
 from tollway.database import create_engine, sqlite_url
+from tollway.schema import head_revisions
 
 PROCESSES = 4
 ROUNDS = 5
-HEADS = {"t0002_key_compression", "b1_0001"}
+HEADS = head_revisions()
 
 MIGRATOR = """
 import asyncio, sys

@@ -73,7 +73,14 @@ def _version_locations(packages: Iterable[Any]) -> list[str]:
     return locations
 
 
-def _config(connection: Connection) -> Any:
+def head_revisions() -> set[str]:
+    """The newest revision of every migration branch: what a migrated database records."""
+    from alembic.script import ScriptDirectory
+
+    return set(ScriptDirectory.from_config(_config(None)).get_heads())
+
+
+def _config(connection: Connection | None) -> Any:
     from alembic.config import Config
 
     cfg = Config()

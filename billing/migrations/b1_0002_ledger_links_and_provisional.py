@@ -25,9 +25,19 @@ _PROVISIONAL_ONLY = "status = 'provisional'"
 
 
 def upgrade() -> None:
-    """Add ``parent_request_id`` and the partial index of provisional rows."""
-    with op.batch_alter_table("usage_ledger") as batch:
-        batch.add_column(sa.Column("parent_request_id", sa.String(128)))
+    """Add ``parent_request_id`` and the partial index of provisional rows.
+
+    Each only where missing: a database whose tables were created without a recorded
+    version (and then adopted at ``b1_0001``) may have them already.
+    """
+    inspector = sa.inspect(op.get_bind())
+    columns = {c["name"] for c in inspector.get_columns("usage_ledger")}
+    indexes = {i["name"] for i in inspector.get_indexes("usage_ledger")}
+    if "parent_request_id" not in columns:
+        with op.batch_alter_table("usage_ledger") as batch:
+            batch.add_column(sa.Column("parent_request_id", sa.String(128)))
+    if "ix_usage_ledger_provisional" in indexes:
+        return
     op.create_index(
         "ix_usage_ledger_provisional",
         "usage_ledger",
