@@ -131,6 +131,11 @@ async def test_an_event_over_the_limit_ends_the_stream_with_an_error(
     async with serve_fake_worker(FakeWorker(mode=mode, giant_bytes=1024 * 1024)) as worker:
         config["pools"]["p"]["workers"] = [worker.url]
         async with running_gateway(config) as (app, client):
+            worker.mode = "ok"
+            for _ in range(2):
+                assert (await request(client, STREAM)).status_code == 200
+            assert worker.ports[0] == worker.ports[1]  # a finished stream's connection is reused
+            worker.mode = mode
             resp = await request(client, STREAM)
             events = sse_events(resp.content)
             assert b"data: [DONE]" not in events
@@ -139,9 +144,13 @@ async def test_an_event_over_the_limit_ends_the_stream_with_an_error(
             assert "65536 bytes" in error["message"]
             assert len(resp.content) < 64 * 1024  # nothing of the giant event got out
             breaker = pool_of(app).breakers[worker.url]
-            assert breaker.window_counts() == (0, 1)  # the worker failed the request
-            await one_failed_record(app, resp.headers["x-request-id"])
+            assert breaker.window_counts() == (2, 1)  # the worker failed the request
+            rows = await ledger_rows(app)
+            assert rows[resp.headers["x-request-id"]]["status"] == "upstream_error"
             await assert_nothing_held(app, unretrieved)
+            worker.mode = "ok"
+            assert (await request(client, STREAM)).status_code == 200
+            assert worker.ports[-1] != worker.ports[-2]  # that connection was closed
 
 
 async def test_a_stream_cut_without_done_ends_with_an_error(
