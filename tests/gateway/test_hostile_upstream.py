@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +18,8 @@ from backends.sglang.pool import SGLangPool
 from tests.gateway.fake_worker import FakeWorker, serve_fake_worker
 from tests.gateway.harness import API_KEY, gateway_config, running_gateway
 from tests.gateway.test_metering import ledger_rows
+from tests.gateway.test_pipeline_stages import chat, tenant_key
+from tests.gateway.test_pipeline_stages import config as stage_config
 
 AUTH = {"authorization": f"Bearer {API_KEY}"}
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -232,3 +235,35 @@ async def test_an_in_stream_error_mid_stream_ends_it_with_an_error_event(
         assert breaker.window_counts() == ((1, 0) if status == 400 else (0, 1))
         await one_failed_record(app, resp.headers["x-request-id"])
         await assert_nothing_held(app, unretrieved)
+
+
+@pytest.mark.parametrize("mode", ["stream_error", "stream_error_mid", "giant_event"])
+async def test_a_speculated_stream_that_fails_leaves_nothing_held(
+    tmp_path: Path, redis_url: str, redis_prefix: str, mode: str
+) -> None:
+    """The speculative-admission path (dispatched while Redis decides) with an upstream
+    that fails inside its 200 stream: the ticket is settled, nothing is held."""
+    limits = {"key_prefix": redis_prefix}
+    async with (
+        serve_fake_worker(FakeWorker(giant_bytes=8 * 1024 * 1024)) as worker,
+        running_gateway(
+            stage_config(worker.url, tmp_path, limits=limits), {"redis_url": redis_url}
+        ) as (app, client),
+    ):
+        key = await tenant_key(client, limits={"rpm": 1000})
+        body = {**STREAM, "max_tokens": 10}
+        assert (await chat(client, key, body)).status_code == 200  # gives the gate its hint
+        worker.mode = mode
+        for _ in range(2):  # both speculated (the first answer was the hint)
+            resp = await chat(client, key, body)
+            if mode == "stream_error":
+                assert resp.status_code == 400
+            else:
+                assert error_of(sse_events(resp.content)[-1])["code"] in {
+                    "bad_gateway",
+                    "bad_upstream_response",
+                }
+        text = (await client.get("/metrics")).text
+        assert "tollway_admission_speculated_total 2.0" in text
+        for w in pool_of(app).workers:
+            assert (w.in_flight, w.projected_tokens) == (0, 0)
