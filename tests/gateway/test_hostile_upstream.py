@@ -263,8 +263,9 @@ async def test_a_speculated_stream_that_fails_leaves_nothing_held(
             if mode == "stream_error":
                 assert resp.status_code == 400
             else:
+                # The worker's in-stream 400 keeps OpenAI's null code for a 400.
                 assert error_of(sse_events(resp.content)[-1])["code"] in {
-                    "bad_gateway",
+                    None,
                     "bad_upstream_response",
                 }
         text = (await client.get("/metrics")).text
