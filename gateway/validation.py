@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tollway.errors import InvalidRequest
+from tollway.output_tokens import effective_max_tokens
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _TOOL_CHOICES = frozenset({"none", "auto", "required"})
@@ -218,8 +219,8 @@ def validate_chat(body: dict[str, Any], max_messages: int = DEFAULT_MAX_MESSAGES
         _message(i, msg)
     stream, include_usage = _stream(body)
     n = _int_field(body, "n", 1, 128) or 1
-    max_tokens = _int_field(body, "max_completion_tokens", 1, 10_000_000)
-    legacy = _int_field(body, "max_tokens", 1, 10_000_000)
+    _int_field(body, "max_completion_tokens", 1, 10_000_000)
+    _int_field(body, "max_tokens", 1, 10_000_000)
     _number_field(body, "temperature", 0, 2)
     _number_field(body, "top_p", 0, 1)
     _number_field(body, "presence_penalty", -2, 2)
@@ -231,7 +232,7 @@ def validate_chat(body: dict[str, Any], max_messages: int = DEFAULT_MAX_MESSAGES
         stream=stream,
         include_usage=include_usage,
         n=n,
-        max_tokens=max_tokens if max_tokens is not None else legacy,
+        max_tokens=effective_max_tokens(body),
         message_count=len(messages),
     )
 
