@@ -225,7 +225,8 @@ def plan_output(req: GenerationRequest, tok: Tokenizer) -> OutputPlan:
         texts = tok.split(_dumps(value))
         natural_end = True
     else:
-        texts = _natural_words(req)
+        # One piece per BPE token of the whole text: the answer re-encodes to the same ids.
+        texts = tok.split("".join(_natural_words(req)))
         natural_end = not req.ignore_eos
     finish: str = "stop"
     matched: int | str | None = tok.eos_token_id

@@ -30,7 +30,8 @@ def _wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 15.
     while time.monotonic() < deadline:
         assert proc.poll() is None, "emulator exited early"
         try:
-            if httpx.get(f"{base}/health", timeout=0.5).status_code == 200:
+            # SGLang's /health (and the emulator's) answers after a 1 s wait.
+            if httpx.get(f"{base}/health", timeout=5).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -123,9 +124,9 @@ def _read_events(chunks: Iterator[bytes], count: int) -> None:
 
 
 @contextlib.contextmanager
-def _long_stream() -> Iterator[tuple[str, httpx.Response]]:
+def _long_stream(*flags: str) -> Iterator[tuple[str, httpx.Response]]:
     """A real-time (``--speed 4``) emulator and an open :data:`LONG_STREAM` on it."""
-    proc, base = _start("--speed", "4", instant=False)
+    proc, base = _start("--speed", "4", *flags, instant=False)
     try:
         _wait_healthy(base, proc)
         url = f"{base}/v1/chat/completions"
@@ -149,15 +150,27 @@ def test_cli_counts_a_stream_as_running_until_its_last_token() -> None:
         assert _load(base) == (0, 0, 0)
 
 
+#: The stream abort delay these tests run with (SGLang's is 2 s, ``--stream-abort-delay-s``).
+ABORT_DELAY_S = 0.5
+
+
 @pytest.mark.e2e
-def test_cli_aborts_a_stream_whose_client_disconnects() -> None:
-    with _long_stream() as (base, r):
+def test_cli_aborts_a_stream_only_after_sglangs_delay() -> None:
+    """``tokenizer_manager.py`` ``create_abort_task``: a streamed response's background
+    task sleeps (2 s), then aborts; until then the request keeps generating and
+    holding its slot and KV, though its client is gone."""
+    with _long_stream("--stream-abort-delay-s", str(ABORT_DELAY_S)) as (base, r):
         _read_events(r.iter_raw(), 5)
         r.close()  # the client hangs up mid-stream
-        deadline = time.monotonic() + 1.0  # the stream itself would run ~2 s more
+        left = time.monotonic()
+        deadline = left + 1.5  # the stream itself would run ~2 s more
+        first = _load(base)
         while _load(base) != (0, 0, 0) and time.monotonic() < deadline:
             time.sleep(0.02)
+        freed = time.monotonic() - left
+        assert first[0] == 1 and first[2] == 1  # still running after the client left
         assert _load(base) == (0, 0, 0)
+        assert freed >= ABORT_DELAY_S * 0.8, freed
         text = httpx.get(f"{base}/metrics").text
         assert metric(text, "sglang:num_aborted_requests_total") == 1
 
