@@ -185,8 +185,8 @@ def _plan_tool_calls(req: GenerationRequest, tok: Tokenizer) -> OutputPlan:
 
 def _natural_words(req: GenerationRequest) -> list[str]:
     rng = _rng(req, "text")
-    if req.ignore_eos:
-        length = req.max_tokens
+    if req.ignore_eos:  # a few words more than needed: the plan stops at max_tokens
+        length = req.max_tokens + 2
     else:
         low = req.min_natural_tokens
         length = rng.randint(low, max(low, req.max_natural_tokens))
