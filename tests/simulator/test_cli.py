@@ -217,3 +217,34 @@ def test_cli_aborts_a_non_streamed_request_whose_client_disconnects(path: str) -
         assert metric(text, "sglang:num_aborted_requests_total") == 1
     finally:
         _stop(proc)
+
+
+@pytest.mark.e2e
+def test_cli_aborts_a_queued_request_whose_client_left_at_sglangs_wait() -> None:
+    """``tokenizer_manager.py`` ``_wait_one_response``: a non-streamed request without
+    output (here queued behind the only running one) looks at its client when
+    ``wait_for(state.event.wait(), timeout=4)`` expires ("type 1"), not before
+    (``--disconnect-check-s`` shortens the 4 s)."""
+    check_s = 2.5
+    proc, base = _start(
+        "--speed", "1", "--max-running-requests", "1",
+        "--disconnect-check-s", str(check_s), instant=False,
+    )  # fmt: skip
+    try:
+        _wait_healthy(base, proc)
+        url = f"{base}/v1/chat/completions"
+        with httpx.stream("POST", url, json=LONG_STREAM, timeout=20) as stream:
+            chunks = stream.iter_raw()
+            _read_events(chunks, 2)  # the stream holds the only slot for ~8 s
+            sent = time.monotonic()
+            _post_and_hang_up(base, "/v1/chat/completions", LONG_REQUESTS[url[len(base) :]])
+            assert _load(base)[0] == 2  # the request whose client left still waits
+            deadline = sent + 2 * check_s + 1.5  # a check, or the next one on a busy machine
+            while _load(base)[0] != 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            freed = time.monotonic() - sent
+            reqs, _, running = _load(base)
+            assert (reqs, running) == (1, 1)  # only the stream is left, still running
+            assert freed >= check_s * 0.8, freed
+    finally:
+        _stop(proc)
