@@ -103,3 +103,25 @@ def test_an_agent_profile_caps_both_token_fields(
         )
         assert r.status_code == 200, r.text
         assert r.json()["usage"]["completion_tokens"] == 8  # the cap, on the field SGLang uses
+
+
+def test_a_request_over_the_context_length_gets_sglangs_400(tmp_path: Path) -> None:
+    """``tokenizer_manager.py`` ``_validate_one_request``: input + ``max_tokens`` at or
+    over the context length is a 400 (a non-streamed request answers it at once):
+    the client gets it in OpenAI's error shape, with SGLang's reason, and no retry."""
+    with emulator("--instant", "--context-length", "64") as (worker, _):
+        pools = {"p": {"gpu": "h100", "model": {"name": MODEL}, "workers": [worker]}}
+        with gateway(tmp_path, pools=pools, models={"m": {"route": "pool:p"}}) as base:
+            body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+            headers = {"Authorization": f"Bearer {API_KEY}"}
+            ok = httpx.post(
+                f"{base}/v1/chat/completions", headers=headers, json={**body, "max_tokens": 27}
+            )
+            assert ok.status_code == 200, ok.text
+            r = httpx.post(
+                f"{base}/v1/chat/completions", headers=headers, json={**body, "max_tokens": 28}
+            )
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert "maximum context length of 64 tokens" in error["message"]
