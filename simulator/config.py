@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from backends.sglang.capacity import DEFAULT_TUNING, PerfTuning
 from simulator.errors import ErrorStyle
+from simulator.timings import ApiTimings
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ class EmulatorConfig:
     than wall time; ``instant`` answers at once while still accounting every
     latency on a virtual clock. ``on_die`` is what ``die_after`` calls (the CLI
     passes a real process exit); ``None`` makes the app stop answering instead.
+    ``timings`` are SGLang's API timings (health wait, disconnect aborts).
     """
 
     gpu: str = "h100"
@@ -73,4 +75,5 @@ class EmulatorConfig:
     max_output_tokens: int = 64
     tuning: PerfTuning = DEFAULT_TUNING
     faults: FaultConfig = field(default_factory=FaultConfig)
+    timings: ApiTimings = field(default_factory=ApiTimings)
     on_die: Callable[[], None] | None = None

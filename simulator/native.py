@@ -6,6 +6,7 @@ Also the emulator's own ``/_emulator/faults`` (not an SGLang route).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -16,14 +17,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from simulator.engine import GenerationHandle
-from simulator.errors import EmulatorError, bad_request
+from simulator.errors import EmulatorError, GenerationError, bad_request, check_context_length
 from simulator.generation import GenerationRequest, OutputPlan, plan_output
-from simulator.replies import wait_all
+from simulator.replies import error_stream, wait_all
 from simulator.scheduler import AdmissionError
 from simulator.sse import DONE, SSEResponse, sse_event
 from simulator.state import WorkerState, read_json, stop_list, worker
 
-SGLANG_VERSION = "0.5.4"
+#: The SGLang release the emulator follows (``infra/pool/Dockerfile`` pins it).
+SGLANG_VERSION = "0.5.6.post1"
+
+log = logging.getLogger(__name__)
 
 
 def _native_error(state: WorkerState, error: EmulatorError) -> Response:
@@ -89,13 +93,19 @@ async def generate(request: Request) -> Response:
             state.tokenizer,
         )
         rid = str(body.get("rid") or uuid.uuid4().hex)
-        handle = state.engine.submit(rid, prompt_ids, plan)
-    except AdmissionError as exc:
-        return _native_error(state, bad_request(str(exc)))
     except EmulatorError as exc:
         if exc.status >= 500:
             return state.error(exc)
         return _native_error(state, exc)
+    try:
+        requested = params.get("max_new_tokens")
+        check_context_length(state.engine.context_length, len(prompt_ids), requested)
+        handle = state.engine.submit(rid, prompt_ids, plan)
+    except (GenerationError, AdmissionError) as exc:
+        if body.get("stream"):
+            # http_server.py generate_request: {"error": {"message": ...}}, then [DONE].
+            return error_stream(state, sse_event({"error": {"message": str(exc)}}))
+        return _native_error(state, bad_request(str(exc)))
     if body.get("stream"):
         return SSEResponse(
             _stream_generate(state, rid, handle, max_new),
@@ -129,14 +139,26 @@ async def _stream_generate(
             )
         yield DONE
     finally:
-        state.engine.abort(handle)
+        state.abort_later([handle])
 
 
 async def health(request: Request) -> Response:
-    """``GET /health``: 200 with an empty body (dead or hung workers never answer)."""
+    """``GET /health`` and ``/health_generate`` as SGLang answers them (``http_server.py``).
+
+    503 while the worker is starting; otherwise a one-token generation, whose
+    output SGLang looks for after ``asyncio.sleep(1)`` (``health_wait_s``), then
+    200 with an empty body. With ``health_generation`` off (SGLang's
+    ``SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION=false``) ``/health`` answers at
+    once. Dead or hung workers never answer.
+    """
     state = worker(request)
     if state.faults.dead or state.faults.config.hang:
         await asyncio.Event().wait()
+    if state.starting:
+        return Response(status_code=503)
+    timings = state.config.timings
+    if timings.health_generation or request.url.path == "/health_generate":
+        await asyncio.sleep(timings.health_wait_s)
     return Response(status_code=200)
 
 
@@ -209,9 +231,18 @@ def server_info_payload(state: WorkerState) -> dict[str, Any]:
 
 
 async def server_info(request: Request) -> Response:
-    """``GET /get_server_info`` and ``/server_info``."""
+    """``GET /server_info``."""
     state = worker(request)
     return state.json(server_info_payload(state))
+
+
+async def get_server_info(request: Request) -> Response:
+    """``GET /get_server_info``: deprecated, a warning per call (``http_server.py``)."""
+    log.warning(
+        "Endpoint '/get_server_info' is deprecated and will be removed in a future version. "
+        "Please use '/server_info' instead."
+    )
+    return await server_info(request)
 
 
 async def model_info(request: Request) -> Response:

@@ -89,7 +89,8 @@ def test_scheduler_reuses_cached_prefix() -> None:
 
 async def test_requests_queue_behind_a_tiny_kv_pool() -> None:
     clock = GatedClock()
-    config = EmulatorConfig(max_total_tokens=90, min_output_tokens=60, max_output_tokens=60)
+    # Room for one request at a time: a prompt of ~41 tokens (Llama 3.1 template) + 60 out.
+    config = EmulatorConfig(max_total_tokens=150, min_output_tokens=60, max_output_tokens=60)
     async with running_emulator(config, clock=clock) as app:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://e") as client:
