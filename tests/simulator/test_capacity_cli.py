@@ -67,9 +67,9 @@ def test_capacity_json(app: typer.Typer) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert (data["kv_pool_tokens"], data["concurrency"], data["headroom_concurrency"]) == (
-        414_236,
-        101,
-        80,
+        407_369,
+        99,
+        79,
     )
 
 
