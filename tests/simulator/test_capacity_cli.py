@@ -83,6 +83,17 @@ def test_capacity_says_plainly_when_it_does_not_fit(app: typer.Typer) -> None:
     assert "1,342,177,280 bytes = 1.34 GB" in result.output
 
 
+def test_llama_3_3_70b_fp8_does_not_fit_one_h100(app: typer.Typer) -> None:
+    # 67.66 GiB of weights (embedding and head in BF16) against 79.15 x 0.835 = 66.09 GiB
+    args = ["capacity", "--gpu", "h100", "--model", "llama-3.3-70b-instruct"]
+    result = CliRunner().invoke(app, [*args, "--weights-dtype", "fp8", "--kv-dtype", "fp8"])
+    assert result.exit_code == 0, result.output
+    assert "72.7 GB in all, 67.66 GiB per GPU" in result.output
+    assert "does not fit at tp=1: weights need 67.7 GiB per GPU, more than the 66.1 GiB" in (
+        result.output
+    )
+
+
 def test_capacity_table_markdown_json_and_plot(app: typer.Typer, tmp_path: Path) -> None:
     args = ["capacity", "--table", "--model", "llama-2-70b"]
     args += ["--weights-dtype", "fp16", "--weights-dtype", "fp8", "--kv-dtype", "fp16"]
