@@ -28,7 +28,8 @@ from simulator.clock import Clock, InstantClock, ScaledClock
 from simulator.config import EmulatorConfig
 from simulator.generation import OutputPlan
 from simulator.metrics import EmulatorMetrics
-from simulator.scheduler import Scheduler, SequenceState, StepResult
+from simulator.scheduler import Scheduler
+from simulator.sequence import SequenceState, StepResult
 from simulator.tokenizer import Tokenizer
 
 

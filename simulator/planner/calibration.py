@@ -25,7 +25,8 @@ from backends.sglang.steptime import (
     step_seconds,
 )
 from simulator.radix_cache import RadixCache
-from simulator.scheduler import Scheduler, SequenceState
+from simulator.scheduler import Scheduler
+from simulator.sequence import SequenceState
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,8 @@ from simulator.planner.results import PoolStats
 from simulator.planner.schema import Pool
 from simulator.planner.sessions import Session
 from simulator.radix_cache import RadixCache
-from simulator.scheduler import Scheduler, SequenceState, StepResult
+from simulator.scheduler import Scheduler
+from simulator.sequence import SequenceState, StepResult
 from tollway.errors import ConfigError
 
 

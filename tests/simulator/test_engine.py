@@ -11,7 +11,8 @@ from backends.sglang.steptime import StepShape
 from simulator.app import running_emulator
 from simulator.config import EmulatorConfig
 from simulator.radix_cache import RadixCache
-from simulator.scheduler import Scheduler, SequenceState
+from simulator.scheduler import Scheduler
+from simulator.sequence import SequenceState
 from tests.simulator.test_native import metric
 
 

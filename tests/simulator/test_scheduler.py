@@ -12,7 +12,8 @@ import itertools
 import pytest
 
 from backends.sglang.steptime import StepShape
-from simulator.scheduler import Scheduler, SequenceState, StepResult
+from simulator.scheduler import Scheduler
+from simulator.sequence import SequenceState, StepResult
 
 _ids = itertools.count(1_000_000)
 
