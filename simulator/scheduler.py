@@ -21,7 +21,9 @@ Policy, as SGLang 0.5.6 schedules by default (``Scheduler.get_next_batch_to_run`
   prompt plus ``min(max_new_tokens, 4096)`` fit in the free and evictable
   slots, after reserving ``new_token_ratio`` of every running request's
   remaining ``max_new_tokens``. The ratio starts at 0.7 and decays linearly
-  to 0.098 over 600 decode steps.
+  to 0.098 over 600 decode steps. Once a request does not fit (or the batch
+  holds ``max_running_requests``) the batch counts as full: the queue is
+  tried again only after a running request finished or was retracted.
 * **Allocation as tokens are made.** Slots are taken for prompt chunks when
   they run and one per sequence per decode step, evicting unlocked cache
   leaves LRU first.
@@ -90,6 +92,7 @@ class Scheduler:
     waiting: deque[SequenceState] = field(default_factory=deque)
     running: list[SequenceState] = field(default_factory=list)
     chunked: SequenceState | None = None
+    batch_is_full: bool = False
     private_tokens: int = 0
     stats: SchedulerStats = field(default_factory=SchedulerStats)
 
@@ -169,6 +172,7 @@ class Scheduler:
                 self.chunked = None
             else:
                 self.running.remove(seq)
+                self.batch_is_full = False
             self._release(seq, cache_output=False)
         seq.aborted = True
 
@@ -228,6 +232,8 @@ class Scheduler:
             if seq in self.running:
                 self.running.remove(seq)
             self._release(seq, cache_output=True)
+        if finished or retracted:
+            self.batch_is_full = False
         self.stats.steps += 1
         return StepResult(
             kind, duration, batch, tuple(finished), extend + cached, cached, tuple(retracted)
@@ -235,8 +241,13 @@ class Scheduler:
 
     # -- prefill ---------------------------------------------------------------------------
     def _prefill_batch(self, now: float) -> list[tuple[SequenceState, int, int, bool]]:
-        """Form a prefill batch as ``PrefillAdder`` does: ``(seq, prefix, extend, last)``."""
-        if not self.waiting and self.chunked is None:
+        """Form a prefill batch as ``PrefillAdder`` does: ``(seq, prefix, extend, last)``.
+
+        After a request did not fit (or the batch reached ``max_running_requests``)
+        SGLang marks the running batch full and tries the queue again only once
+        the batch has shrunk (a request finished or was retracted).
+        """
+        if (self.batch_is_full or not self.waiting) and self.chunked is None:
             return []
         chunks: list[tuple[SequenceState, int, int, bool]] = []
         self._hits = 0
@@ -260,23 +271,26 @@ class Scheduler:
             offset += self._remaining_estimate(seq) if last else 0
             rem_input -= size
             rem_chunk = None if rem_chunk is None else rem_chunk - size
-        while self.waiting and self.chunked is None:
+        while self.waiting and self.chunked is None and not self.batch_is_full:
             if len(self.running) + len(chunks) >= self.max_running_requests:
+                self.batch_is_full = True
                 break
-            if rem_total() <= 0 or rem_input <= 0 or (rem_chunk is not None and rem_chunk <= 0):
+            if rem_total() <= 0:
+                self.batch_is_full = True
+                break
+            if rem_input <= 0 or (rem_chunk is not None and rem_chunk <= 0):
                 break
             seq = self.waiting[0]
             input_len = seq.seqlen
             # The last input token is always recomputed (it yields the logits).
             match = self.cache.match_prefix(seq.prompt_ids[: input_len - 1])
             extend = input_len - match.length
-            if extend + self._remaining_estimate(seq) >= rem_total():
-                break
             if extend >= rem_input and chunks:
                 break
             self.cache.lock(match.node)
             if extend + self._remaining_estimate(seq) >= rem_total():
                 self.cache.unlock(match.node)
+                self.batch_is_full = True
                 break
             self.waiting.popleft()
             seq.node = match.node

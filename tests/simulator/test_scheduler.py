@@ -100,45 +100,58 @@ def test_admission_reserves_an_estimate_of_the_remaining_output() -> None:
     record = Recorder()
     sched = Scheduler(capacity=2000, step_time=record)
     a, b, c = (_seq(x, 100, 20, 1000) for x in "abc")
-    for seq in (a, b, c):
-        sched.submit(seq)
-    # a: 100 + min(1000, 4096) < 2000. Then 1900 free - a's 1000 = 900 < b's 1100.
-    assert sched.step(0.0).batch == (a,)
-    # b: a now runs and is expected to need 0.7 x 999 more: 1900 - 699.3 > 1100.
+    sched.submit(a)
+    assert sched.step(0.0).batch == (a,)  # 100 + min(1000, 4096) < 2000
+    # b: a now runs and is expected to need 0.7 x 999 more: 1900 - 699.3 = 1200.7 > 1100.
+    # Reserving a's whole max_new_tokens (1900 - 999 = 901) would have kept b out.
+    sched.submit(b)
     second = sched.step(0.01)
     assert second.kind == "prefill" and second.batch == (b,)
     # c: 1800 - 0.7 x 2 x 999 = 401.4 < 1100: it waits, the two decode.
+    sched.submit(c)
     third = sched.step(0.02)
     assert third.kind == "decode" and third.batch == (a, b) and list(sched.waiting) == [c]
     # Slots are taken as tokens are made: two prompts and one slot each, not 2 x 1000.
     assert sched.used_tokens == 202
     assert sched.new_token_ratio == pytest.approx(0.7 - (0.7 - 0.7 * 0.14) / 600)
-    _run(sched, 0.03)
+    # The batch is marked full: c is not tried again until a request leaves it, however
+    # far the ratio decays meanwhile (SGLang's ``batch_is_full``).
+    assert sched.batch_is_full
+    now, results = _run(sched, 0.03)
+    waited = [r for r in results if r.kind == "decode" and c not in r.batch]
+    assert len(waited) == 18 and all(r.batch == (a, b) for r in waited)
+    assert c.admitted_time == pytest.approx(a.finish_time)
     assert all(s.generated == 20 for s in (a, b, c))
 
 
-def test_a_full_pool_retracts_the_youngest_request_and_resumes_it_later() -> None:
-    record = Recorder()
-    # A low starting ratio (SGLang's --schedule-conservativeness 1/7) over-admits.
-    sched = Scheduler(capacity=400, step_time=record, init_new_token_ratio=0.1)
-    a, b, c = (_seq(x, 50, 200, 200) for x in "abc")
-    for seq in (a, b, c):
+def _staggered(sched: Scheduler, seqs: tuple[SequenceState, ...]) -> list[StepResult]:
+    """Submit each request once the one before has been prefilled."""
+    results = []
+    for seq in seqs:
         sched.submit(seq)
-    _, results = _run(sched)
-    admitted = [r.batch for r in results[:3]]
-    assert admitted == [(a,), (b,), (c,)]  # 50 + 0.1 x 199 per running request fits
+        results.append(sched.step(0.01 * len(results)))
+    return results
+
+
+def test_a_full_pool_retracts_the_youngest_request_and_resumes_it_later() -> None:
+    # A low starting ratio (SGLang's --schedule-conservativeness 1/7) over-admits.
+    sched = Scheduler(capacity=400, step_time=Recorder(), init_new_token_ratio=0.1)
+    a, b, c = (_seq(x, 50, 200, 200) for x in "abc")
+    # 50 + 200 fit beside 0.1 x 199 per running request: a, then b, then c.
+    admitted = _staggered(sched, (a, b, c))
+    assert [r.batch for r in admitted] == [(a,), (b,), (c,)]
+    _, results = _run(sched, 0.03)
     retractions = [r for r in results if r.retracted]
-    # 3 x (50 + 199) > 400: the pool runs dry while all three decode
+    # 3 x (50 + 199) > 400: the pool runs dry while all three decode; c has the fewest
+    # output tokens and goes back to the queue.
     first = retractions[0]
-    assert first.retracted == (c,) and first.kind == "decode" and c not in first.batch
-    index = results.index(first)
-    running = [s for s in first.batch]
-    assert running == [a, b]
+    assert first.retracted == (c,) and first.kind == "decode" and first.batch == (a, b)
     assert c.retractions >= 1 and all(s.generated == 200 for s in (a, b, c))
-    # c came back: one prefill step gave it its next token, after a or b finished
+    # c came back once a and b were done: one prefill step gave it its next token
+    index = results.index(first)
     again = [r for r in results[index:] if r.kind == "prefill" and c in r.batch]
-    assert again and again[0].duration == 0.01
-    assert c.first_token_time == pytest.approx(results[2].duration * 3)
+    assert again and c.admitted_time == pytest.approx(0.02)  # its first admission
+    assert c.first_token_time == pytest.approx(0.03)  # its first token, not the re-prefill's
     assert sched.private_tokens == 0 and sched.used_tokens == 0
     assert sched.stats.retracted == len([s for r in retractions for s in r.retracted])
 
@@ -146,14 +159,14 @@ def test_a_full_pool_retracts_the_youngest_request_and_resumes_it_later() -> Non
 def test_retraction_resets_the_ratio_from_the_survivors() -> None:
     sched = Scheduler(capacity=400, step_time=Recorder(), init_new_token_ratio=0.1)
     a, b, c = (_seq(x, 50, 200, 200) for x in "abc")
-    for seq in (a, b, c):
-        sched.submit(seq)
-    now = 0.0
-    while True:
+    _staggered(sched, (a, b, c))
+    now = 0.03
+    for _ in range(400):
         result = sched.step(now)
         now += result.duration
         if result.retracted:
             break
+    assert result.retracted == (c,)
     # (tokens decoded by the survivors + 20 steps each) / (their max_new_tokens + 1)
     expected = (a.generated - 1 + b.generated - 1 + 2 * 20) / (400 + 1)
     assert sched.new_token_ratio == pytest.approx(expected)
