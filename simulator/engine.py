@@ -109,6 +109,7 @@ class Engine:
             or default_max_running_requests(capacity, self.context_length),
             max_prefill_tokens=config.max_prefill_tokens,
             chunked_prefill_size=chunk if chunk > 0 else None,
+            enable_mixed_chunk=config.enable_mixed_chunk,
         )
         self.clock: Clock = clock or (
             InstantClock() if config.instant else ScaledClock(config.speed)

@@ -8,10 +8,12 @@ sleeps that long on its clock; the discrete-event simulator advances virtual
 time instead.
 
 Policy, as SGLang 0.5.6 schedules by default (``Scheduler.get_next_batch_to_run``,
-``PrefillAdder``, ``ScheduleBatch.retract_decode``; mixed chunks off):
+``PrefillAdder``, ``ScheduleBatch.retract_decode``):
 
 * **Prefill first.** A step is a prefill batch whenever one can be formed,
-  else a decode step of every running request. A prefill batch takes the
+  else a decode step of every running request (with ``enable_mixed_chunk``,
+  SGLang's ``--enable-mixed-chunk``, off by default, the running requests also
+  decode inside the prefill step). A prefill batch takes the
   unfinished chunk of a long prompt first, then waiting requests first come,
   first served, up to ``max_prefill_tokens`` uncached tokens and
   ``chunked_prefill_size`` tokens per step; a prompt longer than what is left
@@ -40,7 +42,7 @@ Policy, as SGLang 0.5.6 schedules by default (``Scheduler.get_next_batch_to_run`
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from backends.sglang.server_defaults import (
@@ -78,7 +80,9 @@ class Scheduler:
     """Continuous-batching scheduler over a KV pool of ``capacity`` token slots.
 
     ``step_time(shape)`` gives a step's duration (see :mod:`backends.sglang.steptime`).
-    ``chunked_prefill_size`` of ``None`` disables chunking.
+    ``chunked_prefill_size`` of ``None`` disables chunking; ``enable_mixed_chunk``
+    (off by default, as in SGLang) lets the running requests decode inside
+    prefill steps, their tokens taken from the step's chunk budget.
     """
 
     capacity: int
@@ -87,6 +91,7 @@ class Scheduler:
     max_running_requests: int = 4096
     max_prefill_tokens: int = DEFAULT_MAX_PREFILL_TOKENS
     chunked_prefill_size: int | None = 8192
+    enable_mixed_chunk: bool = False
     init_new_token_ratio: float = INIT_NEW_TOKEN_RATIO
     cache: RadixCache = field(default_factory=RadixCache)
     waiting: deque[SequenceState] = field(default_factory=deque)
@@ -188,9 +193,14 @@ class Scheduler:
         """Run one forward step starting at model time ``now``."""
         chunks = self._prefill_batch(now)
         retracted: list[SequenceState] = []
+        new = tuple(seq for seq, _, _, last in chunks if last)
         if chunks:
-            shape = StepShape.build(chunks=[(p, e, last) for _, p, e, last in chunks])
-            batch = tuple(seq for seq, _, _, last in chunks if last)
+            # With mixed chunks the running requests decode inside the prefill step.
+            decoding = tuple(self.running) if self.enable_mixed_chunk else ()
+            kv = self._decode_slots(decoding)
+            spans = [(p, e, last) for _, p, e, last in chunks]
+            shape = StepShape.build(len(decoding), kv, spans)
+            batch = decoding + new
             kind = "prefill"
             cached = self._hits
             extend = shape.extend_tokens
@@ -200,14 +210,7 @@ class Scheduler:
             self.stats.last_cache_hit_rate = cached / total if total else 0.0
         elif self.running:
             retracted = self._retract_if_short()
-            n = len(self.running)
-            if n > self.free_tokens:
-                self.cache.evict(n - self.free_tokens)
-            self.private_tokens += n
-            kv = 0
-            for seq in self.running:
-                seq.allocated += 1
-                kv += len(seq.prompt_ids) + seq.generated
+            kv = self._decode_slots(self.running)
             shape = StepShape(decode_seqs=len(self.running), decode_kv_tokens=kv)
             batch = tuple(self.running)
             kind = "decode"
@@ -226,7 +229,7 @@ class Scheduler:
             if seq.finished:
                 seq.finish_time = end
                 finished.append(seq)
-            elif kind == "prefill":
+            elif seq in new:
                 self.running.append(seq)
         for seq in finished:
             if seq in self.running:
@@ -251,11 +254,13 @@ class Scheduler:
             return []
         chunks: list[tuple[SequenceState, int, int, bool]] = []
         self._hits = 0
-        rem_input = self.max_prefill_tokens
         rem_chunk = self.chunked_prefill_size if self.chunked_prefill_size else None
+        mixed = len(self.running) if self.enable_mixed_chunk and rem_chunk else 0
+        rem_input = self.max_prefill_tokens - mixed
+        rem_chunk = None if rem_chunk is None else rem_chunk - mixed
         ratio = self.new_token_ratio
         clip = CLIP_MAX_NEW_TOKENS
-        offset = sum(min(max(s.cap - s.generated, 0), clip) for s in self.running) * ratio
+        offset = mixed + sum(min(max(s.cap - s.generated, 0), clip) for s in self.running) * ratio
 
         def rem_total() -> float:
             return self.free_tokens + self.cache.evictable_size - offset
@@ -360,6 +365,18 @@ class Scheduler:
         return retracted
 
     # -- slots -----------------------------------------------------------------------------
+    def _decode_slots(self, seqs: Sequence[SequenceState]) -> int:
+        """One slot for each decoding sequence; returns the context they attend to."""
+        n = len(seqs)
+        if n > self.free_tokens:
+            self.cache.evict(n - self.free_tokens)
+        self.private_tokens += n
+        kv = 0
+        for seq in seqs:
+            seq.allocated += 1
+            kv += len(seq.prompt_ids) + seq.generated
+        return kv
+
     def _alloc(self, seq: SequenceState, tokens: int) -> None:
         if tokens > self.free_tokens:
             self.cache.evict(tokens - self.free_tokens)

@@ -172,3 +172,26 @@ def test_retraction_resets_the_ratio_from_the_survivors() -> None:
     assert sched.new_token_ratio == pytest.approx(expected)
     # c's output slots were freed, not cached: it must recompute prompt + output so far
     assert c.allocated == 0 and c.node is None and c in sched.waiting
+
+
+def test_mixed_chunks_decode_the_running_requests_inside_the_prefill_step() -> None:
+    # --enable-mixed-chunk: the running requests take one token each out of the chunk
+    # budget (8,192 - 1) and decode in the same step as the new prompt's first chunk.
+    record = Recorder()
+    sched = Scheduler(
+        capacity=100_000, step_time=record, chunked_prefill_size=8192, enable_mixed_chunk=True
+    )
+    r = _seq("r", 100, 50, 50)
+    sched.submit(r)
+    sched.step(0.0)
+    long = _seq("long", 10_000, 5, 5)
+    sched.submit(long)
+    mixed = sched.step(0.01)
+    assert mixed.kind == "prefill" and mixed.batch == (r,) and r.generated == 2
+    shape = record.shapes[-1]
+    assert (shape.decode_seqs, shape.extend_tokens) == (1, 8191)
+    done = sched.step(0.02)
+    assert done.batch == (r, long) and long.generated == 1 and r.generated == 3
+    assert (record.shapes[-1].decode_seqs, record.shapes[-1].extend_tokens) == (1, 1809)
+    _run(sched, 0.03)
+    assert r.generated == 50 and long.generated == 5
