@@ -125,8 +125,8 @@ TRTLLM_PERF = (
 TRTLLM_H200 = "TensorRT-LLM H200 launch blog (TensorRT-LLM docs/source/blogs/H200launch.md)"
 SGLANG_1060 = "SGLang PR #1060 benchmark (github.com/sgl-project/sglang/pull/1060)"
 TRTLLM_DERIVED = (
-    "TensorRT-LLM perf overview, figure derived from the model/published ratio a review "
-    "quoted for a 3,000-request run of the previous model (+-0.5 %)"
+    "TensorRT-LLM perf overview, figure recovered from the model/published ratio a review "
+    "quoted, over the previous model's figure at 3,000 requests (see docs/capacity.md)"
 )
 
 
@@ -161,7 +161,8 @@ PUBLISHED: tuple[Published, ...] = (
     _trt("h100", "llama-3.3-70b-instruct", 2, 1000, 1000, 4_205),
     _trt("h100", "llama-3.3-70b-instruct", 2, 2048, 128, 762),
     _trt("h100", "llama-3.1-8b-instruct", 1, 128, 128, 28_312, requests=3000),
-    # 44,118 / 1.56 in the review; the exact published figure is the line above.
+    # Figures recovered as (previous model at 3,000 requests) / (ratio the review quoted);
+    # the line above is the one published figure at hand, and checks the method (44,118 / 1.56).
     _derived("h200", "llama-3.1-8b-instruct", 1, 128, 128, 47_711 / 1.71),
     _derived("h200", "llama-3.3-70b-instruct", 1, 128, 128, 6_085 / 1.60),
     _derived("h100", "llama-3.3-70b-instruct", 2, 128, 128, 11_457 / 1.80),
