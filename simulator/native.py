@@ -186,7 +186,8 @@ def server_info_payload(state: WorkerState) -> dict[str, Any]:
         "mem_fraction_static": pool.mem_fraction_static,
         "max_running_requests": engine.scheduler.max_running_requests,
         "max_total_tokens": config.max_total_tokens,
-        "chunked_prefill_size": 8192 if engine.gpu.memory_mib >= 35 * 1024 else 2048,
+        "chunked_prefill_size": engine.scheduler.chunked_prefill_size or -1,
+        "cuda_graph_max_bs": engine.defaults.cuda_graph_max_bs,
         "max_prefill_tokens": config.max_prefill_tokens,
         "schedule_policy": "fcfs",
         "page_size": 1,
@@ -263,15 +264,17 @@ async def model_info(request: Request) -> Response:
 async def get_load(request: Request) -> Response:
     """``GET /get_load``: one entry per data-parallel rank (SGLang's legacy shape).
 
-    A request counts (``num_reqs``; its prompt and reserved output in
-    ``num_tokens``) from arrival until its last token is generated; as in
+    Always current, unlike the gauges of ``/metrics``. A request counts in
+    ``num_reqs`` from arrival until its last token is generated; ``num_tokens``
+    is the KV slots allocated (prompts and output so far, not the output still
+    to come) plus the prompt and output so far of every queued request; as in
     SGLang, generation does not wait for a slow stream reader, and a client
     that hangs up aborts the request and frees its KV slots: at once for a
     stream, within one disconnect poll for a non-streamed request.
     """
     state = worker(request)
     s = state.engine.scheduler
-    waiting_tokens = sum(len(q.prompt_ids) for q in s.waiting)
+    waiting_tokens = s.waiting_tokens
     return state.json(
         [
             {
@@ -319,9 +322,12 @@ async def models(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """``GET /metrics`` in Prometheus text format."""
+    """``GET /metrics`` in Prometheus text format.
+
+    The scheduler gauges are as the engine last refreshed them (on prefill
+    batches, every 40 decode steps, after 30 s idle), not as of this scrape.
+    """
     state = worker(request)
-    state.engine.publish_metrics()
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
