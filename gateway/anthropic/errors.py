@@ -15,7 +15,6 @@ from starlette.responses import Response
 from tollway.errors import (
     AuthenticationFailed,
     NotFound,
-    PayloadTooLarge,
     PermissionDenied,
     RateLimited,
     ServiceUnavailable,
@@ -23,6 +22,7 @@ from tollway.errors import (
     UpstreamError,
     UpstreamRateLimited,
     UpstreamRejected,
+    UpstreamTimeout,
     UpstreamUnavailable,
 )
 
@@ -37,13 +37,13 @@ def anthropic_error_type(exc: TollwayError) -> str:
         return "permission_error"
     if isinstance(exc, NotFound):
         return "not_found_error"
-    if isinstance(exc, PayloadTooLarge):
-        return "request_too_large"
     if isinstance(exc, (RateLimited, UpstreamRateLimited)):
         return "rate_limit_error"
     if isinstance(exc, (ServiceUnavailable, UpstreamUnavailable)):
         return "overloaded_error"
-    if 400 <= exc.status_code < 500:  # the request's fault (validation, the upstream's 4xx)
+    if isinstance(exc, UpstreamTimeout):
+        return "timeout_error"
+    if 400 <= exc.status_code < 500:  # the request's fault: validation, 413, the upstream's 4xx
         return "invalid_request_error"
     return "api_error"
 

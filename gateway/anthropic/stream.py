@@ -78,24 +78,26 @@ class MessageStream:
         yield sse("message_start", self._start())
         yield sse("ping", {"type": "ping"})
         pending = b""
+        ended = False
         async for block in self.chunks:
+            if ended:  # read to its end: what wraps the chat stream finishes there
+                continue
             pending += block.encode() if isinstance(block, str) else bytes(block)
             out: list[bytes] = []
-            while (end := pending.find(b"\n\n")) >= 0:
+            while not ended and (end := pending.find(b"\n\n")) >= 0:
                 event, pending = pending[:end], pending[end + 2 :]
                 data = _data_of(event)
                 if data is None:
                     continue
                 if data == _DONE:
                     out.extend(self._end())
-                    yield b"".join(out)
-                    return
-                done = self._chunk(data, out)
-                if done:
-                    yield b"".join(out)
-                    return
+                    ended = True
+                else:
+                    ended = self._chunk(data, out)
             if out:
                 yield b"".join(out)
+        if ended:
+            return
         broken = UpstreamStreamBroken("The stream ended before it was complete.")
         out = []
         self._close_block(out)
