@@ -305,12 +305,16 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
             ),
             InferenceRoute("/v1/completions", pipeline.completions, "Create a completion"),
             InferenceRoute(
-                MESSAGES_PATH, anthropic.messages, "Create a message (Anthropic's Messages API)"
+                MESSAGES_PATH,
+                anthropic.messages,
+                "Create a message (Anthropic's Messages API)",
+                api="anthropic",
             ),
             InferenceRoute(
                 COUNT_TOKENS_PATH,
                 anthropic.count_tokens,
                 "Count a message's input tokens (Anthropic's Messages API)",
+                api="anthropic",
             ),
         ]
     )

@@ -3,6 +3,7 @@ errors before and inside a stream, and idempotent replays, all in Anthropic's sh
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -10,6 +11,7 @@ from anthropic.types import ErrorResponse, Message
 
 from tests.gateway.fake_worker import FakeWorker, serve_fake_worker
 from tests.gateway.harness import API_KEY, gateway_config, running_gateway
+from tests.gateway.test_pipeline_stages import config, tenant_key
 
 HEADERS = {"x-api-key": API_KEY, "anthropic-version": "2023-06-01"}
 BODY: dict[str, Any] = {
@@ -107,3 +109,20 @@ async def test_an_idempotent_replay_is_translated_too() -> None:
             json={"model": "m", "max_tokens": 9, "messages": BODY["messages"]},
         )
         assert chat.headers.get("idempotent-replayed") != "true"
+
+
+async def test_the_keys_rate_limit_applies_in_anthropics_shape(
+    tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
+    async with serve_fake_worker() as worker:
+        cfg = config(worker.url, tmp_path, limits={"key_prefix": redis_prefix})
+        async with running_gateway(cfg, {"redis_url": redis_url}) as (_, client):
+            key = await tenant_key(client, limits={"rpm": 2})
+            headers = {"x-api-key": key}
+            oks = [await client.post("/v1/messages", headers=headers, json=BODY) for _ in range(2)]
+            assert [r.status_code for r in oks] == [200, 200]
+            assert oks[-1].headers["x-ratelimit-remaining-requests"] == "0"
+            refused = await client.post("/v1/messages", headers=headers, json=BODY)
+            assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+            assert ErrorResponse.model_validate(refused.json()).error.type == "rate_limit_error"
+            assert len(worker.requests) == 2
