@@ -5,6 +5,8 @@ forward → respond → observe. Each request gets a :class:`RequestRecord` that
 is finished exactly once: when a JSON response is ready, when an error is
 raised, or when a stream ends (completed, broken or cancelled by the client).
 Later stages (idempotency, limits, compression, metering) plug in here.
+Another API is a translation at the edge (:class:`Translation`): its body becomes
+a chat completions body right after parsing, and the rest is this pipeline.
 """
 
 from __future__ import annotations
@@ -105,7 +107,8 @@ class _AfterSend(BackgroundTask):
 
 
 class InferencePipeline:
-    """Handles ``/v1/chat/completions`` and ``/v1/completions``."""
+    """Handles ``/v1/chat/completions`` and ``/v1/completions``, and the APIs served by
+    translation to chat completions (:meth:`translated`: ``/v1/messages``)."""
 
     def __init__(
         self,

@@ -13,6 +13,7 @@ from anthropic.types import Message
 
 from tests.e2e.processes import API_KEY, emulator, gateway, pool
 from tests.e2e.test_stream_cancel import _ledger_rows
+from tests.waiting import until_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -60,13 +61,13 @@ def test_a_client_leaving_a_message_stream_is_billed_once_as_cancelled(tmp_path:
                     break
             left_at = time.monotonic()
         # Leaving the block closed the response mid-stream.
-        rows: list[dict[str, object]] = []
-        while time.monotonic() < left_at + 10:
-            rows = [row for row in _ledger_rows(data_dir) if row["request_id"] == request_id]
-            if rows:
-                break
-            time.sleep(0.1)
+
+        def billed() -> list[dict[str, object]]:
+            return [row for row in _ledger_rows(data_dir) if row["request_id"] == request_id]
+
+        until_sync(billed, timeout_s=10, what="the cancelled request in the ledger")
         billed_after = time.monotonic() - left_at
+        rows = billed()
     (row,) = rows
     assert billed_after < 5
     assert row["status"] == "client_cancelled"
