@@ -2,7 +2,9 @@
 
 ``system`` becomes a system message; ``text`` and ``image`` blocks become content
 parts; an assistant's ``tool_use`` blocks become its ``tool_calls``; a user's
-``tool_result`` blocks become ``tool`` messages (before the rest of that turn);
+``tool_result`` blocks become ``tool`` messages (before the rest of that turn; an
+image in a tool result goes with the rest of that turn, as a chat tool message holds
+only text);
 ``thinking`` and ``redacted_thinking`` blocks are dropped (a chat template has no
 place for another model's signed reasoning). ``tools`` become function tools,
 ``tool_choice`` (``auto``/``any``/``tool``/``none``) OpenAI's, ``stop_sequences``
@@ -135,7 +137,8 @@ def _user(blocks: list[Any], param: str) -> list[dict[str, Any]]:
         elif kind == "image":
             parts.append({"type": "image_url", "image_url": {"url": _image_url(block, where)}})
         elif kind == "tool_result":
-            text = _text_of(block.get("content", ""), f"{where}.content")
+            text, images = _tool_result(block.get("content", ""), f"{where}.content")
+            parts.extend(images)  # a chat tool message holds text: images follow as the user's
             if block.get("is_error"):
                 text = f"Error: {text}"
             results.append(
@@ -148,6 +151,19 @@ def _user(blocks: list[Any], param: str) -> list[dict[str, Any]]:
         content: Any = "\n".join(p["text"] for p in parts) if only_text else parts
         results.append({"role": "user", "content": content})
     return results
+
+
+def _tool_result(content: Any, param: str) -> tuple[str, list[dict[str, Any]]]:
+    """A ``tool_result``'s text, and its images as ``image_url`` parts."""
+    if not isinstance(content, list):
+        return _text_of(content, param), []
+    texts = [b for b in content if not (isinstance(b, dict) and b.get("type") == "image")]
+    images = [
+        {"type": "image_url", "image_url": {"url": _image_url(b, f"{param}.{j}")}}
+        for j, b in enumerate(content)
+        if isinstance(b, dict) and b.get("type") == "image"
+    ]
+    return _text_of(texts, param), images
 
 
 def _image_url(block: dict[str, Any], param: str) -> str:

@@ -347,3 +347,21 @@ async def test_closing_before_iterating_closes_the_chat_stream() -> None:
     stream = MessageStream(chunks, message_id="m", model="m", input_tokens=0, stop_sequences=None)
     await stream.aclose()
     assert chunks.closed == 1
+
+
+def test_an_image_in_a_tool_result_follows_as_the_users() -> None:
+    image = {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}
+    result = {
+        "type": "tool_result",
+        "tool_use_id": "t1",
+        "content": [{"type": "text", "text": "a screenshot"}, image],
+    }
+    message = {"role": "user", "content": [result]}
+    chat = to_chat({"model": "m", "max_tokens": 1, "messages": [message]})
+    assert chat["messages"] == [
+        {"role": "tool", "tool_call_id": "t1", "content": "a screenshot"},
+        {
+            "role": "user",
+            "content": [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}],
+        },
+    ]
