@@ -126,3 +126,24 @@ async def test_the_keys_rate_limit_applies_in_anthropics_shape(
             assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
             assert ErrorResponse.model_validate(refused.json()).error.type == "rate_limit_error"
             assert len(worker.requests) == 2
+
+
+async def test_the_openapi_description_documents_the_anthropic_routes() -> None:
+    async with (
+        serve_fake_worker() as worker,
+        running_gateway(gateway_config([worker.url])) as (_, client),
+    ):
+        schema = (await client.get("/openapi.json")).json()
+        for path in ("/v1/messages", "/v1/messages/count_tokens"):
+            operation = schema["paths"][path]["post"]
+            error = operation["responses"]["default"]["content"]["application/json"]["schema"]
+            assert error == {"$ref": "#/components/schemas/AnthropicError"}
+            assert {"apiKey": []} in operation["security"]
+        chat = schema["paths"]["/v1/chat/completions"]["post"]
+        assert chat["security"] == [{"bearer": []}]
+        assert schema["components"]["securitySchemes"]["apiKey"]["name"] == "x-api-key"
+        refused = await client.post("/v1/messages", json=BODY)  # no key at all
+        assert refused.status_code == 401
+        assert set(refused.json()) <= set(
+            schema["components"]["schemas"]["AnthropicError"]["properties"]
+        )
