@@ -47,6 +47,7 @@ from gateway.relay import DEFAULT_MAX_EVENT_BYTES, Opening, read_opening
 from gateway.requestid import new_request_id, request_id_of
 from gateway.responding import Responder
 from gateway.tracing import NullTracer, Tracer, trace_id_of
+from gateway.translation import Translation
 from gateway.validation import validate_chat, validate_completion
 from policies.tokens import EstimateCounter, TokenCounter
 from tollway.errors import RateLimited, TollwayError, UpstreamError, UpstreamRejected
@@ -59,22 +60,6 @@ COMPLETIONS_PATH = "/v1/completions"
 Finisher = Callable[[RequestRecord], None]
 #: 429 codes that mean a route is saturated (fall back), not that a tenant is limited.
 _SATURATED = frozenset({"pool_saturated", "upstream_saturated"})
-
-
-@dataclass(slots=True, frozen=True)
-class Translation:
-    """How an API served by translation to chat completions enters the pipeline.
-
-    ``endpoint`` names the request in its record (the access log); ``authorization``
-    is the caller's credential as an ``Authorization`` value (the edge may read it
-    from another header, such as ``x-api-key``); ``to_chat`` turns the parsed body
-    into a chat completions body (raising :class:`~tollway.errors.InvalidRequest`
-    for what it cannot translate). Everything after it is the chat pipeline.
-    """
-
-    endpoint: str
-    authorization: str | None
-    to_chat: Callable[[dict[str, Any]], dict[str, Any]]
 
 
 @dataclass(slots=True, frozen=True)
@@ -238,11 +223,7 @@ class InferencePipeline:
             log.exception("finishing request %s failed", record.request_id)
 
     async def _run(
-        self,
-        request: Request,
-        path: str,
-        record: RequestRecord,
-        translation: Translation | None = None,
+        self, request: Request, path: str, record: RequestRecord, translation: Translation | None
     ) -> Response:
         # One dict of the headers, instead of a scan of the raw list per lookup.
         headers_in = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]}

@@ -24,8 +24,9 @@ from gateway.anthropic.replies import message_id, to_message
 from gateway.anthropic.stream import MessageStream
 from gateway.anthropic.translate import to_chat
 from gateway.body import parse_json_object, read_body
-from gateway.pipeline import InferencePipeline, Translation
+from gateway.pipeline import InferencePipeline
 from gateway.requestid import request_id_of
+from gateway.translation import Translation
 from tollway.errors import TollwayError
 
 log = logging.getLogger("tollway")
