@@ -120,7 +120,11 @@ def _assistant(blocks: list[Any], param: str) -> dict[str, Any]:
             )
         elif kind not in _DROPPED_BLOCKS:
             raise _unsupported(kind, f"{param}.content.{j}")
-    out: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
+    # Without tool calls an assistant turn needs content, if only "" (its thinking dropped).
+    out: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(texts) or (None if calls else ""),
+    }
     if calls:
         out["tool_calls"] = calls
     return out

@@ -15,6 +15,7 @@ from gateway.anthropic.errors import anthropic_error_type, error_body, error_fro
 from gateway.anthropic.replies import to_message
 from gateway.anthropic.stream import MessageStream
 from gateway.anthropic.translate import to_chat
+from gateway.validation import validate_chat
 from tollway.errors import (
     AuthenticationFailed,
     InvalidRequest,
@@ -365,3 +366,15 @@ def test_an_image_in_a_tool_result_follows_as_the_users() -> None:
             "content": [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}],
         },
     ]
+
+
+def test_an_assistant_turn_of_thinking_alone_stays_a_valid_chat_message() -> None:
+    thinking = {"type": "thinking", "thinking": "hm", "signature": "s"}
+    messages = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": [thinking]},
+        {"role": "user", "content": "b"},
+    ]
+    chat = to_chat({"model": "m", "max_tokens": 5, "messages": messages})
+    assert chat["messages"][1] == {"role": "assistant", "content": ""}
+    validate_chat(chat, max_messages=10)
