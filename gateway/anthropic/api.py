@@ -85,30 +85,17 @@ class MessagesApi:
         translation = Translation(MESSAGES_PATH, credentials_of(request), translate)
         response = await self.pipeline.translated(request, translation)
         rid = request_id_of(request.scope) or ""
-        headers = {k: v for k, v in response.headers.items() if k not in _BODY_HEADERS}
-        headers["request-id"] = rid
-        if isinstance(response, StreamingResponse):
-            stream = MessageStream(
-                response.body_iterator,
-                message_id=message_id(rid),
-                model=asked.model,
-                input_tokens=asked.input_tokens,
-                stop_sequences=asked.stop_sequences,
-            )
-            return StreamingResponse(
-                stream,
-                status_code=response.status_code,
-                headers=headers,
-                media_type="text/event-stream",
-                background=response.background,
-            )
-        data = orjson.loads(bytes(response.body))
-        if response.status_code != 200:  # a stored error answer, replayed
-            raise error_from_openai(data, response.status_code)
-        message = to_message(data, rid, asked.model, asked.stop_sequences)
-        return Response(
-            orjson.dumps(message), headers=headers, media_type=JSON, background=response.background
-        )
+        try:
+            translated = _translate_back(response, asked, rid)
+        except Exception as exc:  # noqa: BLE001 - answered in Anthropic's shape, released below
+            if not isinstance(exc, TollwayError):
+                log.exception("request %s: translating the answer failed", rid)
+                exc = TollwayError("The server had an error while processing your request.")
+            translated = anthropic_error_response(exc, rid)
+        # The pipeline's work after the response is sent (settling limits, the access
+        # log) goes with whatever answers the client.
+        translated.background = response.background
+        return translated
 
     async def _count_tokens(self, request: Request) -> Response:
         pipeline = self.pipeline
@@ -122,6 +109,31 @@ class MessagesApi:
         if chat.get("tools"):
             tokens += counter.count_text(orjson.dumps(chat["tools"]).decode())
         return Response(orjson.dumps({"input_tokens": tokens}), media_type=JSON)
+
+
+def _translate_back(response: Response, asked: _Asked, rid: str) -> Response:
+    """The Anthropic response for the pipeline's chat ``response``."""
+    headers = {k: v for k, v in response.headers.items() if k not in _BODY_HEADERS}
+    headers["request-id"] = rid
+    if isinstance(response, StreamingResponse):
+        stream = MessageStream(
+            response.body_iterator,
+            message_id=message_id(rid),
+            model=asked.model,
+            input_tokens=asked.input_tokens,
+            stop_sequences=asked.stop_sequences,
+        )
+        return StreamingResponse(
+            stream,
+            status_code=response.status_code,
+            headers=headers,
+            media_type="text/event-stream",
+        )
+    data = orjson.loads(bytes(response.body))
+    if response.status_code != 200:  # a stored error answer, replayed
+        raise error_from_openai(data, response.status_code)
+    message = to_message(data, rid, asked.model, asked.stop_sequences)
+    return Response(orjson.dumps(message), headers=headers, media_type=JSON)
 
 
 async def _anthropic_errors(

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from anthropic.types import ErrorResponse, Message
 
+from gateway.anthropic import api
 from tests.gateway.fake_worker import FakeWorker, serve_fake_worker
 from tests.gateway.harness import API_KEY, gateway_config, running_gateway
 from tests.gateway.test_pipeline_stages import config, tenant_key
@@ -147,3 +149,21 @@ async def test_the_openapi_description_documents_the_anthropic_routes() -> None:
         assert set(refused.json()) <= set(
             schema["components"]["schemas"]["AnthropicError"]["properties"]
         )
+
+
+async def test_an_answer_that_fails_to_translate_still_releases_its_limits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any) -> dict[str, Any]:
+        raise ValueError("cannot translate")
+
+    monkeypatch.setattr(api, "to_message", broken)
+    async with serve_fake_worker() as worker:
+        async with running_gateway(config(worker.url, tmp_path)) as (app, client):
+            key = await tenant_key(client, limits={"max_concurrent": 1})
+            for _ in range(2):  # the first one's slot was given back
+                failed = await client.post("/v1/messages", headers={"x-api-key": key}, json=BODY)
+                assert failed.status_code == 500, failed.text
+                assert ErrorResponse.model_validate(failed.json()).error.type == "api_error"
+                await app.state.pipeline.admitter.drain()  # settling runs in the background
+            assert len(worker.requests) == 2
