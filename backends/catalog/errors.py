@@ -108,24 +108,17 @@ def rejected(status: int, message: str, *, code: str | None = None) -> ProviderR
 
 def credentials_rejected(label: str) -> UpstreamError:
     """The provider refused *our* credentials or account (a gateway-side failure)."""
-    return UpstreamError(
-        f"{label}: the provider rejected the gateway's credentials", code="upstream_auth_failed"
-    )
+    return UpstreamError(provider_wording(label).credentials, code="upstream_auth_failed")
 
 
 def model_missing(label: str) -> UpstreamError:
     """The provider does not know the configured model (a gateway-side failure)."""
-    return UpstreamError(
-        f"{label}: the provider does not serve the configured model",
-        code="upstream_model_not_found",
-    )
+    return UpstreamError(provider_wording(label).model_missing, code="upstream_model_not_found")
 
 
 def rate_limited(label: str, retry_after: float | None) -> UpstreamRateLimited:
     """The provider's rate limit was hit."""
-    return UpstreamRateLimited(
-        f"{label}: the provider's rate limit was reached", retry_after=retry_after
-    )
+    return UpstreamRateLimited(provider_wording(label).rate_limited, retry_after=retry_after)
 
 
 def unavailable(label: str, why: str = "is unavailable") -> UpstreamUnavailable:
@@ -135,7 +128,7 @@ def unavailable(label: str, why: str = "is unavailable") -> UpstreamUnavailable:
 
 def timed_out(label: str) -> UpstreamTimeout:
     """The provider did not answer in time."""
-    return UpstreamTimeout(f"{label}: the provider timed out")
+    return UpstreamTimeout(provider_wording(label).timed_out)
 
 
 def failed(label: str, why: str) -> UpstreamError:
