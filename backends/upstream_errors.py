@@ -33,6 +33,24 @@ is an OpenAI-style string (SGLang's numeric ``code`` is dropped); 413 is
 upstream's or the gateway's fault: the client sees the wording's message, never
 the upstream's (which may quote a key or name a host).
 
+A transport failure (:func:`error_for_exception`: aiohttp's and the
+gateway's own HTTP/1.1 client's exceptions) goes through one table too:
+
+=======================================  ============================  ===============
+raised                                   error                         retryable
+=======================================  ============================  ===============
+cannot connect                           ``connect_failed`` (503)      yes
+a timeout (read, pool, aiohttp's)        ``UpstreamTimeout`` (504)     yes
+disconnected while streaming             ``UpstreamStreamBroken``      yes
+disconnected before the answer ended     ``UpstreamError`` (502)       yes
+a broken body or framing, streaming      ``UpstreamStreamBroken``      yes
+a broken body, not streaming             ``UpstreamError`` (502)       yes
+a body over the size limit               ``UpstreamResponseTooLarge``  no
+a head over the limits, not HTTP         ``UpstreamBadResponse``       yes
+any other client error                   ``UpstreamError`` (502)       yes
+anything else                            not translated (re-raised)
+=======================================  ============================  ===============
+
 Where the pool's and the catalog's tables disagreed before they were merged,
 this one keeps:
 
@@ -48,6 +66,10 @@ this one keeps:
 * ``Retry-After`` also reads ``retry-after-ms`` (the catalog's), and ignores a
   negative value or one of a day or more (the pool's): such a value is a
   broken upstream, not advice worth relaying.
+* A body aiohttp could not read (``ClientPayloadError``) when nothing was
+  streamed yet is an ``UpstreamError`` "failed", as the catalog had it: no
+  stream was broken. (The pool sends requests over :mod:`backends.http1`, so
+  it never raised that one on its request path.)
 * The error body gives ``param``, FastAPI's ``detail`` list and a top-level
   ``message`` (the pool's parser), so a provider's rejection keeps them too.
 """
@@ -57,14 +79,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import orjson
 
+from backends import http1
 from tollway.errors import (
     TollwayError,
+    UpstreamBadResponse,
     UpstreamError,
     UpstreamRateLimited,
     UpstreamRejected,
+    UpstreamResponseTooLarge,
     UpstreamServerError,
+    UpstreamStreamBroken,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
@@ -89,7 +116,11 @@ _REJECTED_AS = {413: 413, 414: 413, 431: 413, 422: 422}
 
 @dataclass(frozen=True, slots=True)
 class Wording:
-    """The messages a client reads for each row of the table; ``{status}`` is the answer's."""
+    """The messages a client reads for each row of the tables.
+
+    ``{status}`` is the upstream's status and ``{name}`` the class name of the
+    exception a transport failure raised.
+    """
 
     rejected: str
     credentials: str
@@ -100,6 +131,15 @@ class Wording:
     overloaded: str
     failed: str
     server_error: str
+    # Transport failures (``{name}``: the exception's class name).
+    unreachable: str
+    stream_broken: str
+    stream_closed: str
+    connection_closed: str
+    failed_with: str
+    too_large: str
+    bad_head: str
+    not_http: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,9 +201,48 @@ def error_for_status(
     return UpstreamServerError(_say(wording.server_error, status))
 
 
-def _say(template: str, status: int) -> str:
+def error_for_exception(
+    exc: Exception,
+    wording: Wording,
+    *,
+    streaming: bool = False,
+    connect_failed: type[UpstreamUnavailable] = UpstreamUnavailable,
+) -> TollwayError | None:
+    """The error for an exception raised by aiohttp or :mod:`backends.http1`, else ``None``.
+
+    ``streaming``: the exception came while relaying a body whose head already
+    went to the client. ``connect_failed``: the class of "cannot connect" (the
+    pool's :class:`~backends.sglang.transport.ConnectFailed`, say).
+    """
+    name = type(exc).__name__
+    if isinstance(exc, aiohttp.ClientConnectorError | http1.ConnectError):
+        return connect_failed(_say(wording.unreachable, name=name))
+    if isinstance(exc, TimeoutError):  # http1.ReadTimeout and http1.PoolTimeout included
+        return UpstreamTimeout(_say(wording.timed_out, name=name))
+    if isinstance(exc, aiohttp.ServerDisconnectedError | http1.RemoteDisconnected):
+        if streaming:
+            return UpstreamStreamBroken(_say(wording.stream_closed, name=name))
+        return UpstreamError(_say(wording.connection_closed, name=name))
+    if isinstance(exc, aiohttp.ClientPayloadError) or (
+        isinstance(exc, http1.ProtocolError) and streaming
+    ):
+        if streaming:
+            return UpstreamStreamBroken(_say(wording.stream_broken, name=name))
+        return UpstreamError(_say(wording.failed_with, name=name))
+    if isinstance(exc, http1.BodyTooLarge):
+        return UpstreamResponseTooLarge(_say(wording.too_large, name=name))
+    if isinstance(exc, http1.HeadTooLarge):
+        return UpstreamBadResponse(_say(wording.bad_head, name=name))
+    if isinstance(exc, http1.ProtocolError):
+        return UpstreamBadResponse(_say(wording.not_http, name=name))
+    if isinstance(exc, aiohttp.ClientError | http1.Http1Error):
+        return UpstreamError(_say(wording.failed_with, name=name))
+    return None
+
+
+def _say(template: str, status: int = 0, name: str = "") -> str:
     # Not str.format: a route label in the template may hold braces.
-    return template.replace("{status}", str(status))
+    return template.replace("{status}", str(status)).replace("{name}", name)
 
 
 def retry_after_of(headers: Any) -> float | None:

@@ -49,7 +49,13 @@ import aiohttp
 import httpx
 import orjson
 
-from backends.upstream_errors import Wording, error_for_status, parse_error_body, retry_after_of
+from backends.upstream_errors import (
+    Wording,
+    error_for_exception,
+    error_for_status,
+    parse_error_body,
+    retry_after_of,
+)
 from tollway.errors import (
     TollwayError,
     UpstreamError,
@@ -153,6 +159,14 @@ def provider_wording(label: str) -> Wording:
         overloaded=f"{label}: the provider is overloaded",
         failed=f"{label}: the provider failed (status {{status}})",
         server_error=f"{label}: the provider failed (status {{status}})",
+        unreachable=f"{label}: the provider cannot be reached",
+        stream_broken=f"{label}: the provider broke the stream",
+        stream_closed=f"{label}: the provider broke the stream",
+        connection_closed=f"{label}: the provider failed ({{name}})",
+        failed_with=f"{label}: the provider failed ({{name}})",
+        too_large=f"{label}: the provider's answer is over the size limit",
+        bad_head=f"{label}: the provider's response head is over the limits",
+        not_http=f"{label}: the provider's answer is not valid HTTP",
     )
 
 
@@ -310,18 +324,17 @@ def _translate(litellm: Any, label: str, exc: Exception) -> TollwayError:
 
 @contextmanager
 def translate_http_errors(label: str, *, streaming: bool = False) -> Iterator[None]:
-    """Translate aiohttp and timeout errors of the ``direct_openai`` transport."""
+    """Translate aiohttp and timeout errors of the ``direct_openai`` transport.
+
+    The table is :func:`backends.upstream_errors.error_for_exception` (shared
+    with the pools); anything it does not know propagates unchanged.
+    """
     try:
         yield
     except TollwayError:
         raise
-    except aiohttp.ClientConnectorError as exc:
-        raise unavailable(label, "cannot be reached") from exc
-    except TimeoutError as exc:
-        raise timed_out(label) from exc
-    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-        if streaming:
-            raise UpstreamStreamBroken(f"{label}: the provider broke the stream") from exc
-        raise failed(label, type(exc).__name__) from exc
-    except aiohttp.ClientError as exc:
-        raise failed(label, type(exc).__name__) from exc
+    except Exception as exc:
+        error = error_for_exception(exc, provider_wording(label), streaming=streaming)
+        if error is None:
+            raise
+        raise error from exc

@@ -3,8 +3,9 @@
 aiohttp was chosen over httpx by measurement (docs/benchmarks.md). Every aiohttp
 exception, and every :mod:`backends.http1` exception (the gateway's own client),
 is translated into :mod:`tollway.errors` here, in :func:`translate_errors`, and
-nowhere else; a worker's non-2xx answer likewise, in :func:`error_from_upstream`
-(the status table itself is :mod:`backends.upstream_errors`, shared with the catalog).
+nowhere else; a worker's non-2xx answer likewise, in :func:`error_from_upstream`.
+The tables both use are :mod:`backends.upstream_errors`' (shared with the
+catalog); this module gives them the worker's wording and logs the worker's URL.
 Messages meant for clients never name a worker: its URL goes to the log.
 """
 
@@ -20,26 +21,41 @@ import orjson
 from backends import http1
 from backends.upstream_errors import (
     Wording,
+    error_for_exception,
     error_for_status,
     is_rejection,
     parse_error_body,
     retry_after_of,
 )
-from tollway.errors import (
-    TollwayError,
-    UpstreamBadResponse,
-    UpstreamError,
-    UpstreamResponseTooLarge,
-    UpstreamStreamBroken,
-    UpstreamTimeout,
-    UpstreamUnavailable,
-)
+from tollway.errors import TollwayError, UpstreamUnavailable
 
 log = logging.getLogger("tollway.pool")
 
 
 class ConnectFailed(UpstreamUnavailable):
     """The worker could not be reached at all; the request never left the gateway."""
+
+
+#: What a client reads for a worker's answer: never the worker's URL or message.
+WORKER_WORDING = Wording(
+    rejected="the model server refused the request ({status})",
+    credentials="the worker refused the gateway's request ({status})",
+    model_missing="the worker does not serve this route or model ({status})",
+    rate_limited="the worker is rate limiting",
+    timed_out="the worker timed out",
+    unavailable="the worker is unavailable",
+    overloaded="the worker is overloaded",
+    failed="the worker answered {status}",
+    server_error="the worker failed with {status}",
+    unreachable="cannot connect to the worker",
+    stream_broken="the worker broke the stream",
+    stream_closed="the worker closed the stream",
+    connection_closed="the worker closed the connection before its answer was complete",
+    failed_with="the worker failed: {name}",
+    too_large="the worker's answer is over the pool's size limit",
+    bad_head="the worker's response head is over the pool's limits",
+    not_http="the worker's answer is not valid HTTP",
+)
 
 
 @contextmanager
@@ -54,50 +70,13 @@ def translate_errors(worker: str, *, streaming: bool = False) -> Iterator[None]:
     except TollwayError:
         raise
     except Exception as exc:
-        error = _translated(exc, streaming)
+        error = error_for_exception(
+            exc, WORKER_WORDING, streaming=streaming, connect_failed=ConnectFailed
+        )
         if error is None:
             raise
         log.warning("worker %s: %s (%s: %s)", worker, error.message, type(exc).__name__, exc)
         raise error from exc
-
-
-def _translated(exc: Exception, streaming: bool) -> TollwayError | None:
-    """The Tollway error for a foreign ``exc``, or ``None`` when it is not one of ours."""
-    if isinstance(exc, aiohttp.ClientConnectorError | http1.ConnectError):
-        return ConnectFailed("cannot connect to the worker")
-    if isinstance(exc, TimeoutError):  # http1.ReadTimeout and http1.PoolTimeout included
-        return UpstreamTimeout("the worker timed out")
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return UpstreamStreamBroken("the worker broke the stream")
-    if isinstance(exc, aiohttp.ServerDisconnectedError | http1.RemoteDisconnected):
-        if streaming:
-            return UpstreamStreamBroken("the worker closed the stream")
-        return UpstreamError("the worker closed the connection before its answer was complete")
-    if isinstance(exc, http1.ProtocolError) and streaming:
-        return UpstreamStreamBroken("the worker broke the stream")
-    if isinstance(exc, http1.BodyTooLarge):
-        return UpstreamResponseTooLarge("the worker's answer is over the pool's size limit")
-    if isinstance(exc, http1.HeadTooLarge):
-        return UpstreamBadResponse("the worker's response head is over the pool's limits")
-    if isinstance(exc, http1.ProtocolError):
-        return UpstreamBadResponse("the worker's answer is not valid HTTP")
-    if isinstance(exc, aiohttp.ClientError | http1.Http1Error):
-        return UpstreamError(f"the worker failed: {type(exc).__name__}")
-    return None
-
-
-#: What a client reads for a worker's answer: never the worker's URL or message.
-WORKER_WORDING = Wording(
-    rejected="the model server refused the request ({status})",
-    credentials="the worker refused the gateway's request ({status})",
-    model_missing="the worker does not serve this route or model ({status})",
-    rate_limited="the worker is rate limiting",
-    timed_out="the worker timed out",
-    unavailable="the worker is unavailable",
-    overloaded="the worker is overloaded",
-    failed="the worker answered {status}",
-    server_error="the worker failed with {status}",
-)
 
 
 def error_from_upstream(

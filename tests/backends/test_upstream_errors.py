@@ -1,15 +1,25 @@
-"""The one upstream status table: the pool and the catalog answer every status alike."""
+"""The one upstream error table: the pool and the catalog answer every status and failure alike."""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
+import aiohttp
 import orjson
 import pytest
 
-from backends.catalog.errors import ProviderRejected, error_from_status
+from backends import http1
+from backends.catalog.errors import ProviderRejected, error_from_status, translate_http_errors
 from backends.retry import is_retryable
-from backends.sglang.transport import error_from_upstream
+from backends.sglang.transport import ConnectFailed, error_from_upstream, translate_errors
 from backends.upstream_errors import ErrorBody, parse_error_body, retry_after_of
-from tollway.errors import TollwayError, UpstreamRejected
+from tollway.errors import (
+    TollwayError,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamStreamBroken,
+    UpstreamUnavailable,
+)
 
 STATUSES = [*range(300, 310), *range(400, 432), *range(500, 512), 529, 599]
 
@@ -111,3 +121,48 @@ def test_a_label_with_braces_is_shown_as_is() -> None:
 )
 def test_one_error_body_parser(body: bytes, expected: ErrorBody) -> None:
     assert parse_error_body(body) == expected
+
+
+def _raised(translate: AbstractContextManager[None], error: Exception) -> BaseException:
+    with pytest.raises(BaseException) as caught, translate:
+        raise error
+    return caught.value
+
+
+TRANSPORT_FAILURES = [
+    aiohttp.ServerDisconnectedError(),
+    aiohttp.ClientPayloadError("cut"),
+    aiohttp.ClientOSError(),
+    TimeoutError(),
+    http1.ConnectError("refused"),
+    http1.RemoteDisconnected("gone"),
+    http1.ProtocolError("junk"),
+    http1.BodyTooLarge("big"),
+    http1.HeadTooLarge("big"),
+    http1.PoolClosed("closed"),
+]
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+@pytest.mark.parametrize("error", TRANSPORT_FAILURES, ids=lambda e: type(e).__name__)
+def test_pool_and_catalog_share_one_transport_table(error: Exception, streaming: bool) -> None:
+    pool = _raised(translate_errors("http://10.0.0.1:1", streaming=streaming), error)
+    catalog = _raised(translate_http_errors("catalog:x", streaming=streaming), error)
+    assert isinstance(pool, TollwayError) and isinstance(catalog, TollwayError)
+    assert pool.__cause__ is error and catalog.__cause__ is error
+    base = UpstreamUnavailable if isinstance(pool, ConnectFailed) else type(pool)
+    assert base is type(catalog)
+    assert (pool.status_code, pool.code) == (catalog.status_code, catalog.code)
+
+
+def test_a_body_aiohttp_cannot_read_breaks_a_stream_only_when_streaming() -> None:
+    cut = aiohttp.ClientPayloadError("cut")
+    assert type(_raised(translate_errors("w"), cut)) is UpstreamError
+    assert type(_raised(translate_errors("w", streaming=True), cut)) is UpstreamStreamBroken
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_foreign_exceptions_are_not_translated(streaming: bool) -> None:
+    odd = ValueError("ours")
+    assert _raised(translate_errors("w", streaming=streaming), odd) is odd
+    assert _raised(translate_http_errors("catalog:x", streaming=streaming), odd) is odd
