@@ -130,7 +130,8 @@ class Children:
             if proc is not None and proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.log_tail(name)}")
             try:
-                status, body = http_get(url, timeout=1.0)
+                # An emulated worker's /health answers after SGLang's 1 s wait.
+                status, body = http_get(url, timeout=5.0)
                 if status == 200:
                     return
                 last = f"status {status}: {body[:200]!r}"

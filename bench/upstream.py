@@ -12,7 +12,8 @@ Routes (SGLang-shaped where SGLang has them):
   ``finish_reason``, a usage chunk with ``choices: []`` when
   ``stream_options.include_usage`` is true, then ``data: [DONE]``.
 - ``GET /health``, ``GET /health_generate``: 200, empty body.
-- ``GET /get_server_info``: JSON with ``max_total_num_tokens``.
+- ``GET /server_info``, ``GET /get_server_info`` (deprecated): JSON with
+  ``max_total_num_tokens``.
 - ``GET /get_model_info``, ``GET /v1/models``: the served model.
 - ``GET /get_load``: SGLang's per-data-parallel-rank load list.
 
@@ -333,7 +334,7 @@ class UpstreamProtocol(asyncio.Protocol):
             return r.not_found[keep_alive]
         if path in (b"/health", b"/health_generate"):
             return r.health[keep_alive]
-        if path == b"/get_server_info":
+        if path in (b"/server_info", b"/get_server_info"):
             return r.server_info[keep_alive]
         if path == b"/get_model_info":
             return r.model_info[keep_alive]

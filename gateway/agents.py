@@ -21,6 +21,7 @@ import orjson
 from gateway.auth import Principal
 from gateway.config import AgentTypeConfig, RoutingConfig
 from tollway.errors import InvalidRequest, UnknownAgentType
+from tollway.output_tokens import OUTPUT_TOKEN_FIELDS, effective_max_tokens
 
 _TOLLWAY_METADATA = ("agent_type", "session_id", "idempotency_key")
 MAX_ID_LENGTH = 256
@@ -122,15 +123,25 @@ class AgentResolver:
 
 
 def apply_max_tokens(body: dict[str, Any], profile: AgentTypeConfig | None) -> int | None:
-    """Apply the profile's default and maximum ``max_tokens``; return the effective value."""
-    field = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
-    value = body.get(field)
+    """Apply the profile's default and maximum output tokens; return the effective limit.
+
+    The effective limit is :func:`~tollway.output_tokens.effective_max_tokens`
+    (SGLang's ``max_tokens or max_completion_tokens``). The profile's maximum
+    caps *both* fields, since a worker generates with whichever it prefers;
+    its default fills ``max_completion_tokens`` when only that key is present
+    (as ``null``), else ``max_tokens``.
+    """
     if profile is not None:
-        if value is None and profile.default_max_tokens is not None:
-            value = body[field] = profile.default_max_tokens
-        if profile.max_tokens is not None and isinstance(value, int) and value > profile.max_tokens:
-            value = body[field] = profile.max_tokens
-    return value if isinstance(value, int) else None
+        if effective_max_tokens(body) is None and profile.default_max_tokens is not None:
+            field = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+            body[field] = profile.default_max_tokens
+        cap = profile.max_tokens
+        if cap is not None:
+            for field in OUTPUT_TOKEN_FIELDS:
+                value = body.get(field)
+                if isinstance(value, int) and not isinstance(value, bool) and value > cap:
+                    body[field] = cap
+    return effective_max_tokens(body)
 
 
 def prefix_affinity(body: dict[str, Any]) -> str | None:

@@ -49,8 +49,7 @@ def serve(
     """Serve the gateway with a configuration file."""
     from gateway.server import serve as run
 
-    _announce_database(None)
-    try:
+    try:  # the database it uses is logged once logging is set up
         run(str(config), host, port, workers, log_level)
     except ConfigError as exc:
         raise _fail(f"invalid configuration: {exc.message}") from None

@@ -123,7 +123,8 @@ def wait_http_ok(url: str, timeout_s: float, procs: list[subprocess.Popen[bytes]
         if any(p.poll() is not None for p in procs):
             return False
         try:
-            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback only
+            # An emulated worker's /health answers after SGLang's 1 s wait.
+            with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback only
                 if resp.status == 200:
                     return True
         except (urllib.error.URLError, OSError):

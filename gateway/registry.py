@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -101,8 +102,8 @@ class ModelRegistry:
         return any(b.is_ready() for b in self.backends.values())
 
     async def start(self) -> None:
-        for backend in self.backends.values():
-            await backend.start()
+        """Start every backend at once: a pool's first health probe takes SGLang's ~1 s."""
+        await asyncio.gather(*(backend.start() for backend in self.backends.values()))
 
     async def stop(self) -> None:
         for backend in self.backends.values():

@@ -4,11 +4,11 @@ Blocks are forwarded as they arrive, cut at event boundaries
 (:class:`~gateway.sseframing.EventFramer`: linear time, no event over
 ``max_event_bytes``); only events that carry a ``usage`` object, an ``error``
 object or the ``[DONE]`` marker are parsed, so ordinary content chunks are never
-re-encoded. The gateway always asks the upstream for
-usage; the usage event is dropped here when the client did not ask for it
-(``on_usage`` may add fields to it first, such as the cost). ``before_done`` is
-awaited before ``[DONE]`` is sent (metering makes the usage record durable
-there, so a client that saw a finished stream was billed). A stream that ends
+re-encoded. The gateway always asks the upstream for usage; the usage event is
+dropped here when the client did not ask for it (``on_usage`` may add fields to
+it first, such as the cost). ``before_done`` is awaited before ``[DONE]`` is
+sent (metering makes the usage record durable there, so a client that saw a
+finished stream was billed). A stream that ends
 without ``[DONE]``, or breaks, ends with an SSE error event instead, so the
 client never mistakes a cut stream for a finished one. So does an upstream
 failure found inside the 200 stream: an error event (SGLang reports some errors
@@ -22,9 +22,9 @@ committed (:func:`read_opening`), so the pipeline treats it like the same error
 answered up front (fallback, or the client's 4xx).
 
 Ownership: :class:`StreamRelay` is an object with its own ``aclose()``, not a
-bare async generator, and its release (the upstream connection, the worker's slot and KV
-reservation, the breaker's verdict, then ``on_close``, which meters and settles
-the request) runs exactly once on every path: the stream's end, an exception
+bare async generator, and its release (the upstream connection, the worker's
+slot and KV reservation, the breaker's verdict, then ``on_close``, which meters
+and settles the request) runs exactly once on every path: the stream's end, an exception
 anywhere, the sender's cancellation, and :meth:`StreamRelay.aclose` whether or
 not iteration began (``aclose()`` on an async generator that never started
 skips its ``finally``: a client that left before the first chunk leaked it all).

@@ -11,6 +11,7 @@ turn 503 first (see docs/reliability.md). Every process speaks HTTP through
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -23,11 +24,15 @@ from backends.catalog import effective_prices
 from billing.pricing import load_price_book
 from gateway.app import Gateway, create_app
 from gateway.config import ServerConfig, TollwayConfig, load_config
+from gateway.database import default_database_url
 from gateway.drain import DrainingServer
 from gateway.logconfig import setup_gateway_logging
 from gateway.protocol import ConnectionLimits, GatewayHttpProtocol, GatewayServerConfig
 from gateway.settings import Settings
+from tollway.database import database_notice
 from tollway.errors import ConfigError
+
+log = logging.getLogger("tollway")
 
 
 def app_from_environment() -> Gateway:
@@ -84,7 +89,11 @@ def serve(
     """Validate the config, then serve it (``workers`` processes share the port)."""
     config = load_config(config_path)  # fail fast, in the parent, with the bad key's path
     check_referenced_files(config)
-    log_level = setup_gateway_logging(config.logging, Settings(), flag_level=log_level).level
+    settings = Settings()
+    log_level = setup_gateway_logging(config.logging, settings, flag_level=log_level).level
+    url = settings.database_url or default_database_url(settings.data_dir)
+    for line in database_notice(url, None if settings.database_url else settings.data_dir):
+        log.info("%s", line)  # which database, in the log's own format
     os.environ["TOLLWAY_CONFIG"] = os.path.abspath(config_path)
     os.environ["TOLLWAY_LOG_LEVEL"] = log_level  # worker processes log at the same level
     os.environ.setdefault("TOLLWAY_GC_TUNING", "1")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.chat_messages import check_message, invalid, is_int, missing, wrong_type
+from tollway.output_tokens import effective_max_tokens
 
 _TOOL_CHOICES = frozenset({"none", "auto", "required"})
 _RESPONSE_FORMATS = frozenset({"text", "json_object", "json_schema"})
@@ -203,8 +204,8 @@ def validate_chat(body: dict[str, Any], max_messages: int = DEFAULT_MAX_MESSAGES
         check_message(i, msg)
     stream, include_usage = _stream(body)
     n = _int_field(body, "n", 1, 128) or 1
-    max_tokens = _int_field(body, "max_completion_tokens", 1, 10_000_000)
-    legacy = _int_field(body, "max_tokens", 1, 10_000_000)
+    _int_field(body, "max_completion_tokens", 1, 10_000_000)
+    _int_field(body, "max_tokens", 1, 10_000_000)
     _number_field(body, "temperature", 0, 2)
     _number_field(body, "top_p", 0, 1)
     _number_field(body, "presence_penalty", -2, 2)
@@ -217,7 +218,7 @@ def validate_chat(body: dict[str, Any], max_messages: int = DEFAULT_MAX_MESSAGES
         stream=stream,
         include_usage=include_usage,
         n=n,
-        max_tokens=max_tokens if max_tokens is not None else legacy,
+        max_tokens=effective_max_tokens(body),
         message_count=len(messages),
     )
 

@@ -1,12 +1,22 @@
 """``POST /v1/chat/completions``: SGLang's OpenAI-compatible chat endpoint.
 
-Shapes follow SGLang's ``serving_chat.py`` / ``protocol.py``: ids
-``chatcmpl-<hex>``, ``matched_stop`` on every choice, ``metadata.weight_version``,
-usage with ``prompt_tokens_details`` only when tokens were cached
-(``--enable-cache-report``) and ``reasoning_tokens``. Streams send a role chunk
+Shapes follow SGLang 0.5.6.post1's ``serving_chat.py`` / ``protocol.py``:
+the id is the request's ``rid``, a bare ``uuid4().hex`` (``io_struct.py``
+``GenerateReqInput``; ``meta_info["id"]``), ``matched_stop`` on every choice,
+``metadata.weight_version``, usage with ``prompt_tokens_details`` only when
+tokens were cached (``--enable-cache-report``) and ``reasoning_tokens``, and a
+message ``content`` of ``null`` when there is no text. Streams send a role chunk
 per choice, content (or tool-call) deltas, one finish chunk per choice after
 all choices are done, the usage chunk (``choices: []``) when
-``stream_options.include_usage`` is set, then ``data: [DONE]``.
+``stream_options.include_usage`` is set, then ``data: [DONE]``. Every chunk
+carries ``"usage": null`` (``ChatCompletionStreamResponse``) and every delta
+all four ``DeltaMessage`` keys, unset ones ``null``.
+
+The output limit is ``max_tokens or max_completion_tokens``
+(``ChatCompletionRequest.to_sampling_params``). Checks that SGLang makes before
+the response starts (``_validate_request``, the chat template) answer 400;
+the tokenizer manager's (context length) answer 400 too, but inside a 200
+stream for a streamed request (:class:`~simulator.errors.GenerationError`).
 """
 
 from __future__ import annotations
@@ -22,9 +32,15 @@ from starlette.responses import Response
 
 from simulator.conversation import validate_messages
 from simulator.engine import GenerationHandle, merge_progress
-from simulator.errors import EmulatorError, bad_request
+from simulator.errors import (
+    EmulatorError,
+    GenerationError,
+    bad_request,
+    check_context_length,
+    openai_stream_error,
+)
 from simulator.generation import GenerationRequest, OutputPlan, Piece, plan_output
-from simulator.replies import stream_reply, wait_all
+from simulator.replies import error_stream, stream_reply, wait_all
 from simulator.scheduler import AdmissionError
 from simulator.sse import DONE, sse_event
 from simulator.state import WorkerState, int_field, read_json, stop_list, usage_dict, worker
@@ -37,6 +53,7 @@ class ChatJob:
 
     rid: str
     model: str
+    requested: int | None
     prompt_ids: tuple[int, ...]
     plans: tuple[OutputPlan, ...]
     stream: bool
@@ -68,6 +85,18 @@ def _tools(body: Mapping[str, Any]) -> tuple[tuple[Mapping[str, Any], ...], Any]
     return tuple(tools), choice
 
 
+def _template_tools(
+    tools: tuple[Mapping[str, Any], ...], choice: Any
+) -> tuple[Mapping[str, Any], ...] | None:
+    """The tools SGLang renders into the prompt (``serving_chat.py`` ``_process_messages``)."""
+    if not tools or choice == "none":
+        return None
+    if isinstance(choice, Mapping):
+        name = (choice.get("function") or {}).get("name")
+        return tuple(t for t in tools if t["function"].get("name") == name)
+    return tools
+
+
 def _response_format(body: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, bool]:
     fmt = body.get("response_format")
     if fmt is None:
@@ -85,20 +114,34 @@ def _response_format(body: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None,
     raise bad_request(f"Invalid response_format type: {kind!r}", param="response_format")
 
 
+def _check_max_output(state: WorkerState, max_output: int | None) -> None:
+    """``serving_chat.py`` ``_validate_request``: only with ``--context-length`` set.
+
+    Note the order there, ``max_completion_tokens or max_tokens``, unlike the
+    generation's; and the message's missing space, copied.
+    """
+    context = state.config.context_length
+    if max_output and context and max_output > context:
+        raise bad_request(
+            f"max_completion_tokens is too large: {max_output}."
+            f"This model supports at most {context} completion tokens."
+        )
+
+
 def parse_chat(state: WorkerState, body: Mapping[str, Any]) -> ChatJob:
     """Validate a chat request and plan its outputs (400 on anything invalid)."""
     messages = validate_messages(body.get("messages"))
     tools, tool_choice = _tools(body)
     n = int_field(body, "n", 1) or 1
-    max_tokens = int_field(body, "max_completion_tokens", None) or int_field(
-        body, "max_tokens", None
-    )
+    max_tokens = int_field(body, "max_tokens", None, minimum=0)
+    max_completion_tokens = int_field(body, "max_completion_tokens", None, minimum=0)
     schema, json_mode = _response_format(body)
-    prompt = render_chat(messages, tools if tool_choice != "none" else None)
+    _check_max_output(state, max_completion_tokens or max_tokens)
+    prompt = render_chat(messages, _template_tools(tools, tool_choice))
     prompt_ids = tuple(state.tokenizer.encode(prompt))
-    limit = max(1, state.engine.context_length - len(prompt_ids))
-    if max_tokens is None:
-        max_tokens = limit
+    requested = max_tokens or max_completion_tokens
+    limit = max(1, state.engine.context_length - len(prompt_ids) - 1)
+    max_new = requested if requested is not None else limit
     seed = body.get("seed")
     options = body.get("stream_options")
     config = state.config
@@ -106,7 +149,7 @@ def parse_chat(state: WorkerState, body: Mapping[str, Any]) -> ChatJob:
         plan_output(
             GenerationRequest(
                 prompt_ids=prompt_ids,
-                max_tokens=max_tokens,
+                max_tokens=max_new,
                 choice_index=i,
                 seed=config.seed * 1_000_003 + (seed if isinstance(seed, int) else 0),
                 stop=stop_list(body.get("stop")),
@@ -125,7 +168,8 @@ def parse_chat(state: WorkerState, body: Mapping[str, Any]) -> ChatJob:
         for i in range(n)
     )
     return ChatJob(
-        rid=f"chatcmpl-{uuid.uuid4().hex}",
+        rid=uuid.uuid4().hex,
+        requested=requested,
         model=str(body.get("model") or "default"),
         prompt_ids=prompt_ids,
         plans=plans,
@@ -141,11 +185,16 @@ async def chat_completions(request: Request) -> Response:
         body = await read_json(request)
         await state.gate()
         job = parse_chat(state, body)
-        handles = [state.engine.submit(job.rid, job.prompt_ids, p) for p in job.plans]
-    except AdmissionError as exc:
-        return state.error(bad_request(str(exc)))
     except EmulatorError as exc:
         return state.error(exc)
+    try:
+        check_context_length(state.engine.context_length, len(job.prompt_ids), job.requested)
+        handles = [state.engine.submit(job.rid, job.prompt_ids, p) for p in job.plans]
+    except (GenerationError, AdmissionError) as exc:
+        error = exc if isinstance(exc, GenerationError) else GenerationError(str(exc))
+        if job.stream:
+            return error_stream(state, openai_stream_error(error))
+        return state.error(error)
     if job.stream:
         return stream_reply(state, _stream(state, job, handles))
     try:
@@ -175,7 +224,7 @@ def _response(
                 "index": i,
                 "message": {
                     "role": "assistant",
-                    "content": plan.text,
+                    "content": plan.text or None,
                     "reasoning_content": None,
                     "tool_calls": calls,
                 },
@@ -195,7 +244,9 @@ def _response(
     }
 
 
-def _chunk(job: ChatJob, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+def _chunk(
+    job: ChatJob, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None
+) -> bytes:
     return sse_event(
         {
             "id": job.rid,
@@ -203,7 +254,7 @@ def _chunk(job: ChatJob, choices: list[dict[str, Any]], **extra: Any) -> bytes:
             "created": int(time.time()),
             "model": job.model,
             "choices": choices,
-            **extra,
+            "usage": usage,
         }
     )
 
@@ -220,8 +271,18 @@ def _choice(
     }
 
 
+def _delta(
+    *,
+    role: str | None = None,
+    content: str | None = None,
+    tool_calls: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A ``DeltaMessage`` as SGLang serialises it: all four keys, unset ones null."""
+    return {"role": role, "content": content, "reasoning_content": None, "tool_calls": tool_calls}
+
+
 def _tool_delta(call: dict[str, Any]) -> dict[str, Any]:
-    return {"role": None, "content": None, "reasoning_content": None, "tool_calls": [call]}
+    return _delta(tool_calls=[call])
 
 
 def _deltas(index: int, plan: OutputPlan, pieces: Sequence[Piece]) -> list[dict[str, Any]]:
@@ -264,7 +325,7 @@ def _deltas(index: int, plan: OutputPlan, pieces: Sequence[Piece]) -> list[dict[
             args += piece.text
     flush_args()
     if text:
-        out.insert(0, _choice(index, {"content": text}))
+        out.insert(0, _choice(index, _delta(content=text)))
     return out
 
 
@@ -278,16 +339,15 @@ async def _stream(
             plan = job.plans[index]
             if not started[index]:
                 started[index] = True
-                yield _chunk(job, [_choice(index, {"role": "assistant", "content": ""})])
+                yield _chunk(job, [_choice(index, _delta(role="assistant", content=""))])
             new = plan.pieces[sent[index] : count]
             sent[index] = count
             for choice in _deltas(index, plan, new):
                 yield _chunk(job, [choice])
         for index, plan in enumerate(job.plans):
-            yield _chunk(job, [_choice(index, {}, plan.finish_reason, plan.matched_stop)])
+            yield _chunk(job, [_choice(index, _delta(), plan.finish_reason, plan.matched_stop)])
         if job.include_usage:
             yield _chunk(job, [], usage=_usage(state, job, handles))
         yield DONE
     finally:
-        for handle in handles:
-            state.engine.abort(handle)
+        state.abort_later(handles)

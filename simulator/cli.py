@@ -21,9 +21,12 @@ from starlette.applications import Starlette
 from backends.sglang.catalog import MODELS
 from simulator.app import create_emulator_app
 from simulator.config import EmulatorConfig, FaultConfig
+from simulator.timings import ApiTimings
 
 #: Exit status of a worker killed by the ``die_after`` fault.
 DIE_EXIT_CODE = 70
+#: SGLang's timings, the defaults of the timing options.
+DEFAULT_TIMINGS = ApiTimings()
 
 
 class GpuChoice(StrEnum):
@@ -97,6 +100,28 @@ def emulate(
     cut_stream_after: Annotated[
         int | None, typer.Option(min=0, help="Drop streams after N chunks (no [DONE]).")
     ] = None,
+    health_wait_s: Annotated[
+        float, typer.Option(min=0.0, help="Wait before /health answers (SGLang: 1 s).")
+    ] = DEFAULT_TIMINGS.health_wait_s,
+    health_generation: Annotated[
+        bool,
+        typer.Option(help="/health generates a token and waits, as SGLang does by default."),
+    ] = DEFAULT_TIMINGS.health_generation,
+    startup_s: Annotated[
+        float, typer.Option(min=0.0, help="Answer /health 503 this long after start.")
+    ] = DEFAULT_TIMINGS.startup_s,
+    stream_abort_delay_s: Annotated[
+        float,
+        typer.Option(min=0.0, help="Abort a stream this long after its client left (SGLang: 2 s)."),
+    ] = DEFAULT_TIMINGS.stream_abort_delay_s,
+    disconnect_check_s: Annotated[
+        float,
+        typer.Option(
+            min=0.001,
+            help="A non-streamed request without output checks its client this often "
+            "(SGLang: 4 s).",
+        ),
+    ] = DEFAULT_TIMINGS.wait_timeout_s,
 ) -> None:
     """Run an SGLang-compatible worker emulator (no GPU needed)."""
     try:
@@ -122,6 +147,13 @@ def emulate(
                 hang=hang,
                 die_after=die_after,
                 cut_stream_after=cut_stream_after,
+            ),
+            timings=ApiTimings(
+                health_wait_s=health_wait_s,
+                health_generation=health_generation,
+                startup_s=startup_s,
+                stream_abort_delay_s=stream_abort_delay_s,
+                wait_timeout_s=disconnect_check_s,
             ),
             on_die=_die,
         )

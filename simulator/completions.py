@@ -1,4 +1,10 @@
-"""``POST /v1/completions``: SGLang's OpenAI-compatible text completion endpoint."""
+"""``POST /v1/completions``: SGLang's OpenAI-compatible text completion endpoint.
+
+As SGLang 0.5.6.post1's ``serving_completions.py``: the id is the bare-hex
+``rid``, ``max_tokens`` defaults to 16, every stream chunk carries ``usage``
+(null but for the last), and the tokenizer manager's context-length check
+answers 400, inside a 200 stream for a streamed request.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +18,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from simulator.engine import GenerationHandle, merge_progress
-from simulator.errors import EmulatorError, bad_request
+from simulator.errors import (
+    EmulatorError,
+    GenerationError,
+    bad_request,
+    check_context_length,
+    openai_stream_error,
+)
 from simulator.generation import GenerationRequest, OutputPlan, plan_output
-from simulator.replies import stream_reply, wait_all
+from simulator.replies import error_stream, stream_reply, wait_all
 from simulator.scheduler import AdmissionError
 from simulator.sse import DONE, sse_event
 from simulator.state import WorkerState, int_field, read_json, stop_list, usage_dict, worker
@@ -30,6 +42,7 @@ class CompletionJob:
     prompt_texts: tuple[str, ...]
     plans: tuple[OutputPlan, ...]
     n: int
+    max_tokens: int
     echo: bool
     stream: bool
     include_usage: bool
@@ -76,12 +89,13 @@ def parse_completion(state: WorkerState, body: Mapping[str, Any]) -> CompletionJ
                 )
             )
     return CompletionJob(
-        rid=f"cmpl-{uuid.uuid4().hex}",
+        rid=uuid.uuid4().hex,
         model=str(body.get("model") or "default"),
         prompts=tuple(ids for _, ids in prompts),
         prompt_texts=tuple(text for text, _ in prompts),
         plans=tuple(plans),
         n=n,
+        max_tokens=max_tokens,
         echo=bool(body.get("echo", False)),
         stream=bool(body.get("stream", False)),
         include_usage=isinstance(options, Mapping) and bool(options.get("include_usage")),
@@ -95,14 +109,20 @@ async def completions(request: Request) -> Response:
         body = await read_json(request)
         await state.gate()
         job = parse_completion(state, body)
+    except EmulatorError as exc:
+        return state.error(exc)
+    try:
+        for prompt in job.prompts:
+            check_context_length(state.engine.context_length, len(prompt), job.max_tokens)
         handles = [
             state.engine.submit(job.rid, job.prompts[i // job.n], plan)
             for i, plan in enumerate(job.plans)
         ]
-    except AdmissionError as exc:
-        return state.error(bad_request(str(exc)))
-    except EmulatorError as exc:
-        return state.error(exc)
+    except (GenerationError, AdmissionError) as exc:
+        error = exc if isinstance(exc, GenerationError) else GenerationError(str(exc))
+        if job.stream:
+            return error_stream(state, openai_stream_error(error))
+        return state.error(error)
     if job.stream:
         return stream_reply(state, _stream(state, job, handles))
     try:
@@ -184,5 +204,4 @@ async def _stream(
             yield chunk([], _usage(state, job, handles))
         yield DONE
     finally:
-        for handle in handles:
-            state.engine.abort(handle)
+        state.abort_later(handles)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from backends.sglang.capacity import DEFAULT_TUNING, PerfTuning
+from backends.sglang.steptime import DEFAULT_TUNING, PerfTuning
 from simulator.errors import ErrorStyle
+from simulator.timings import ApiTimings
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +44,18 @@ class FaultConfig:
 class EmulatorConfig:
     """Everything one emulated SGLang worker needs.
 
+    ``mem_fraction_static``, ``max_running_requests`` and ``chunked_prefill_size``
+    default to SGLang's own choices for the GPU (see
+    :mod:`backends.sglang.server_defaults`; a chunk size of 0 or less disables
+    chunked prefill, as ``--chunked-prefill-size -1`` does). ``enable_mixed_chunk``
+    is SGLang's ``--enable-mixed-chunk`` (off by default there too).
     ``max_total_tokens`` overrides the KV pool the capacity model computes (as
     SGLang's ``--max-total-tokens`` caps it; here it may also raise it, so tests
     can use tiny or huge pools). ``speed`` runs model time that many times faster
     than wall time; ``instant`` answers at once while still accounting every
     latency on a virtual clock. ``on_die`` is what ``die_after`` calls (the CLI
     passes a real process exit); ``None`` makes the app stop answering instead.
+    ``timings`` are SGLang's API timings (health wait, disconnect aborts).
     """
 
     gpu: str = "h100"
@@ -61,6 +68,8 @@ class EmulatorConfig:
     mem_fraction_static: float | None = None
     max_running_requests: int | None = None
     max_prefill_tokens: int = 16384
+    chunked_prefill_size: int | None = None
+    enable_mixed_chunk: bool = False
     context_length: int | None = None
     speed: float = 1.0
     instant: bool = False
@@ -73,4 +82,5 @@ class EmulatorConfig:
     max_output_tokens: int = 64
     tuning: PerfTuning = DEFAULT_TUNING
     faults: FaultConfig = field(default_factory=FaultConfig)
+    timings: ApiTimings = field(default_factory=ApiTimings)
     on_die: Callable[[], None] | None = None

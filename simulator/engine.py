@@ -13,20 +13,23 @@ import contextlib
 import itertools
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
-from backends.sglang.capacity import (
-    Deployment,
-    KvPool,
-    decode_step_seconds,
-    kv_pool,
-    prefill_seconds,
-)
+from backends.sglang.capacity import Deployment, KvPool, kv_pool
 from backends.sglang.catalog import GpuSpec, ModelSpec, get_gpu, get_model
+from backends.sglang.server_defaults import (
+    DECODE_LOG_INTERVAL,
+    IDLE_METRICS_INTERVAL_S,
+    default_max_running_requests,
+    server_defaults,
+)
+from backends.sglang.steptime import step_seconds
 from simulator.clock import Clock, InstantClock, ScaledClock
 from simulator.config import EmulatorConfig
 from simulator.generation import OutputPlan
 from simulator.metrics import EmulatorMetrics
-from simulator.scheduler import Scheduler, SequenceState, StepResult
+from simulator.scheduler import Scheduler
+from simulator.sequence import SequenceState, StepResult
 from simulator.tokenizer import Tokenizer
 
 
@@ -77,8 +80,12 @@ class Engine:
         self.deployment = Deployment(
             self.gpu, self.model, config.tp, config.weights_dtype, config.kv_dtype
         )
+        self.defaults = server_defaults(
+            self.gpu, config.tp, chunked_prefill_size=config.chunked_prefill_size
+        )
         self.kv_pool: KvPool = kv_pool(
-            self.deployment, mem_fraction_static=config.mem_fraction_static
+            self.deployment,
+            mem_fraction_static=config.mem_fraction_static or self.defaults.mem_fraction_static,
         )
         capacity = (
             config.max_total_tokens
@@ -88,15 +95,21 @@ class Engine:
         if capacity <= 0:
             raise ValueError("Not enough memory. Please try to increase --mem-fraction-static.")
         self.context_length = config.context_length or self.model.context_length
-        tuning = config.tuning
-        deployment = self.deployment
+        chunk = self.defaults.chunked_prefill_size
         self.scheduler = Scheduler(
             capacity=capacity,
-            prefill_time=lambda n: prefill_seconds(deployment, n, tuning),
-            decode_time=lambda b, k: decode_step_seconds(deployment, b, k, tuning),
+            step_time=partial(
+                step_seconds,
+                self.deployment,
+                tuning=config.tuning,
+                cuda_graph_max_bs=self.defaults.cuda_graph_max_bs,
+            ),
             context_length=self.context_length,
-            max_running_requests=config.max_running_requests or min(4096, max(1, capacity // 2)),
+            max_running_requests=config.max_running_requests
+            or default_max_running_requests(capacity, self.context_length),
             max_prefill_tokens=config.max_prefill_tokens,
+            chunked_prefill_size=chunk if chunk > 0 else None,
+            enable_mixed_chunk=config.enable_mixed_chunk,
         )
         self.clock: Clock = clock or (
             InstantClock() if config.instant else ScaledClock(config.speed)
@@ -108,6 +121,8 @@ class Engine:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.gen_throughput = 0.0
+        self._published_at = self.clock.now()
+        self._stale = False
         self.publish_metrics()
 
     @property
@@ -130,21 +145,33 @@ class Engine:
             self._task = None
 
     # -- requests ------------------------------------------------------------------------
-    def submit(self, rid: str, prompt_ids: Sequence[int], plan: OutputPlan) -> GenerationHandle:
-        """Queue a request; raises :class:`~simulator.scheduler.AdmissionError` if it never fits."""
+    def submit(
+        self,
+        rid: str,
+        prompt_ids: Sequence[int],
+        plan: OutputPlan,
+        *,
+        max_new_tokens: int | None = None,
+    ) -> GenerationHandle:
+        """Queue a request; raises :class:`~simulator.scheduler.AdmissionError` if it never fits.
+
+        ``max_new_tokens`` is the client's output cap (``None``: none given),
+        which admission reserves against; ``plan`` is what will be produced.
+        """
         seq = SequenceState(
             rid=f"{rid}#{next(self._ids)}",
             prompt_ids=tuple(prompt_ids),
             output_len=max(1, len(plan)),
             arrival_time=self.clock.now(),
+            max_new_tokens=max_new_tokens,
             output_ids=plan.token_ids,
         )
         self.scheduler.submit(seq)
         handle = GenerationHandle(seq, plan)
         self._handles[seq.rid] = handle
+        self._stale = True
         self.start()
         self._wake.set()
-        self.publish_metrics()
         return handle
 
     def abort(self, handle: GenerationHandle) -> None:
@@ -155,35 +182,54 @@ class Engine:
         self._handles.pop(handle.seq.rid, None)
         handle._queue.put_nowait(handle.seq.generated)
         self.metrics.observe_aborted()
-        self.publish_metrics()
+        self._stale = True
+        self._wake.set()
 
     def flush_cache(self) -> bool:
         """Empty the prefix cache when idle (SGLang refuses while requests are in flight)."""
-        ok = self.scheduler.flush_cache()
-        self.publish_metrics()
-        return ok
+        return self.scheduler.flush_cache()
 
     # -- loop ----------------------------------------------------------------------------
     async def _run(self) -> None:
         while True:
             if not self.scheduler.has_work:
-                self._wake.clear()
-                await self._wake.wait()
+                await self._idle()
                 continue
+            running_before = len(self.scheduler.running)
             result = self.scheduler.step(self.clock.now())
             if result.kind == "idle":
-                self._wake.clear()
-                await self._wake.wait()
+                await self._idle()
                 continue
+            if result.kind == "prefill":
+                # SGLang logs its gauges when it forms a prefill batch (``log_prefill_stats``).
+                self.publish_metrics(running=running_before)
             await self.clock.sleep(result.duration)
             self._deliver(result)
+
+    async def _idle(self) -> None:
+        """Wait for work; refresh stale gauges once they are 30 s old (``check_memory``)."""
+        self._wake.clear()
+        if not self._stale:
+            await self._wake.wait()
+            return
+        due = self._published_at + IDLE_METRICS_INTERVAL_S - self.clock.now()
+        woken = asyncio.ensure_future(self._wake.wait())
+        timer = asyncio.ensure_future(self.clock.sleep(max(0.0, due)))
+        try:
+            await asyncio.wait((woken, timer), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            timer.cancel()
+        if not self._wake.is_set():
+            self.publish_metrics()
 
     def _deliver(self, result: StepResult) -> None:
         if result.kind == "decode" and result.duration > 0:
             self.gen_throughput = len(result.batch) / result.duration
             self.metrics.observe_inter_token(result.duration, 1)
         for seq in result.batch:
-            if result.kind == "prefill" and seq.admitted_time is not None:
+            first = seq.generated == 1
+            if result.kind == "prefill" and first and seq.admitted_time is not None:
                 self.metrics.observe_queue_time(seq.admitted_time - seq.arrival_time)
                 if seq.first_token_time is not None:
                     self.metrics.observe_first_token(seq.first_token_time - seq.arrival_time)
@@ -198,13 +244,25 @@ class Engine:
                 cached_tokens=seq.cached_tokens,
                 e2e=(seq.finish_time or 0.0) - seq.arrival_time,
             )
-        self.publish_metrics()
+        if result.kind == "decode" and self.scheduler.stats.decode_steps % DECODE_LOG_INTERVAL == 0:
+            # ... and every ``decode_log_interval`` decode steps (``log_decode_stats``).
+            self.publish_metrics()
+        else:
+            self._stale = True
 
-    def publish_metrics(self) -> None:
-        """Push the scheduler's current state into the gauges."""
+    def publish_metrics(self, *, running: int | None = None) -> None:
+        """Push the scheduler's current state into the gauges.
+
+        SGLang refreshes them when it forms a prefill batch (``running`` is then
+        the batch running before it), every 40 decode steps and every 30 s
+        while idle; between refreshes ``/metrics`` shows the last values, while
+        ``/get_load`` is always current.
+        """
         s = self.scheduler
+        self._published_at = self.clock.now()
+        self._stale = False
         self.metrics.set_scheduler_state(
-            running=len(s.running),
+            running=len(s.running) if running is None else running,
             queued=len(s.waiting),
             used_tokens=s.used_tokens,
             token_usage=s.token_usage,

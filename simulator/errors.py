@@ -14,6 +14,7 @@ selects that shape.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 ErrorStyle = Literal["sglang", "openai"]
@@ -37,6 +38,47 @@ class EmulatorError(Exception):
         self.param = param
 
 
+class GenerationError(EmulatorError):
+    """A 400 raised where SGLang's tokenizer manager raises ``ValueError``.
+
+    ``tokenizer_manager.py`` ``generate_request`` validates the tokenized
+    request (``_validate_one_request``: context length) and notices client
+    disconnects. A non-streamed request answers it as a 400 error; a streamed
+    one has already answered 200, so the error is one ``data: {"error": ...}``
+    event followed by ``data: [DONE]`` (``serving_chat.py``
+    ``_generate_chat_stream``, ``serving_completions.py``, ``http_server.py``
+    ``generate_request``).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=400, err_type="BadRequestError")
+
+
+def check_context_length(
+    context_length: int, input_tokens: int, max_new_tokens: int | None
+) -> None:
+    """SGLang's length checks, with its messages (:class:`GenerationError` when over).
+
+    ``tokenizer_manager.py`` ``_validate_one_request``: the input alone must be
+    shorter than the context, and so must the input plus ``max_new_tokens``
+    when it is set (no ``--allow-auto-truncate``).
+    """
+    if input_tokens >= context_length:
+        raise GenerationError(
+            f"The input ({input_tokens} tokens) is longer than the "
+            f"model's context length ({context_length} tokens)."
+        )
+    if max_new_tokens is not None and max_new_tokens + input_tokens >= context_length:
+        total = max_new_tokens + input_tokens
+        raise GenerationError(
+            f"Requested token count exceeds the model's maximum context length "
+            f"of {context_length} tokens. You requested a total of {total} "
+            f"tokens: {input_tokens} tokens from the input messages and "
+            f"{max_new_tokens} tokens for the completion. Please reduce the number "
+            f"of tokens in the input messages or the completion to fit within the limit."
+        )
+
+
 def bad_request(message: str, param: str | None = None) -> EmulatorError:
     """A 400 ``BadRequestError``."""
     return EmulatorError(message, status=400, err_type="BadRequestError", param=param)
@@ -45,6 +87,23 @@ def bad_request(message: str, param: str | None = None) -> EmulatorError:
 def internal_error(message: str) -> EmulatorError:
     """A 500 ``InternalServerError``."""
     return EmulatorError(message, status=500, err_type="InternalServerError")
+
+
+def openai_stream_error(error: EmulatorError) -> bytes:
+    """The event SGLang's OpenAI routes send for an error inside a 200 stream.
+
+    ``serving_base.py`` ``create_streaming_error_response``:
+    ``json.dumps({"error": ErrorResponse(...).model_dump()})`` (so Python's
+    default separators, ``param`` always null), sent as ``data: {...}``.
+    """
+    fields = {
+        "object": "error",
+        "message": error.message,
+        "type": error.err_type,
+        "param": None,
+        "code": error.status,
+    }
+    return b"data: " + json.dumps({"error": fields}).encode() + b"\n\n"
 
 
 def error_body(error: EmulatorError, style: ErrorStyle = "sglang") -> dict[str, Any]:

@@ -185,8 +185,8 @@ def _plan_tool_calls(req: GenerationRequest, tok: Tokenizer) -> OutputPlan:
 
 def _natural_words(req: GenerationRequest) -> list[str]:
     rng = _rng(req, "text")
-    if req.ignore_eos:
-        length = req.max_tokens
+    if req.ignore_eos:  # a few words more than needed: the plan stops at max_tokens
+        length = req.max_tokens + 2
     else:
         low = req.min_natural_tokens
         length = rng.randint(low, max(low, req.max_natural_tokens))
@@ -225,7 +225,8 @@ def plan_output(req: GenerationRequest, tok: Tokenizer) -> OutputPlan:
         texts = tok.split(_dumps(value))
         natural_end = True
     else:
-        texts = _natural_words(req)
+        # One piece per BPE token of the whole text: the answer re-encodes to the same ids.
+        texts = tok.split("".join(_natural_words(req)))
         natural_end = not req.ignore_eos
     finish: str = "stop"
     matched: int | str | None = tok.eos_token_id

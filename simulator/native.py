@@ -6,6 +6,7 @@ Also the emulator's own ``/_emulator/faults`` (not an SGLang route).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -16,14 +17,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from simulator.engine import GenerationHandle
-from simulator.errors import EmulatorError, bad_request
+from simulator.errors import EmulatorError, GenerationError, bad_request, check_context_length
 from simulator.generation import GenerationRequest, OutputPlan, plan_output
-from simulator.replies import wait_all
+from simulator.replies import error_stream, wait_all
 from simulator.scheduler import AdmissionError
 from simulator.sse import DONE, SSEResponse, sse_event
 from simulator.state import WorkerState, read_json, stop_list, worker
 
-SGLANG_VERSION = "0.5.4"
+#: The SGLang release the emulator follows (``infra/pool/Dockerfile`` pins it).
+SGLANG_VERSION = "0.5.6.post1"
+
+log = logging.getLogger(__name__)
 
 
 def _native_error(state: WorkerState, error: EmulatorError) -> Response:
@@ -89,13 +93,19 @@ async def generate(request: Request) -> Response:
             state.tokenizer,
         )
         rid = str(body.get("rid") or uuid.uuid4().hex)
-        handle = state.engine.submit(rid, prompt_ids, plan)
-    except AdmissionError as exc:
-        return _native_error(state, bad_request(str(exc)))
     except EmulatorError as exc:
         if exc.status >= 500:
             return state.error(exc)
         return _native_error(state, exc)
+    try:
+        requested = params.get("max_new_tokens")
+        check_context_length(state.engine.context_length, len(prompt_ids), requested)
+        handle = state.engine.submit(rid, prompt_ids, plan)
+    except (GenerationError, AdmissionError) as exc:
+        if body.get("stream"):
+            # http_server.py generate_request: {"error": {"message": ...}}, then [DONE].
+            return error_stream(state, sse_event({"error": {"message": str(exc)}}))
+        return _native_error(state, bad_request(str(exc)))
     if body.get("stream"):
         return SSEResponse(
             _stream_generate(state, rid, handle, max_new),
@@ -129,14 +139,26 @@ async def _stream_generate(
             )
         yield DONE
     finally:
-        state.engine.abort(handle)
+        state.abort_later([handle])
 
 
 async def health(request: Request) -> Response:
-    """``GET /health``: 200 with an empty body (dead or hung workers never answer)."""
+    """``GET /health`` and ``/health_generate`` as SGLang answers them (``http_server.py``).
+
+    503 while the worker is starting; otherwise a one-token generation, whose
+    output SGLang looks for after ``asyncio.sleep(1)`` (``health_wait_s``), then
+    200 with an empty body. With ``health_generation`` off (SGLang's
+    ``SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION=false``) ``/health`` answers at
+    once. Dead or hung workers never answer.
+    """
     state = worker(request)
     if state.faults.dead or state.faults.config.hang:
         await asyncio.Event().wait()
+    if state.starting:
+        return Response(status_code=503)
+    timings = state.config.timings
+    if timings.health_generation or request.url.path == "/health_generate":
+        await asyncio.sleep(timings.health_wait_s)
     return Response(status_code=200)
 
 
@@ -164,7 +186,8 @@ def server_info_payload(state: WorkerState) -> dict[str, Any]:
         "mem_fraction_static": pool.mem_fraction_static,
         "max_running_requests": engine.scheduler.max_running_requests,
         "max_total_tokens": config.max_total_tokens,
-        "chunked_prefill_size": 8192 if engine.gpu.memory_mib >= 35 * 1024 else 2048,
+        "chunked_prefill_size": engine.scheduler.chunked_prefill_size or -1,
+        "cuda_graph_max_bs": engine.defaults.cuda_graph_max_bs,
         "max_prefill_tokens": config.max_prefill_tokens,
         "schedule_policy": "fcfs",
         "page_size": 1,
@@ -209,9 +232,18 @@ def server_info_payload(state: WorkerState) -> dict[str, Any]:
 
 
 async def server_info(request: Request) -> Response:
-    """``GET /get_server_info`` and ``/server_info``."""
+    """``GET /server_info``."""
     state = worker(request)
     return state.json(server_info_payload(state))
+
+
+async def get_server_info(request: Request) -> Response:
+    """``GET /get_server_info``: deprecated, a warning per call (``http_server.py``)."""
+    log.warning(
+        "Endpoint '/get_server_info' is deprecated and will be removed in a future version. "
+        "Please use '/server_info' instead."
+    )
+    return await server_info(request)
 
 
 async def model_info(request: Request) -> Response:
@@ -232,15 +264,17 @@ async def model_info(request: Request) -> Response:
 async def get_load(request: Request) -> Response:
     """``GET /get_load``: one entry per data-parallel rank (SGLang's legacy shape).
 
-    A request counts (``num_reqs``; its prompt and reserved output in
-    ``num_tokens``) from arrival until its last token is generated; as in
+    Always current, unlike the gauges of ``/metrics``. A request counts in
+    ``num_reqs`` from arrival until its last token is generated; ``num_tokens``
+    is the KV slots allocated (prompts and output so far, not the output still
+    to come) plus the prompt and output so far of every queued request; as in
     SGLang, generation does not wait for a slow stream reader, and a client
     that hangs up aborts the request and frees its KV slots: at once for a
     stream, within one disconnect poll for a non-streamed request.
     """
     state = worker(request)
     s = state.engine.scheduler
-    waiting_tokens = sum(len(q.prompt_ids) for q in s.waiting)
+    waiting_tokens = s.waiting_tokens
     return state.json(
         [
             {
@@ -288,9 +322,12 @@ async def models(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """``GET /metrics`` in Prometheus text format."""
+    """``GET /metrics`` in Prometheus text format.
+
+    The scheduler gauges are as the engine last refreshed them (on prefill
+    batches, every 40 decode steps, after 30 s idle), not as of this scrape.
+    """
     state = worker(request)
-    state.engine.publish_metrics()
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from simulator.config import EmulatorConfig
-from simulator.engine import Engine
+from simulator.engine import Engine, GenerationHandle
 from simulator.errors import EmulatorError, bad_request, error_body, internal_error
 from simulator.faults import Faults
 from simulator.metrics import EmulatorMetrics
@@ -31,11 +31,41 @@ class WorkerState:
     faults: Faults
     served_model_name: str
     started_at: int = field(default_factory=lambda: int(time.time()))
+    #: ``time.monotonic()`` when the worker leaves SGLang's ``ServerStatus.Starting``.
+    up_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.up_at = time.monotonic() + self.config.timings.startup_s
 
     @property
     def tokenizer(self) -> Tokenizer:
         """The worker's tokenizer."""
         return self.engine.tokenizer
+
+    @property
+    def starting(self) -> bool:
+        """Still "loading": SGLang's health answers 503 until its warm-up finished."""
+        return time.monotonic() < self.up_at
+
+    def abort_later(self, handles: Sequence[GenerationHandle]) -> None:
+        """Abort ``handles`` after SGLang's delay for a stream that ended.
+
+        ``tokenizer_manager.py`` ``create_abort_task`` is the background task of
+        every streamed response: ``asyncio.sleep(2)``, then abort. A stream
+        whose client left keeps generating (and holding KV) until then; one
+        that finished is not affected.
+        """
+        if all(h.seq.finished for h in handles):
+            return
+        delay = self.config.timings.stream_abort_delay_s
+        if delay <= 0:
+            self._abort(handles)
+            return
+        asyncio.get_running_loop().call_later(delay, self._abort, handles)
+
+    def _abort(self, handles: Sequence[GenerationHandle]) -> None:
+        for handle in handles:
+            self.engine.abort(handle)
 
     async def gate(self) -> None:
         """Apply the request-level faults before a model request is handled."""

@@ -6,8 +6,8 @@ burst over the limit queues for a moment instead of tripping the provider's
 retryable 429, so the gateway can fall back to another route.
 
 Tokens are estimated before the call (about four bytes of body per prompt
-token, plus the requested ``max_tokens``), as providers themselves do for
-their token limits. The limits are per gateway replica: set them to the
+token, plus the effective output limit of :mod:`tollway.output_tokens`), as
+providers themselves do for their token limits. The limits are per gateway replica: set them to the
 provider's limit divided by the number of replicas.
 """
 
@@ -21,6 +21,7 @@ from typing import Any
 from aiolimiter import AsyncLimiter
 
 from tollway.errors import UpstreamRateLimited
+from tollway.output_tokens import effective_max_tokens
 
 _BYTES_PER_TOKEN = 4
 
@@ -29,10 +30,7 @@ def estimate_tokens(body: bytes, payload: Mapping[str, Any] | None) -> int:
     """A cheap upper-ish estimate of the tokens one request will use."""
     tokens = math.ceil(len(body) / _BYTES_PER_TOKEN)
     if payload is not None:
-        for key in ("max_completion_tokens", "max_tokens"):
-            value = payload.get(key)
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                return tokens + value
+        return tokens + (effective_max_tokens(payload) or 0)
     return tokens
 
 

@@ -1,8 +1,9 @@
-"""The one GPU / model performance model: memory, KV-pool size, step times.
+"""The GPU / model memory model: weights, KV-pool size, what fits.
 
 Pure functions over the catalogs in :mod:`backends.sglang.catalog`; no I/O,
 no state. Used by the gateway's KV admission, ``tollway capacity``, the
-SGLang worker emulator and the discrete-event simulator.
+SGLang worker emulator and the discrete-event simulator. Step times are in
+:mod:`backends.sglang.steptime`.
 
 Memory (per GPU, following SGLang's ``ModelRunner.profile_max_num_token``)::
 
@@ -13,22 +14,13 @@ Memory (per GPU, following SGLang's ``ModelRunner.profile_max_num_token``)::
     max_total_num_tokens = int(rest_gib * 2**30) // cell_size
 
 ``kv_heads_per_gpu = max(1, kv_heads // tp)``: SGLang replicates KV heads when
-the tensor-parallel degree exceeds the KV-head count. The default
-``mem_fraction_static`` is SGLang's own choice (``ServerArgs``: reserve
-``(9.5 + tp/2)`` GiB on 35-90 GiB GPUs, ``(12 + tp/2)`` GiB on 90-160 GiB
-GPUs, ``(2.8 + tp/10)`` GiB below 35 GiB, as a fraction of the device's MiB).
-
-Time (roofline; both per forward step, all GPUs of a TP group in parallel)::
-
-    decode_step  = (weights read once + KV of every running token) / (HBM bw * hbm_efficiency)
-                   + step_overhead
-    prefill      = 2 * active_params * uncached_tokens / (tp * FLOPS * mfu) + step_overhead
-
-For a mixture-of-experts model a decode step reads the shared weights plus
-the experts the batch touches: each token picks ``k`` of ``E`` experts, so a
-batch of ``B`` touches an expected ``1 - (1 - k/E)**B`` of them. Tensor-parallel
-all-reduce time and attention FLOPs are ignored; the efficiency factors in
-:class:`PerfTuning` absorb them and are documented there.
+the tensor-parallel degree exceeds the KV-head count. Quantized checkpoints
+(FP8, INT8, INT4) quantize the transformer layers only: the input embedding
+and the output layer stay in BF16. The default ``mem_fraction_static`` is
+SGLang 0.5.6's (:func:`backends.sglang.server_defaults.server_defaults`): it
+keeps the activations of one prefill chunk, the CUDA-graph buffers and
+per-rank constants outside the pool, at least 10 GiB on GPUs above 60 GiB.
+SGLang refuses to start when ``max_total_num_tokens <= 0``.
 """
 
 from __future__ import annotations
@@ -36,29 +28,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from backends.sglang.catalog import GIB, GpuSpec, ModelSpec, dtype_bytes
+from backends.sglang.server_defaults import server_defaults
 
 #: GiB the CUDA context, NCCL and torch's allocator hold before weights load.
 DEFAULT_RUNTIME_OVERHEAD_GIB = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class PerfTuning:
-    """Efficiency factors of the time model (dimensionless unless stated).
-
-    * ``hbm_efficiency``: fraction of peak HBM bandwidth a decode step achieves
-      (0.8 is typical of well-tuned decode kernels on Hopper).
-    * ``mfu``: model FLOP utilisation of prefill (0.5: large GEMMs reach
-      60-70 % of peak, attention and launch gaps pull the average down).
-    * ``step_overhead_s``: fixed cost per forward step in seconds (scheduling,
-      sampling, kernel launches not hidden by CUDA graphs).
-    """
-
-    hbm_efficiency: float = 0.8
-    mfu: float = 0.5
-    step_overhead_s: float = 0.002
-
-
-DEFAULT_TUNING = PerfTuning()
+#: Weight dtypes whose checkpoints keep the embedding and output layer in BF16.
+QUANTIZED_DTYPES = frozenset({"fp8", "int8", "int4"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +71,23 @@ class KvPool:
         return self.max_total_num_tokens > 0
 
 
+def embedding_dtype(weights_dtype: str) -> str:
+    """The dtype of the embedding and output layer: BF16 in a quantized checkpoint."""
+    return "bf16" if weights_dtype in QUANTIZED_DTYPES else weights_dtype
+
+
 def weights_bytes_per_gpu(model: ModelSpec, weights_dtype: str, tp: int) -> float:
-    """Bytes of weights each GPU holds: ``params * bytes(dtype) / tp``."""
-    return model.params * dtype_bytes(weights_dtype) / tp
+    """Bytes of weights each GPU holds (every weight is sharded over ``tp``).
+
+    ``body_params * bytes(dtype) + (embedding + head) * bytes(embedding dtype)``:
+    for BF16 weights that is ``params * 2``; an FP8 checkpoint of Llama 3.1 8B
+    holds 6.98e9 one-byte and 1.05e9 two-byte parameters (9.08 GB, not 8.03).
+    """
+    outer = model.embedding_params + model.head_params
+    return (
+        model.body_params * dtype_bytes(weights_dtype)
+        + outer * dtype_bytes(embedding_dtype(weights_dtype))
+    ) / tp
 
 
 def kv_heads_per_gpu(model: ModelSpec, tp: int) -> int:
@@ -117,19 +106,10 @@ def kv_bytes_per_token_per_gpu(model: ModelSpec, kv_dtype: str, tp: int) -> int:
 def default_mem_fraction_static(gpu: GpuSpec, tp: int) -> float:
     """SGLang's default ``--mem-fraction-static`` for this GPU and TP degree.
 
-    ``round((gpu_mem_mib - reserved_mib) / gpu_mem_mib, 3)`` with the reserve
-    SGLang's ``ServerArgs`` sets per memory class (pipeline parallelism 1).
+    0.835 on an H100 at TP1, 0.907 on an H200 (see
+    :mod:`backends.sglang.server_defaults` for the rule).
     """
-    gpu_mem = gpu.memory_mib
-    if gpu_mem < 35 * 1024:
-        reserved = (2.8 + tp / 10) * 1024
-    elif gpu_mem < 90 * 1024:
-        reserved = (9.5 + tp / 2) * 1024
-    elif gpu_mem < 160 * 1024:
-        reserved = (12 + tp / 2) * 1024
-    else:
-        reserved = 32 * 1024
-    return round((gpu_mem - reserved) / gpu_mem, 3)
+    return server_defaults(gpu, tp).mem_fraction_static
 
 
 def kv_pool(
@@ -197,57 +177,3 @@ def smallest_tp_that_fits(
             return tp
         tp *= 2
     return None
-
-
-def experts_touched_fraction(model: ModelSpec, batch_size: int) -> float:
-    """Expected fraction of routed experts a decode batch reads (1.0 for dense models)."""
-    if not model.is_moe:
-        return 1.0
-    miss = 1.0 - model.experts_per_token / model.num_experts
-    return 1.0 - miss ** max(1, batch_size)
-
-
-def decode_bytes_per_step(deployment: Deployment, batch_size: int, kv_tokens: int) -> float:
-    """HBM bytes each GPU reads in one decode step of ``batch_size`` sequences.
-
-    ``kv_tokens`` is the total context length of the running sequences.
-    """
-    d = deployment
-    per_param = dtype_bytes(d.weights_dtype) / d.tp
-    if d.model.is_moe:
-        weights = (
-            d.model.shared_params
-            + d.model.expert_params * experts_touched_fraction(d.model, batch_size)
-        ) * per_param
-    else:
-        weights = d.model.params * per_param
-    kv = kv_tokens * kv_bytes_per_token_per_gpu(d.model, d.kv_dtype, d.tp)
-    return weights + kv
-
-
-def decode_step_seconds(
-    deployment: Deployment,
-    batch_size: int,
-    kv_tokens: int,
-    tuning: PerfTuning = DEFAULT_TUNING,
-) -> float:
-    """Seconds for one decode step (one token for each of ``batch_size`` sequences)."""
-    if batch_size <= 0:
-        return 0.0
-    bandwidth = deployment.gpu.hbm_bandwidth * tuning.hbm_efficiency
-    return decode_bytes_per_step(deployment, batch_size, kv_tokens) / bandwidth + (
-        tuning.step_overhead_s
-    )
-
-
-def prefill_seconds(
-    deployment: Deployment,
-    uncached_tokens: int,
-    tuning: PerfTuning = DEFAULT_TUNING,
-) -> float:
-    """Seconds to prefill ``uncached_tokens`` (cached prefix tokens cost nothing)."""
-    if uncached_tokens <= 0:
-        return 0.0
-    d = deployment
-    flops = d.gpu.flops_for(d.weights_dtype) * d.tp * tuning.mfu
-    return 2.0 * d.model.active_params * uncached_tokens / flops + tuning.step_overhead_s

@@ -39,6 +39,9 @@ class GpuSpec:
 
     ``fp8_flops`` is ``None`` where the GPU has no FP8 tensor cores (A100):
     FP8 weights then run at the bf16 rate (weight-only dequantisation).
+    ``link_bandwidth`` is the GPU-to-GPU bandwidth of one direction in bytes/s
+    (NVLink 4: 450 GB/s on H100/H200 SXM; NVLink 3: 300 GB/s on A100 SXM;
+    PCIe 4.0 x16: 32 GB/s on the L4), which the tensor-parallel all-reduce uses.
     """
 
     name: str
@@ -48,6 +51,7 @@ class GpuSpec:
     hbm_bandwidth: float
     bf16_flops: float
     fp8_flops: float | None
+    link_bandwidth: float = 450e9
 
     @property
     def memory_bytes(self) -> int:
@@ -89,6 +93,22 @@ class ModelSpec:
     active_params: float
     num_experts: int = 0
     experts_per_token: int = 0
+    tie_word_embeddings: bool = False
+
+    @property
+    def embedding_params(self) -> float:
+        """Parameters of the input embedding (``vocab_size * hidden_size``)."""
+        return float(self.vocab_size * self.hidden_size)
+
+    @property
+    def head_params(self) -> float:
+        """Parameters of the output layer (``lm_head``); 0 when tied to the embedding."""
+        return 0.0 if self.tie_word_embeddings else self.embedding_params
+
+    @property
+    def body_params(self) -> float:
+        """Parameters of the transformer layers: everything but the embedding and head."""
+        return self.params - self.embedding_params - self.head_params
 
     @property
     def is_moe(self) -> bool:
@@ -142,6 +162,7 @@ GPUS: MappingProxyType[str, GpuSpec] = MappingProxyType(
             hbm_bandwidth=2.039e12,
             bf16_flops=312e12,
             fp8_flops=None,
+            link_bandwidth=300e9,
         ),
         "l4": GpuSpec(
             name="l4",
@@ -151,6 +172,7 @@ GPUS: MappingProxyType[str, GpuSpec] = MappingProxyType(
             hbm_bandwidth=0.3e12,
             bf16_flops=121e12,
             fp8_flops=242e12,
+            link_bandwidth=32e9,
         ),
     }
 )

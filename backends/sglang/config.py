@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from backends.retry import RetryPolicy
 from backends.sglang.circuit import CircuitConfig
@@ -46,11 +46,35 @@ class PoolModelConfig(_Strict):
         return self.served_name or self.name
 
 
+#: Paths where SGLang runs a one-token generation before it answers
+#: (``/health`` too, unless the worker runs with
+#: ``SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION=false``).
+GENERATING_HEALTH_PATHS = frozenset({"/health", "/health_generate"})
+#: SGLang 0.5.6.post1's ``health_generate`` (``http_server.py``) submits the
+#: generation, then checks for scheduler output after ``asyncio.sleep(1)``:
+#: never an answer sooner than this, in seconds.
+SGLANG_HEALTH_WAIT_S = 1.0
+
+
 class HealthConfig(_Strict):
-    """Active health checks on each worker's ``/health``, with up/down hysteresis."""
+    """Active health checks on each worker's ``/health``, with up/down hysteresis.
+
+    SGLang's ``/health`` answers 503 while the server starts, then runs a
+    one-token generation and answers 200 once any scheduler output arrived, checked
+    once a second: about 1 s on an idle or busy worker, a few seconds behind a
+    long prefill, 503 after ``SGLANG_HEALTH_CHECK_TIMEOUT`` (20 s) without
+    output. The default timeout (5 s) leaves room for the 1 s wait and a prefill
+    batch, and still finds a stuck scheduler four times sooner than SGLang's own
+    20 s; a timeout of 1 s or less would mark every worker down.
+    """
 
     interval_s: float = Field(default=2.0, gt=0, le=300)
-    timeout_s: float = Field(default=1.0, gt=0, le=60)
+    timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="Probe timeout; above SGLang's 1 s health wait on generating paths.",
+    )
     path: str = "/health"
     unhealthy_threshold: int = Field(
         default=2, ge=1, le=100, description="Consecutive failures that mark a worker down."
@@ -58,6 +82,16 @@ class HealthConfig(_Strict):
     healthy_threshold: int = Field(
         default=2, ge=1, le=100, description="Consecutive successes that mark a down worker up."
     )
+
+    @model_validator(mode="after")
+    def _check_timeout(self) -> HealthConfig:
+        if self.path in GENERATING_HEALTH_PATHS and self.timeout_s <= SGLANG_HEALTH_WAIT_S:
+            raise ValueError(
+                f"health.timeout_s {self.timeout_s:g} cannot work: SGLang answers {self.path} "
+                f"after a one-token generation and a {SGLANG_HEALTH_WAIT_S:g} s wait; "
+                "use 5 (the default)"
+            )
+        return self
 
 
 class TimeoutConfig(_Strict):

@@ -1,11 +1,15 @@
 """Health checks, load scraping and capacity discovery for a pool's workers.
 
-Every ``health.interval_s`` each worker's ``/health`` is probed and its
-``/get_load`` scraped (requests and KV tokens, across every gateway replica).
-Each result after the first also goes to ``on_probe`` (the pool feeds its
-circuit breakers with it). At start each worker's KV capacity comes from ``/get_server_info``
-(``max_total_num_tokens``), else from the pool's configuration or the
-capacity model (:func:`modelled_capacity`).
+Every ``health.interval_s`` each worker's ``/health`` is probed and, at the
+same time, the ``/get_load`` of each worker that was up is scraped (requests
+and KV tokens, across every gateway replica): SGLang's ``/health`` takes about
+a second (it runs a one-token generation, see :class:`HealthConfig`), which
+should not delay the load figures. Each probe result after the first also goes
+to ``on_probe`` (the pool feeds its circuit breakers with it). At start each
+worker's KV capacity comes from ``/server_info`` (``max_total_num_tokens``;
+``/get_server_info`` only for servers older than SGLang 0.5, which lack it:
+0.5.x logs a deprecation warning for every call of the old path), else from
+the pool's configuration or the capacity model (:func:`modelled_capacity`).
 """
 
 from __future__ import annotations
@@ -79,12 +83,20 @@ def modelled_capacity(config: PoolConfig) -> int | None:
     return kv_pool(deployment).max_total_num_tokens or None
 
 
+#: Where the server's arguments and ``max_total_num_tokens`` are, newest first.
+SERVER_INFO_PATHS = ("/server_info", "/get_server_info")
+
+
 async def discover_capacity(
     session: aiohttp.ClientSession, worker: Worker, timeout_s: float, fallback: int | None
 ) -> None:
-    """Set the worker's KV capacity from ``/get_server_info``, else ``fallback``."""
-    info = await _get_json(session, worker.url + "/get_server_info", timeout_s)
-    reported = info.get("max_total_num_tokens") if isinstance(info, dict) else None
+    """Set the worker's KV capacity from ``/server_info`` (else the old path), else ``fallback``."""
+    reported = None
+    for path in SERVER_INFO_PATHS:
+        info = await _get_json(session, worker.url + path, timeout_s)
+        if isinstance(info, dict):
+            reported = info.get("max_total_num_tokens")
+            break
     if isinstance(reported, int) and reported > 0:
         worker.capacity_tokens = reported
     elif worker.capacity_tokens is None:
@@ -124,9 +136,12 @@ async def run_health_checks(
     """Probe and scrape forever, every ``cfg.interval_s``; cancelled by the pool's ``stop``."""
     while True:
         await asyncio.sleep(cfg.interval_s)
-        await probe_all(session, workers, cfg, on_probe=on_probe)
         live = [w for w in workers if w.healthy]
-        await asyncio.gather(*(scrape_load(session, w, cfg.timeout_s) for w in live))
+        await asyncio.gather(
+            probe_all(session, workers, cfg, on_probe=on_probe),
+            *(scrape_load(session, w, cfg.timeout_s) for w in live),
+        )
+        live = [w for w in workers if w.healthy]
         await asyncio.gather(
             *(
                 discover_capacity(session, w, cfg.timeout_s, capacity_fallback)

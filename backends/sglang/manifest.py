@@ -41,6 +41,9 @@ GPU_PRODUCTS = {
 _K8S_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,50}[a-z0-9])?$")
 _SHM_SIZE = "16Gi"
 _PART_OF = "tollway"
+#: Kubernetes probe timeout in seconds: SGLang's /health takes about 1 s (see
+#: ``backends.sglang.config.HealthConfig``), a few behind a long prefill.
+PROBE_TIMEOUT_S = 5
 #: The default launch options (frozen, so one instance serves every call).
 _NO_OPTIONS = LaunchOptions()
 
@@ -123,6 +126,9 @@ def _container(config: PoolConfig, image: str, options: LaunchOptions, emulated:
     else:
         container["env"] = [
             {"name": "HF_HOME", "value": "/models/huggingface"},
+            # What the gateway's health checks and these probes rely on: /health
+            # runs a one-token generation (SGLang's default, pinned here).
+            {"name": "SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION", "value": "true"},
             {
                 "name": "HF_TOKEN",
                 "valueFrom": {
@@ -142,11 +148,13 @@ def _container(config: PoolConfig, image: str, options: LaunchOptions, emulated:
             {"name": "dshm", "mountPath": "/dev/shm"},
             {"name": "model-cache", "mountPath": "/models"},
         ]
-    # Model download and CUDA-graph capture take minutes: the startup probe
-    # allows 30, then readiness and liveness take over.
-    container["startupProbe"] = _probe(health, 10, 5, 4 if emulated else 180)
-    container["readinessProbe"] = _probe(health, 5, 5, 3)
-    container["livenessProbe"] = _probe(health, 15, 10, 6)
+    # Model download and CUDA-graph capture take minutes (/health answers 503
+    # meanwhile): the startup probe allows 30, then readiness and liveness take
+    # over. SGLang's /health answers after a one-token generation and a 1 s
+    # wait, so no probe times out under PROBE_TIMEOUT_S.
+    container["startupProbe"] = _probe(health, 10, PROBE_TIMEOUT_S, 4 if emulated else 180)
+    container["readinessProbe"] = _probe(health, 5, PROBE_TIMEOUT_S, 3)
+    container["livenessProbe"] = _probe(health, 15, 2 * PROBE_TIMEOUT_S, 6)
     container["securityContext"] = {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": emulated,

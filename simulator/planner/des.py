@@ -31,7 +31,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from backends.sglang.capacity import DEFAULT_TUNING, PerfTuning
+from backends.sglang.steptime import DEFAULT_TUNING, PerfTuning
 from simulator.planner.results import PlanResult, summarize
 from simulator.planner.schema import PoolsFile, Workload
 from simulator.planner.sessions import Session, TokenIds, draw_plan
@@ -148,6 +148,7 @@ class Simulation:
             prompt_ids=prompt,
             output_len=out,
             arrival_time=self.now,
+            max_new_tokens=out,
             session=session,
             submit_time=self.now,
             kv_tokens=len(prompt) + out,
@@ -234,20 +235,17 @@ class Simulation:
         worker.step = None
         stats = worker.pool.stats
         now = self.now
-        if result.kind == "prefill":
-            for seq in result.batch:
-                assert isinstance(seq, TurnSeq)
+        gaps: dict[float, int] = {}
+        for seq in result.batch:
+            assert isinstance(seq, TurnSeq)
+            if seq.generated == 1:
                 stats.ttft.append(now - seq.submit_time)
-                seq.last_token_time = now
-        else:
-            gaps: dict[float, int] = {}
-            for seq in result.batch:
-                assert isinstance(seq, TurnSeq)
+            else:  # a decode step, or the re-prefill of a retracted turn
                 gap = now - seq.last_token_time
                 gaps[gap] = gaps.get(gap, 0) + 1
-                seq.last_token_time = now
-            for gap, count in gaps.items():
-                stats.add_itl(gap, count)
+            seq.last_token_time = now
+        for gap, count in gaps.items():
+            stats.add_itl(gap, count)
         for seq in result.finished:
             assert isinstance(seq, TurnSeq)
             self._finish(worker, seq)

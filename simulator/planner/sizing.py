@@ -27,14 +27,18 @@ from backends.sglang.capacity import (
     smallest_tp_that_fits,
     weights_bytes_per_gpu,
 )
-from backends.sglang.catalog import GIB, GPUS, dtype_bytes, get_gpu, get_model
+from backends.sglang.catalog import GIB, GPUS, get_gpu, get_model
 
 GB = 1e9
 
 
 @dataclass(frozen=True, slots=True)
 class CapacityReport:
-    """One deployment's memory budget and concurrency ceilings at one context length."""
+    """One deployment's memory budget and concurrency ceilings at one context length.
+
+    ``static_budget_gib`` is what SGLang may hold for weights and KV cache per
+    GPU: the memory free at start-up times ``mem_fraction_static``.
+    """
 
     gpu: str
     model: str
@@ -46,6 +50,7 @@ class CapacityReport:
     mem_fraction_static: float
     weights_gib_per_gpu: float
     weights_gb_total: float
+    static_budget_gib: float
     kv_bytes_per_token: int
     kv_bytes_per_token_per_gpu: int
     kv_bytes_per_request: int
@@ -68,7 +73,7 @@ class CapacityReport:
     def verdict(self) -> str:
         """One plain sentence: how many requests fit, or why none does."""
         if not self.fits:
-            usable = self.gpu_memory_gib * self.mem_fraction_static
+            usable = self.static_budget_gib
             tp_hint = (
                 f"smallest TP that fits one {self.context_tokens}-token request: "
                 f"{self.smallest_tp_that_fits} ({self.concurrency_at_smallest_tp} concurrent "
@@ -153,7 +158,8 @@ def capacity_report(
         gpu_memory_gib=gpu_spec.memory_gib,
         mem_fraction_static=pool.mem_fraction_static,
         weights_gib_per_gpu=weights_bytes_per_gpu(model_spec, weights_dtype, tp) / GIB,
-        weights_gb_total=model_spec.params * dtype_bytes(weights_dtype) / GB,
+        weights_gb_total=weights_bytes_per_gpu(model_spec, weights_dtype, 1) / GB,
+        static_budget_gib=pool.total_gib * pool.mem_fraction_static,
         kv_bytes_per_token=per_token,
         kv_bytes_per_token_per_gpu=pool.cell_size_bytes,
         kv_bytes_per_request=per_token * context_tokens,

@@ -12,22 +12,19 @@ from dataclasses import dataclass
 from functools import partial
 
 from backends.sglang.admission import KvAdmission
-from backends.sglang.capacity import (
-    Deployment,
-    PerfTuning,
-    decode_step_seconds,
-    kv_pool,
-    prefill_seconds,
-)
+from backends.sglang.capacity import Deployment, kv_pool
 from backends.sglang.catalog import get_gpu, get_model
 from backends.sglang.config import HealthConfig
 from backends.sglang.picking import Picker, PowerOfTwo, make_picker
+from backends.sglang.server_defaults import default_max_running_requests, server_defaults
+from backends.sglang.steptime import PerfTuning, step_seconds
 from backends.sglang.worker import Worker
 from simulator.planner.results import PoolStats
 from simulator.planner.schema import Pool
 from simulator.planner.sessions import Session
 from simulator.radix_cache import RadixCache
-from simulator.scheduler import Scheduler, SequenceState, StepResult
+from simulator.scheduler import Scheduler
+from simulator.sequence import SequenceState, StepResult
 from tollway.errors import ConfigError
 
 
@@ -68,6 +65,7 @@ class SimPool:
             config.model.weights_dtype,
             config.model.kv_dtype,
         )
+        self.defaults = server_defaults(self.deployment.gpu, self.deployment.tp)
         self.capacity = kv_pool(
             self.deployment, mem_fraction_static=config.mem_fraction_static
         ).max_total_num_tokens
@@ -106,13 +104,20 @@ class SimPool:
 
     def _scheduler(self, tuning: PerfTuning) -> Scheduler:
         c = self.config
+        defaults = self.defaults
         return Scheduler(
             capacity=self.capacity,
-            prefill_time=partial(prefill_seconds, self.deployment, tuning=tuning),
-            decode_time=partial(decode_step_seconds, self.deployment, tuning=tuning),
+            step_time=partial(
+                step_seconds,
+                self.deployment,
+                tuning=tuning,
+                cuda_graph_max_bs=defaults.cuda_graph_max_bs,
+            ),
             context_length=self.context_length,
-            max_running_requests=c.max_running_requests or min(4096, max(1, self.capacity // 2)),
+            max_running_requests=c.max_running_requests
+            or default_max_running_requests(self.capacity, self.context_length),
             max_prefill_tokens=c.max_prefill_tokens,
+            chunked_prefill_size=defaults.chunked_prefill_size,
             cache=RadixCache(),
         )
 

@@ -34,7 +34,8 @@ def wait_ok(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) ->
             out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
             raise RuntimeError(f"process exited with {proc.returncode}:\n{out[-3000:]}")
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            # SGLang's /health (and the emulator's) answers after about 1 s.
+            if httpx.get(url, timeout=5).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -99,7 +100,7 @@ def pool(workers: list[str], model: str = "llama-3.1-8b-instruct") -> dict[str, 
         "gpu": "h100",
         "model": {"name": model},
         "workers": workers,
-        "health": {"interval_s": 0.25, "timeout_s": 0.5, "unhealthy_threshold": 1},
+        "health": {"interval_s": 0.25, "timeout_s": 3.0, "unhealthy_threshold": 1},
         "timeouts": {"connect_s": 1, "first_byte_s": 20, "total_s": 60},
     }
 

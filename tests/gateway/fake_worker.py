@@ -84,10 +84,14 @@ class FakeWorker:
     bad_usage: Any = field(default_factory=lambda: {"prompt_tokens": "many"})
     giant_bytes: int = 2 * 1024 * 1024
     error_status: int = 400  # the ``code`` of an in-stream error
+    #: The client port of each request's connection (a repeat means it was reused).
+    ports: list[int] = field(default_factory=list)
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json(loads=orjson.loads)
         self.requests.append(body)
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.ports.append(peer[1] if peer else 0)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.mode == "ratelimit":

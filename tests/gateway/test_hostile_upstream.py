@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +18,8 @@ from backends.sglang.pool import SGLangPool
 from tests.gateway.fake_worker import FakeWorker, serve_fake_worker
 from tests.gateway.harness import API_KEY, gateway_config, running_gateway
 from tests.gateway.test_metering import ledger_rows
+from tests.gateway.test_pipeline_stages import chat, tenant_key
+from tests.gateway.test_pipeline_stages import config as stage_config
 
 AUTH = {"authorization": f"Bearer {API_KEY}"}
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -131,6 +134,11 @@ async def test_an_event_over_the_limit_ends_the_stream_with_an_error(
     async with serve_fake_worker(FakeWorker(mode=mode, giant_bytes=1024 * 1024)) as worker:
         config["pools"]["p"]["workers"] = [worker.url]
         async with running_gateway(config) as (app, client):
+            worker.mode = "ok"
+            for _ in range(2):
+                assert (await request(client, STREAM)).status_code == 200
+            assert worker.ports[0] == worker.ports[1]  # a finished stream's connection is reused
+            worker.mode = mode
             resp = await request(client, STREAM)
             events = sse_events(resp.content)
             assert b"data: [DONE]" not in events
@@ -139,9 +147,13 @@ async def test_an_event_over_the_limit_ends_the_stream_with_an_error(
             assert "65536 bytes" in error["message"]
             assert len(resp.content) < 64 * 1024  # nothing of the giant event got out
             breaker = pool_of(app).breakers[worker.url]
-            assert breaker.window_counts() == (0, 1)  # the worker failed the request
-            await one_failed_record(app, resp.headers["x-request-id"])
+            assert breaker.window_counts() == (2, 1)  # the worker failed the request
+            rows = await ledger_rows(app)
+            assert rows[resp.headers["x-request-id"]]["status"] == "upstream_error"
             await assert_nothing_held(app, unretrieved)
+            worker.mode = "ok"
+            assert (await request(client, STREAM)).status_code == 200
+            assert worker.ports[-1] != worker.ports[-2]  # that connection was closed
 
 
 async def test_a_stream_cut_without_done_ends_with_an_error(
@@ -227,3 +239,36 @@ async def test_an_in_stream_error_mid_stream_ends_it_with_an_error_event(
         assert breaker.window_counts() == ((1, 0) if status == 400 else (0, 1))
         await one_failed_record(app, resp.headers["x-request-id"])
         await assert_nothing_held(app, unretrieved)
+
+
+@pytest.mark.parametrize("mode", ["stream_error", "stream_error_mid", "giant_event"])
+async def test_a_speculated_stream_that_fails_leaves_nothing_held(
+    tmp_path: Path, redis_url: str, redis_prefix: str, mode: str
+) -> None:
+    """The speculative-admission path (dispatched while Redis decides) with an upstream
+    that fails inside its 200 stream: the ticket is settled, nothing is held."""
+    limits = {"key_prefix": redis_prefix}
+    async with (
+        serve_fake_worker(FakeWorker(giant_bytes=8 * 1024 * 1024)) as worker,
+        running_gateway(
+            stage_config(worker.url, tmp_path, limits=limits), {"redis_url": redis_url}
+        ) as (app, client),
+    ):
+        key = await tenant_key(client, limits={"rpm": 1000})
+        body = {**STREAM, "max_tokens": 10}
+        assert (await chat(client, key, body)).status_code == 200  # gives the gate its hint
+        worker.mode = mode
+        for _ in range(2):  # both speculated (the first answer was the hint)
+            resp = await chat(client, key, body)
+            if mode == "stream_error":
+                assert resp.status_code == 400
+            else:
+                # The worker's in-stream 400 keeps OpenAI's null code for a 400.
+                assert error_of(sse_events(resp.content)[-1])["code"] in {
+                    None,
+                    "bad_upstream_response",
+                }
+        text = (await client.get("/metrics")).text
+        assert "tollway_admission_speculated_total 2.0" in text
+        for w in pool_of(app).workers:
+            assert (w.in_flight, w.projected_tokens) == (0, 0)

@@ -40,6 +40,6 @@ async def test_upstream_errors_name_no_worker_url(mode: str) -> None:
             resp = await client.post("/v1/chat/completions", headers=AUTH, json=BODY)
             assert resp.status_code >= 429, resp.text
             message = resp.json()["error"]["message"]
-            assert "p/w0" in message, message
+            # Which worker failed is in the gateway's log and the route header, not here.
             host = worker.url.removeprefix("http://")
             assert host not in resp.text and host.split(":")[1] not in message

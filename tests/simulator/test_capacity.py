@@ -1,4 +1,4 @@
-"""The performance model: KV pool sizes worked out by hand, and step-time sanity."""
+"""The memory model: SGLang 0.5.6's defaults and KV pool sizes, worked out by hand."""
 
 from __future__ import annotations
 
@@ -6,60 +6,120 @@ import pytest
 
 from backends.sglang.capacity import (
     Deployment,
-    decode_step_seconds,
     default_mem_fraction_static,
-    experts_touched_fraction,
+    fits,
     kv_bytes_per_token_per_gpu,
     kv_heads_per_gpu,
     kv_pool,
-    prefill_seconds,
     smallest_tp_that_fits,
     weights_bytes_per_gpu,
 )
 from backends.sglang.catalog import get_gpu, get_model
+from backends.sglang.server_defaults import default_max_running_requests, server_defaults
 
 GIB = 2**30
+H100_TOTAL_GIB = 81559 / 1024 - 0.5  # driver MiB, less the CUDA context
+H200_TOTAL_GIB = 143771 / 1024 - 0.5
+
+
+def test_h100_and_h200_defaults_follow_server_args() -> None:
+    # ServerArgs._handle_gpu_memory_settings, H100/H200 class, tp < 4:
+    #   chunked_prefill_size 8192, cuda_graph_max_bs 256
+    #   reserved = 512 + 8192 * 1.5 + 256 * 2 + 1/8 * 1024 = 13,440 MiB (> the 10 GiB floor)
+    h100 = server_defaults(get_gpu("h100"), 1)
+    assert (h100.chunked_prefill_size, h100.cuda_graph_max_bs) == (8192, 256)
+    assert h100.reserved_mib == 13_440
+    assert h100.mem_fraction_static == round((81559 - 13_440) / 81559, 3) == 0.835
+    assert server_defaults(get_gpu("h200"), 1).mem_fraction_static == round(
+        (143771 - 13_440) / 143771, 3
+    )
+    assert default_mem_fraction_static(get_gpu("h200"), 1) == 0.907
+    # tp 8: 512 CUDA graphs, 1 GiB per-rank constants: 512 + 12288 + 1024 + 1024 = 14,848
+    assert server_defaults(get_gpu("h100"), 8).cuda_graph_max_bs == 512
+    assert default_mem_fraction_static(get_gpu("h100"), 8) == round((81559 - 14_848) / 81559, 3)
+
+
+def test_small_gpus_have_small_chunks_and_no_10_gib_floor() -> None:
+    # L4 (23,034 MiB < 35 GiB): chunk 2048, 24 graphs: 512 + 3072 + 48 + 128 = 3,760 MiB
+    l4 = server_defaults(get_gpu("l4"), 1)
+    assert (l4.chunked_prefill_size, l4.cuda_graph_max_bs, l4.reserved_mib) == (2048, 24, 3760)
+    assert l4.mem_fraction_static == round((23034 - 3760) / 23034, 3) == 0.837
+    # an explicit chunk size changes the activation reserve: 512 + 1.5 * 16384 + 512 + 128
+    big = server_defaults(get_gpu("h100"), 1, chunked_prefill_size=16384)
+    assert big.reserved_mib == 512 + 24_576 + 512 + 128
+
+
+def test_default_max_running_requests() -> None:
+    # min(pool // 2, min(max(int(pool / context * 512), 2048), 4096))
+    assert default_max_running_requests(418_865, 131_072) == 2048  # 1636 -> floor 2048
+    assert default_max_running_requests(1_500_000, 32_768) == 4096  # 23,437 -> cap 4096
+    assert default_max_running_requests(90, 131_072) == 45  # the pool halves it
 
 
 def test_llama_8b_bf16_on_h100_tp1_pool_matches_hand_computation() -> None:
-    # H100 80GB: the driver reports 81559 MiB.
-    # SGLang's default mem_fraction_static on a 35-90 GiB GPU reserves (9.5 + tp/2) GiB:
-    #   (81559 - 10 * 1024) / 81559 = 71319 / 81559 = 0.87444... -> round(., 3) = 0.874
-    # total_gib     = 81559 / 1024 - 0.5 (CUDA context)  = 79.1474609375
-    # weights_gib   = 8.03e9 params * 2 bytes / 2**30    = 14.95704...
-    # rest_gib      = total * 0.874 - weights           = 69.17488... - 14.95704... = 54.21784...
-    # cell_size     = 2 * 32 layers * 8 kv heads * 128 * 2 bytes = 131072 bytes
-    # tokens        = int(rest_gib * 2**30) // 131072 = 444_152
-    total_gib = 81559 / 1024 - 0.5
+    # weights_gib = 8.03e9 params * 2 bytes / 2**30           = 14.957...
+    # rest_gib    = (79.1475 - 14.957) - 79.1475 * (1 - 0.835) = 51.1327...
+    # cell_size   = 2 * 32 layers * 8 kv heads * 128 * 2 bytes = 131,072 bytes
     weights_gib = 8.03e9 * 2 / GIB
-    rest_gib = (total_gib - weights_gib) - total_gib * (1 - 0.874)
+    rest_gib = (H100_TOTAL_GIB - weights_gib) - H100_TOTAL_GIB * (1 - 0.835)
     expected = int(rest_gib * GIB) // (2 * 32 * 8 * 128 * 2)
-    assert expected == 444_152
+    assert expected == 418_865
 
     pool = kv_pool(Deployment(get_gpu("h100"), get_model("llama-3.1-8b-instruct")))
-    assert pool.mem_fraction_static == 0.874
+    assert pool.mem_fraction_static == 0.835
     assert pool.cell_size_bytes == 131072
     assert pool.max_total_num_tokens == expected
 
 
+def test_fp8_checkpoints_keep_embedding_and_head_in_bf16() -> None:
+    # Llama 3.1 8B: embedding and lm_head are each 128,256 x 4,096 = 525,336,576 params
+    outer = 2 * 128_256 * 4_096
+    model = get_model("llama-3.1-8b-instruct")
+    assert weights_bytes_per_gpu(model, "fp8", 1) == pytest.approx((8.03e9 - outer) + 2 * outer)
+    assert weights_bytes_per_gpu(model, "fp8", 1) - 8.03e9 == pytest.approx(1.05e9, rel=0.01)
+    # BF16 checkpoints: every parameter at 2 bytes; TP shards everything
+    assert weights_bytes_per_gpu(model, "bf16", 2) == pytest.approx(8.03e9)
+
+
 def test_llama_70b_fp8_on_h200_tp1_pool_matches_hand_computation() -> None:
-    # H200: 143771 MiB; 90-160 GiB class reserves (12 + 1/2) GiB:
-    #   (143771 - 12.5 * 1024) / 143771 = 130971 / 143771 = 0.91096... -> 0.911
-    # total_gib   = 143771 / 1024 - 0.5 = 139.9013671875
-    # weights_gib = 70.55e9 params * 1 byte (fp8) / 2**30 = 65.70481...
-    # rest_gib    = 139.90137 * 0.911 - 65.70481 = 127.45015 - 65.70481 = 61.74534...
-    # cell_size   = 2 * 80 layers * 8 kv heads * 128 * 2 bytes (bf16 KV) = 327680 bytes
-    # tokens      = int(rest_gib * 2**30) // 327680 = 202_327
-    total_gib = 143771 / 1024 - 0.5
-    weights_gib = 70.55e9 / GIB
-    rest_gib = (total_gib - weights_gib) - total_gib * (1 - 0.911)
+    # weights = (70.55e9 - 2 * 128,256 * 8,192) * 1 byte + 2 * 128,256 * 8,192 * 2 bytes
+    #         = 72,651,346,304 bytes = 67.662 GiB
+    # rest    = (139.901 - 67.662) - 139.901 * (1 - 0.907) = 59.2284 GiB
+    # cell    = 2 * 80 layers * 8 kv heads * 128 * 2 bytes (bf16 KV) = 327,680 bytes
+    outer = 2 * 128_256 * 8_192
+    weights_gib = ((70.55e9 - outer) + 2 * outer) / GIB
+    assert weights_gib == pytest.approx(67.662, abs=1e-3)
+    rest_gib = (H200_TOTAL_GIB - weights_gib) - H200_TOTAL_GIB * (1 - 0.907)
     expected = int(rest_gib * GIB) // (2 * 80 * 8 * 128 * 2)
-    assert expected == 202_327
+    assert expected == 194_080
 
     d = Deployment(get_gpu("h200"), get_model("llama-3.3-70b-instruct"), 1, "fp8", "bf16")
     pool = kv_pool(d)
-    assert pool.mem_fraction_static == 0.911
+    assert pool.mem_fraction_static == 0.907
     assert pool.max_total_num_tokens == expected
+
+
+def test_llama_3_3_70b_fp8_does_not_start_on_one_h100() -> None:
+    # 67.662 GiB of weights against 79.147 * 0.835 = 66.088 GiB SGLang may use: rest < 0,
+    # "Not enough memory. Please try to increase --mem-fraction-static."
+    d = Deployment(get_gpu("h100"), get_model("llama-3.3-70b-instruct"), 1, "fp8", "fp8")
+    pool = kv_pool(d)
+    assert pool.rest_gib == pytest.approx((H100_TOTAL_GIB * 0.835) - 67.662, abs=1e-3)
+    assert pool.rest_gib < 0 and pool.max_total_num_tokens == 0 and not pool.fits
+    assert not fits(d)
+    assert smallest_tp_that_fits(get_gpu("h100"), d.model, weights_dtype="fp8") == 2
+
+
+def test_llama_2_70b_fp8_on_one_h100_holds_one_4k_request_at_headroom() -> None:
+    # weights = 68.98e9 + 2 * 32,000 * 8,192 = 69,504,288,000 bytes = 64.731 GiB
+    # rest    = 66.088 - 64.731 = 1.357 GiB; cell 2 * 80 * 8 * 128 * 1 = 163,840 bytes
+    weights_gib = (68.98e9 + 2 * 32_000 * 8_192) / GIB
+    rest_gib = (H100_TOTAL_GIB - weights_gib) - H100_TOTAL_GIB * (1 - 0.835)
+    expected = int(rest_gib * GIB) // 163_840
+    d = Deployment(get_gpu("h100"), get_model("llama-2-70b"), 1, "fp8", "fp8")
+    tokens = kv_pool(d).max_total_num_tokens
+    assert tokens == expected == 8_894
+    assert tokens // 4096 == 2 and int(0.8 * tokens) // 4096 == 1
 
 
 def test_kv_heads_are_replicated_beyond_their_count() -> None:
@@ -70,9 +130,7 @@ def test_kv_heads_are_replicated_beyond_their_count() -> None:
     assert kv_bytes_per_token_per_gpu(qwen7b, "fp8", 1) == 2 * 28 * 4 * 128 * 1
 
 
-def test_weights_split_across_tp_and_pool_caps() -> None:
-    model = get_model("llama-2-70b")
-    assert weights_bytes_per_gpu(model, "bf16", 4) == pytest.approx(68.98e9 * 2 / 4)
+def test_pool_caps_and_fraction_overrides() -> None:
     d = Deployment(get_gpu("h100"), get_model("llama-3.1-8b-instruct"))
     assert kv_pool(d, max_total_tokens=1000).max_total_num_tokens == 1000
     assert (
@@ -80,49 +138,14 @@ def test_weights_split_across_tp_and_pool_caps() -> None:
     )
 
 
-def test_default_mem_fraction_follows_sglang_classes() -> None:
-    assert default_mem_fraction_static(get_gpu("h100"), 1) == 0.874
-    assert default_mem_fraction_static(get_gpu("h100"), 8) == round(
-        (81559 - 13.5 * 1024) / 81559, 3
-    )
-    assert default_mem_fraction_static(get_gpu("l4"), 1) == round((23034 - 2.9 * 1024) / 23034, 3)
-
-
 def test_smallest_tp_that_fits() -> None:
     h100 = get_gpu("h100")
     assert smallest_tp_that_fits(h100, get_model("llama-3.1-8b-instruct")) == 1
     assert smallest_tp_that_fits(h100, get_model("llama-3.3-70b-instruct")) == 2
     assert (
-        smallest_tp_that_fits(h100, get_model("llama-3.3-70b-instruct"), weights_dtype="fp8") == 1
+        smallest_tp_that_fits(
+            get_gpu("h200"), get_model("llama-3.3-70b-instruct"), weights_dtype="fp8"
+        )
+        == 1
     )
     assert smallest_tp_that_fits(get_gpu("l4"), get_model("qwen2.5-72b-instruct"), max_tp=4) is None
-
-
-def test_decode_is_bandwidth_bound_and_grows_with_context() -> None:
-    d = Deployment(get_gpu("h100"), get_model("llama-3.1-8b-instruct"))
-    one = decode_step_seconds(d, 1, 1000)
-    # 16.06 GB of weights over 0.8 * 3.35 TB/s ~ 6.0 ms, plus 2 ms overhead
-    assert 0.007 < one < 0.009
-    assert decode_step_seconds(d, 64, 64 * 4000) > one
-    faster = Deployment(get_gpu("h200"), get_model("llama-3.1-8b-instruct"))
-    assert decode_step_seconds(faster, 1, 1000) < one
-    assert decode_step_seconds(d, 0, 0) == 0.0
-
-
-def test_prefill_costs_only_uncached_tokens() -> None:
-    d = Deployment(get_gpu("h100"), get_model("llama-3.1-8b-instruct"))
-    assert prefill_seconds(d, 0) == 0.0
-    # 2 * 8.03e9 * 1000 / (989e12 * 0.5) = 32.5 ms, plus 2 ms overhead
-    assert prefill_seconds(d, 1000) == pytest.approx(2 * 8.03e9 * 1000 / (989e12 * 0.5) + 0.002)
-    fp8 = Deployment(get_gpu("h100"), get_model("llama-3.1-8b-instruct"), 1, "fp8")
-    assert prefill_seconds(fp8, 1000) < prefill_seconds(d, 1000)
-
-
-def test_moe_reads_only_touched_experts() -> None:
-    mixtral = get_model("mixtral-8x7b-instruct")
-    assert mixtral.shared_params + mixtral.expert_params * 2 / 8 == pytest.approx(12.9e9)
-    assert experts_touched_fraction(mixtral, 1) == pytest.approx(0.25)
-    assert experts_touched_fraction(mixtral, 64) == pytest.approx(1.0, abs=1e-6)
-    d = Deployment(get_gpu("h100"), mixtral, 2)
-    assert decode_step_seconds(d, 1, 100) < decode_step_seconds(d, 32, 100)
-    assert prefill_seconds(d, 1000) == pytest.approx(2 * 12.9e9 * 1000 / (2 * 989e12 * 0.5) + 0.002)

@@ -67,9 +67,9 @@ def test_capacity_json(app: typer.Typer) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert (data["kv_pool_tokens"], data["concurrency"], data["headroom_concurrency"]) == (
-        414_236,
-        101,
-        80,
+        407_369,
+        99,
+        79,
     )
 
 
@@ -81,6 +81,17 @@ def test_capacity_says_plainly_when_it_does_not_fit(app: typer.Typer) -> None:
     assert "does not fit at tp=1" in result.output
     assert "smallest TP that fits one 4096-token request: 2" in result.output
     assert "1,342,177,280 bytes = 1.34 GB" in result.output
+
+
+def test_llama_3_3_70b_fp8_does_not_fit_one_h100(app: typer.Typer) -> None:
+    # 67.66 GiB of weights (embedding and head in BF16) against 79.15 x 0.835 = 66.09 GiB
+    args = ["capacity", "--gpu", "h100", "--model", "llama-3.3-70b-instruct"]
+    result = CliRunner().invoke(app, [*args, "--weights-dtype", "fp8", "--kv-dtype", "fp8"])
+    assert result.exit_code == 0, result.output
+    assert "72.7 GB in all, 67.66 GiB per GPU" in result.output
+    assert "does not fit at tp=1: weights need 67.7 GiB per GPU, more than the 66.1 GiB" in (
+        result.output
+    )
 
 
 def test_capacity_table_markdown_json_and_plot(app: typer.Typer, tmp_path: Path) -> None:

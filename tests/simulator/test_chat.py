@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -40,11 +41,17 @@ async def _chat(client: httpx.AsyncClient, **body: Any) -> httpx.Response:
     return await client.post("/v1/chat/completions", json={"model": "m", **body})
 
 
+HEX_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
 async def test_non_streaming_shape(client: httpx.AsyncClient) -> None:
+    """The id is the rid, a bare ``uuid.uuid4().hex`` (``io_struct.py``
+    ``GenerateReqInput.normalize``; ``serving_chat.py`` ``_build_chat_response``:
+    ``id=ret[0]["meta_info"]["id"]``)."""
     r = await _chat(client, messages=USER, max_tokens=200, top_k=5, min_p=0.1, priority=3)
     assert r.status_code == 200
     body = r.json()
-    assert body["id"].startswith("chatcmpl-")
+    assert HEX_ID.match(body["id"])
     assert body["object"] == "chat.completion"
     assert body["model"] == "m"
     assert isinstance(body["created"], int)
@@ -86,10 +93,22 @@ async def test_streaming_format_and_usage_chunk(client: httpx.AsyncClient) -> No
     assert done
     assert all(e["object"] == "chat.completion.chunk" for e in events)
     assert len({e["id"] for e in events}) == 1
-    assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    # protocol.py DeltaMessage: every key serialised, unset ones null.
+    assert events[0]["choices"][0]["delta"] == {
+        "role": "assistant",
+        "content": "",
+        "reasoning_content": None,
+        "tool_calls": None,
+    }
+    assert HEX_ID.match(events[0]["id"])
+    # ChatCompletionStreamResponse.usage defaults to None: every chunk carries it.
+    assert all(e["usage"] is None for e in events[:-1])
     text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
     finish = [e for e in events if e["choices"] and e["choices"][0]["finish_reason"]]
     assert len(finish) == 1 and finish[0]["choices"][0]["finish_reason"] == "stop"
+    assert finish[0]["choices"][0]["delta"] == dict.fromkeys(
+        ("role", "content", "reasoning_content", "tool_calls")
+    )
     usage_chunk = events[-1]
     assert usage_chunk["choices"] == []
     plain = (await _chat(client, messages=USER)).json()
@@ -103,7 +122,7 @@ async def test_streaming_without_include_usage_has_no_usage_chunk(
     events, done = sse_payloads((await _chat(client, messages=USER, stream=True)).text)
     assert done
     assert all(e["choices"] for e in events)
-    assert all("usage" not in e for e in events)
+    assert all(e["usage"] is None for e in events)  # serving_chat.py: usage=None
 
 
 async def test_n_choices(client: httpx.AsyncClient) -> None:
@@ -179,7 +198,7 @@ async def test_streamed_tool_calls(client: httpx.AsyncClient) -> None:
 async def test_completions_endpoint(client: httpx.AsyncClient) -> None:
     r = await client.post("/v1/completions", json={"model": "m", "prompt": "Once upon"})
     body = r.json()
-    assert body["id"].startswith("cmpl-")
+    assert HEX_ID.match(body["id"])  # serving_completions.py: meta_info["id"], the rid
     assert body["object"] == "text_completion"
     assert body["usage"]["completion_tokens"] <= 16  # OpenAI's default max_tokens
     r = await client.post(

@@ -31,7 +31,8 @@ def _wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 15.
     while time.monotonic() < deadline:
         assert proc.poll() is None, "emulator exited early"
         try:
-            if httpx.get(f"{base}/health", timeout=0.5).status_code == 200:
+            # SGLang's /health (and the emulator's) answers after a 1 s wait.
+            if httpx.get(f"{base}/health", timeout=5).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -108,7 +109,9 @@ LONG_STREAM = {
 
 
 def _load(base: str) -> tuple[int, int, float]:
-    """``num_reqs``, ``num_tokens`` of ``/get_load`` and ``sglang:num_running_reqs``."""
+    """``num_reqs``, ``num_tokens`` of ``/get_load`` (current) and the
+    ``sglang:num_running_reqs`` gauge (refreshed as SGLang does: on prefill batches,
+    every 40 decode steps)."""
     load = httpx.get(f"{base}/get_load").json()[0]
     running = metric(httpx.get(f"{base}/metrics").text, "sglang:num_running_reqs")
     return load["num_reqs"], load["num_tokens"], running
@@ -124,9 +127,9 @@ def _read_events(chunks: Iterator[bytes], count: int) -> None:
 
 
 @contextlib.contextmanager
-def _long_stream() -> Iterator[tuple[str, httpx.Response]]:
+def _long_stream(*flags: str) -> Iterator[tuple[str, httpx.Response]]:
     """A real-time (``--speed 4``) emulator and an open :data:`LONG_STREAM` on it."""
-    proc, base = _start("--speed", "4", instant=False)
+    proc, base = _start("--speed", "4", *flags, instant=False)
     try:
         _wait_healthy(base, proc)
         url = f"{base}/v1/chat/completions"
@@ -143,22 +146,36 @@ def test_cli_counts_a_stream_as_running_until_its_last_token() -> None:
         # ``for chunk in r.iter_raw()``) is closed, which closes the connection.
         chunks = r.iter_raw()
         _read_events(chunks, 5)
-        reqs, tokens, running = _load(base)  # nobody polled before this
-        assert (reqs, running) == (1, 1)
-        assert tokens >= LONG_STREAM["max_tokens"]  # prompt + reserved output
+        reqs, tokens, _ = _load(base)  # nobody polled before this
+        assert reqs == 1
+        # SGLang counts the KV slots allocated (prompt and output so far), not the output
+        # still to come.
+        assert 0 < tokens < LONG_STREAM["max_tokens"]
         assert b"".join(chunks).endswith(b"data: [DONE]\n\n")
-        assert _load(base) == (0, 0, 0)
+        assert _load(base)[:2] == (0, 0)
+
+
+#: The stream abort delay these tests run with (SGLang's is 2 s, ``--stream-abort-delay-s``).
+ABORT_DELAY_S = 0.5
 
 
 @pytest.mark.e2e
-def test_cli_aborts_a_stream_whose_client_disconnects() -> None:
-    with _long_stream() as (base, r):
+def test_cli_aborts_a_stream_only_after_sglangs_delay() -> None:
+    """``tokenizer_manager.py`` ``create_abort_task``: a streamed response's background
+    task sleeps (2 s), then aborts; until then the request keeps generating and
+    holding its slot and KV, though its client is gone."""
+    with _long_stream("--stream-abort-delay-s", str(ABORT_DELAY_S)) as (base, r):
         _read_events(r.iter_raw(), 5)
         r.close()  # the client hangs up mid-stream
-        deadline = time.monotonic() + 1.0  # the stream itself would run ~2 s more
-        while _load(base) != (0, 0, 0) and time.monotonic() < deadline:
+        left = time.monotonic()
+        deadline = left + 1.5  # the stream itself would run ~2 s more
+        first = _load(base)
+        while _load(base)[:2] != (0, 0) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert _load(base) == (0, 0, 0)
+        freed = time.monotonic() - left
+        assert first[0] == 1  # still running after the client left
+        assert _load(base)[:2] == (0, 0)
+        assert freed >= ABORT_DELAY_S * 0.8, freed
         text = httpx.get(f"{base}/metrics").text
         assert metric(text, "sglang:num_aborted_requests_total") == 1
 
@@ -198,10 +215,41 @@ def test_cli_aborts_a_non_streamed_request_whose_client_disconnects(path: str) -
         _wait_healthy(base, proc)
         _post_and_hang_up(base, path, LONG_REQUESTS[path])
         deadline = time.monotonic() + 1.0  # generation itself would run ~1.7 s more
-        while _load(base) != (0, 0, 0) and time.monotonic() < deadline:
+        while _load(base)[:2] != (0, 0) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert _load(base) == (0, 0, 0)
+        assert _load(base)[:2] == (0, 0)
         text = httpx.get(f"{base}/metrics").text
         assert metric(text, "sglang:num_aborted_requests_total") == 1
+    finally:
+        _stop(proc)
+
+
+@pytest.mark.e2e
+def test_cli_aborts_a_queued_request_whose_client_left_at_sglangs_wait() -> None:
+    """``tokenizer_manager.py`` ``_wait_one_response``: a non-streamed request without
+    output (here queued behind the only running one) looks at its client when
+    ``wait_for(state.event.wait(), timeout=4)`` expires ("type 1"), not before
+    (``--disconnect-check-s`` shortens the 4 s)."""
+    check_s = 2.5
+    proc, base = _start(
+        "--speed", "1", "--max-running-requests", "1",
+        "--disconnect-check-s", str(check_s), instant=False,
+    )  # fmt: skip
+    try:
+        _wait_healthy(base, proc)
+        url = f"{base}/v1/chat/completions"
+        with httpx.stream("POST", url, json=LONG_STREAM, timeout=20) as stream:
+            chunks = stream.iter_raw()
+            _read_events(chunks, 2)  # the stream holds the only slot for ~8 s
+            sent = time.monotonic()
+            _post_and_hang_up(base, "/v1/chat/completions", LONG_REQUESTS[url[len(base) :]])
+            assert _load(base)[0] == 2  # the request whose client left still waits
+            deadline = sent + 2 * check_s + 1.5  # a check, or the next one on a busy machine
+            while _load(base)[0] != 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            freed = time.monotonic() - sent
+            reqs, _, running = _load(base)
+            assert (reqs, running) == (1, 1)  # only the stream is left, still running
+            assert freed >= check_s * 0.8, freed
     finally:
         _stop(proc)

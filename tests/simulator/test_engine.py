@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 
+from backends.sglang.steptime import StepShape
 from simulator.app import running_emulator
 from simulator.config import EmulatorConfig
 from simulator.radix_cache import RadixCache
-from simulator.scheduler import Scheduler, SequenceState
+from simulator.scheduler import Scheduler
+from simulator.sequence import SequenceState
 from tests.simulator.test_native import metric
 
 
@@ -57,26 +60,34 @@ def _seq(rid: str, prompt: list[int], out: int) -> SequenceState:
     return SequenceState(rid, tuple(prompt), out, 0.0, output_ids=tuple(range(100, 100 + out)))
 
 
+def _linear_time(shape: StepShape) -> float:
+    """10 ms per prompt token, 20 ms per decode sequence."""
+    return 0.01 * shape.extend_tokens + 0.02 * shape.decode_seqs
+
+
 def test_scheduler_queues_when_pool_is_full_and_accounts_tokens() -> None:
-    sched = Scheduler(capacity=30, prefill_time=lambda n: 0.01 * n, decode_time=lambda b, k: 0.02)
+    sched = Scheduler(capacity=30, step_time=_linear_time)
     a, b = _seq("a", list(range(10)), 5), _seq("b", list(range(20, 32)), 5)
     sched.submit(a)
     sched.submit(b)
     first = sched.step(0.0)
-    assert first.kind == "prefill" and first.batch == (a,)  # b (12 + 5) does not fit beside a
-    assert len(sched.waiting) == 1 and sched.used_tokens == 15
-    assert first.duration == 0.1  # 10 uncached tokens
+    # a reserves its estimated output (pool 30 - 1 - 10 - 1 = 18 tokens at most), so b's
+    # 12 + 16 do not fit beside it; only a's prompt is allocated.
+    assert first.kind == "prefill" and first.batch == (a,)
+    assert len(sched.waiting) == 1 and sched.used_tokens == 10
+    assert first.duration == pytest.approx(0.1)  # 10 uncached tokens
     now = first.duration
     while a in sched.running:
         now += sched.step(now).duration
     assert a.generated == 5 and a.finish_time is not None
-    assert sched.used_tokens == 0 and sched.cache.total_size == 15  # cached, evictable
+    # prompt + the 4 output tokens that got KV slots stay cached, evictable
+    assert sched.used_tokens == 0 and sched.cache.total_size == 14
     step = sched.step(now)
-    assert step.batch == (b,) and sched.cache.total_size <= 30 - 5
+    assert step.batch == (b,) and sched.used_tokens == 12
 
 
 def test_scheduler_reuses_cached_prefix() -> None:
-    sched = Scheduler(capacity=1000, prefill_time=lambda n: n, decode_time=lambda b, k: 1.0)
+    sched = Scheduler(capacity=1000, step_time=lambda s: s.extend_tokens or 1.0)
     sched.submit(_seq("a", list(range(50)), 2))
     while sched.has_work:
         sched.step(0.0)
@@ -89,8 +100,10 @@ def test_scheduler_reuses_cached_prefix() -> None:
 
 async def test_requests_queue_behind_a_tiny_kv_pool() -> None:
     clock = GatedClock()
-    config = EmulatorConfig(max_total_tokens=90, min_output_tokens=60, max_output_tokens=60)
+    # Room for one request at a time: a prompt of ~41 tokens (Llama 3.1 template) + 60 out.
+    config = EmulatorConfig(max_total_tokens=150, min_output_tokens=60, max_output_tokens=60)
     async with running_emulator(config, clock=clock) as app:
+        sched = app.state.worker.engine.scheduler
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://e") as client:
             msgs = [[{"role": "user", "content": f"question number {i}"}] for i in range(3)]
@@ -100,20 +113,61 @@ async def test_requests_queue_behind_a_tiny_kv_pool() -> None:
             ]
             for _ in range(20):
                 await asyncio.sleep(0)
+            # One runs (its output estimate leaves no room); the first step is its prefill.
+            assert len(sched.running) == 1 and len(sched.waiting) == 2
             text = (await client.get("/metrics")).text
-            assert metric(text, "sglang:num_running_reqs") == 1
+            # SGLang logs the gauges as it forms the prefill batch: nothing was running yet.
+            assert metric(text, "sglang:num_running_reqs") == 0
             assert metric(text, "sglang:num_queue_reqs") == 2
-            assert 0.6 < metric(text, "sglang:token_usage") <= 1.0
+            running = sched.running[0]
+            prompt = len(running.prompt_ids)
+            assert metric(text, "sglang:num_used_tokens") == prompt
             load = (await client.get("/get_load")).json()[0]
             assert load["num_reqs"] == 3 and load["num_waiting_reqs"] == 2
+            # Allocated slots (the prompt; no output yet) plus the queued prompts: not the
+            # 60 output tokens still to come.
+            queued = sum(len(s.prompt_ids) for s in sched.waiting)
+            assert load["num_tokens"] == prompt + queued
             clock.gate.set()
             replies = await asyncio.gather(*tasks)
             assert all(r.status_code == 200 for r in replies)
             text = (await client.get("/metrics")).text
-            assert metric(text, "sglang:num_queue_reqs") == 0
             assert metric(text, "sglang:queue_time_seconds_count") == 3
             # Queued requests waited for earlier ones: model time passed for them.
             assert metric(text, "sglang:queue_time_seconds_sum") > 0
+
+
+async def test_gauges_refresh_every_40_decode_steps_and_after_30_s_idle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SGLang refreshes its gauges in ``log_prefill_stats``, in ``log_decode_stats`` every
+    ``--decode-log-interval`` (40) decode steps, and in ``check_memory`` when idle for 30 s."""
+    clock = GatedClock()
+    clock.gate.set()
+    config = EmulatorConfig(min_output_tokens=100, max_output_tokens=100)
+    async with running_emulator(config, clock=clock) as app:
+        engine = app.state.worker.engine
+        refreshes: list[tuple[float, int, int]] = []
+        publish = engine.publish_metrics
+
+        def record(*, running: int | None = None) -> None:
+            s = engine.scheduler
+            refreshes.append((clock.now(), s.stats.decode_steps, len(s.running)))
+            publish(running=running)
+
+        monkeypatch.setattr(engine, "publish_metrics", record)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://e") as client:
+            msgs = [{"role": "user", "content": "count to a hundred"}]
+            reply = await client.post("/v1/chat/completions", json={"messages": msgs})
+            assert reply.json()["usage"]["completion_tokens"] == 100
+            deadline = asyncio.get_running_loop().time() + 5
+            while not refreshes or refreshes[-1][2] != 0:
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.001)
+    # the prefill batch, decode steps 40 and 80 (99 in all), then once idle for 30 s
+    assert [steps for _, steps, _ in refreshes] == [0, 40, 80, 99]
+    assert refreshes[-1][0] == pytest.approx(refreshes[-2][0] + 30)
 
 
 async def test_speed_scales_real_time() -> None:

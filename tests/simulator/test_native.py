@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from tests.simulator.sse_parse import sse_payloads
@@ -58,10 +60,11 @@ async def test_generate_stream(client: httpx.AsyncClient) -> None:
 async def test_server_info_and_model_info(client: httpx.AsyncClient) -> None:
     for path in ("/get_server_info", "/server_info"):
         info = (await client.get(path)).json()
-        assert info["max_total_num_tokens"] == 444_152
-        assert info["mem_fraction_static"] == 0.874
+        assert info["max_total_num_tokens"] == 418_865
+        assert info["mem_fraction_static"] == 0.835
+        assert info["chunked_prefill_size"] == 8192 and info["cuda_graph_max_bs"] == 256
         assert isinstance(info["version"], str)
-        assert info["internal_states"][0]["memory_usage"]["token_capacity"] == 444_152
+        assert info["internal_states"][0]["memory_usage"]["token_capacity"] == 418_865
         assert info["tp_size"] == 1
     for path in ("/get_model_info", "/model_info"):
         info = (await client.get(path)).json()
@@ -114,4 +117,8 @@ async def test_metrics_move_as_requests_run(client: httpx.AsyncClient) -> None:
     assert metric(after, "sglang:time_to_first_token_seconds_count") == 2
     assert metric(after, "sglang:inter_token_latency_seconds_count") > 0
     assert metric(after, "sglang:num_requests_total") == 2
-    assert metric(after, "sglang:num_running_reqs") == 0
+    # The gauges refresh 30 s (of the instant clock's model time) after the worker went idle.
+    deadline = asyncio.get_running_loop().time() + 5
+    while metric((await client.get("/metrics")).text, "sglang:num_running_reqs") != 0:
+        assert asyncio.get_running_loop().time() < deadline, "gauges never refreshed"
+        await asyncio.sleep(0.001)

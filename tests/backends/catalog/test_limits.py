@@ -69,4 +69,6 @@ def test_estimate_tokens() -> None:
     body = b"x" * 400
     assert estimate_tokens(body, None) == 100
     assert estimate_tokens(body, {"max_tokens": 50}) == 150
-    assert estimate_tokens(body, {"max_completion_tokens": 20, "max_tokens": 50}) == 120
+    # Both fields: the effective limit is SGLang's ``max_tokens or max_completion_tokens``.
+    assert estimate_tokens(body, {"max_completion_tokens": 20, "max_tokens": 50}) == 150
+    assert estimate_tokens(body, {"max_completion_tokens": 20}) == 120
