@@ -7,8 +7,9 @@ The layers, bottom up:
 * ``backends``, ``billing`` and ``policies`` import ``tollway`` only: never
   ``gateway``, never one another, never ``simulator``;
 * ``policies`` are pure: no Redis client (stores are injected);
-* ``simulator`` imports ``backends.sglang.capacity`` and ``backends.sglang.catalog``
-  (one performance model, shared) and ``tollway``, nothing else of the product;
+* ``simulator`` imports the one performance model it shares with the pools
+  (``backends.sglang.capacity``, ``catalog``, ``steptime``, ``server_defaults``) and
+  ``tollway``, nothing else of the product;
 * ``gateway`` imports ``policies``, ``backends``, ``billing`` and ``tollway``, never
   ``simulator`` and never ``tollway.cli``.
 
@@ -47,6 +48,10 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     ("simulator.planner.workers", "backends.sglang.config"): "as above: HealthConfig",
     ("simulator.planner.workers", "backends.sglang.picking"): "as above: the pool's picker",
     ("simulator.planner.workers", "backends.sglang.worker"): "as above: the worker state",
+    ("simulator.tokenizer", "policies.encodings"): (
+        "the emulator counts tokens with the tokenizer files the gateway loads; the "
+        "loader belongs in a package both may import (tollway)"
+    ),
     ("simulator.planner.schema", "backends.sglang.config"): (
         "the planner's input names the pool's GPU, dtype and policy types; they belong "
         "with the GPU catalog in a package both import"
@@ -59,7 +64,15 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "backends": ("tollway",),
     "billing": ("tollway",),
     "policies": ("tollway",),
-    "simulator": ("tollway", "backends.sglang.capacity", "backends.sglang.catalog"),
+    "simulator": (
+        "tollway",
+        # The one performance model the pools and the emulator share: the GPU and model
+        # catalog, KV sizing, step time and SGLang's launch defaults.
+        "backends.sglang.capacity",
+        "backends.sglang.catalog",
+        "backends.sglang.steptime",
+        "backends.sglang.server_defaults",
+    ),
     "gateway": ("tollway", "policies", "backends", "billing"),
 }
 #: Modules no product module may import (the top of the graph), whatever ALLOWED says.
