@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.accesslog import AccessLog
 from gateway.admitting import Admitter
 from gateway.agents import AgentResolver
+from gateway.anthropic.api import COUNT_TOKENS_PATH, MESSAGES_PATH, MessagesApi
 from gateway.api import admin, health, openai, usage
 from gateway.auth import Authenticator, OpenAuthenticator, StaticKeys
 from gateway.compressing import Compressor
@@ -296,12 +297,25 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
     app.state.metering = metering
     app.state.budget_resync = budget_resync
     app.state.tracer = tracer
+    anthropic = MessagesApi(pipeline)
     table = RouteTable(
         [
             InferenceRoute(
                 "/v1/chat/completions", pipeline.chat, "Create a chat completion (OpenAI's API)"
             ),
             InferenceRoute("/v1/completions", pipeline.completions, "Create a completion"),
+            InferenceRoute(
+                MESSAGES_PATH,
+                anthropic.messages,
+                "Create a message (Anthropic's Messages API)",
+                api="anthropic",
+            ),
+            InferenceRoute(
+                COUNT_TOKENS_PATH,
+                anthropic.count_tokens,
+                "Count a message's input tokens (Anthropic's Messages API)",
+                api="anthropic",
+            ),
         ]
     )
     app.route_table = table

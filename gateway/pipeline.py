@@ -5,6 +5,8 @@ forward → respond → observe. Each request gets a :class:`RequestRecord` that
 is finished exactly once: when a JSON response is ready, when an error is
 raised, or when a stream ends (completed, broken or cancelled by the client).
 Later stages (idempotency, limits, compression, metering) plug in here.
+Another API is a translation at the edge (:class:`Translation`): its body becomes
+a chat completions body right after parsing, and the rest is this pipeline.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from gateway.relay import DEFAULT_MAX_EVENT_BYTES, Opening, read_opening
 from gateway.requestid import new_request_id, request_id_of
 from gateway.responding import Responder
 from gateway.tracing import NullTracer, Tracer, trace_id_of
+from gateway.translation import Translation
 from gateway.validation import validate_chat, validate_completion
 from policies.tokens import EstimateCounter, TokenCounter
 from tollway.errors import RateLimited, TollwayError, UpstreamError, UpstreamRejected
@@ -89,7 +92,8 @@ class _AfterSend(BackgroundTask):
 
 
 class InferencePipeline:
-    """Handles ``/v1/chat/completions`` and ``/v1/completions``."""
+    """Handles ``/v1/chat/completions`` and ``/v1/completions``, and the APIs served by
+    translation to chat completions (:meth:`translated`: ``/v1/messages``)."""
 
     def __init__(
         self,
@@ -136,9 +140,17 @@ class InferencePipeline:
         """``POST /v1/completions``."""
         return await self._handle(request, COMPLETIONS_PATH)
 
-    async def _handle(self, request: Request, path: str) -> Response:
+    async def translated(self, request: Request, translation: Translation) -> Response:
+        """A request of another API, translated to a chat completion at the edge: the
+        chat completion's response (the caller translates it back)."""
+        return await self._handle(request, CHAT_PATH, translation)
+
+    async def _handle(
+        self, request: Request, path: str, translation: Translation | None = None
+    ) -> Response:
+        endpoint = translation.endpoint if translation is not None else path
         record = RequestRecord(
-            request_id=request_id_of(request.scope) or new_request_id(), endpoint=path
+            request_id=request_id_of(request.scope) or new_request_id(), endpoint=endpoint
         )
         try:
             with self.tracer.span(
@@ -146,7 +158,7 @@ class InferencePipeline:
             ) as span:
                 if span is not None:  # tracing on: the access line names the trace
                     record.trace_id = trace_id_of(span)
-                response = await self._run(request, path, record)
+                response = await self._run(request, path, record, translation)
         except TollwayError as exc:
             record.status = "upstream_error" if isinstance(exc, UpstreamError) else "rejected"
             record.http_status = exc.status_code
@@ -210,17 +222,24 @@ class InferencePipeline:
         except Exception:  # noqa: BLE001 - observing must never fail a request
             log.exception("finishing request %s failed", record.request_id)
 
-    async def _run(self, request: Request, path: str, record: RequestRecord) -> Response:
+    async def _run(
+        self, request: Request, path: str, record: RequestRecord, translation: Translation | None
+    ) -> Response:
         # One dict of the headers, instead of a scan of the raw list per lookup.
         headers_in = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]}
         span = self.tracer.span
+        credentials = headers_in.get("authorization")
+        if translation is not None:
+            credentials = translation.authorization
         with span("tollway.authenticate"):
-            principal = await self.auth.authenticate(headers_in.get("authorization"))
+            principal = await self.auth.authenticate(credentials)
         record.tenant_id, record.key_id = principal.tenant_id, principal.key_id
         record.key_prefix = principal.key_prefix
         with span("tollway.parse"):
             raw = await read_body(request, self.max_body_bytes)
             body = parse_json_object(raw, self.max_json_depth)
+            if translation is not None:
+                body = translation.to_chat(body)
             call = self._validate(path, body, self.max_messages)
         idem_key = (
             idempotency_key_of(headers_in, body, max_length=self.idempotency.config.max_key_length)
@@ -237,7 +256,9 @@ class InferencePipeline:
         record.route = backend.route
         headers: dict[str, str] = {}
         if idem_key is not None and self.idempotency is not None:
-            fingerprint = request_fingerprint(path, body, {"agent_type": agent.agent_type or ""})
+            fingerprint = request_fingerprint(
+                record.endpoint, body, {"agent_type": agent.agent_type or ""}
+            )
             with span("tollway.idempotency"):
                 outcome = await self.idempotency.begin(
                     principal.tenant_id, idem_key, fingerprint, wait_s=wait_preference(headers_in)

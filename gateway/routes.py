@@ -1,6 +1,7 @@
 """The route table of the inference routes, read by everything that dispatches.
 
-``POST /v1/chat/completions`` and ``POST /v1/completions`` are served by the
+``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/messages`` and
+``/v1/messages/count_tokens`` are served by the
 dispatcher (:mod:`gateway.dispatch`) straight from this table, ahead of
 FastAPI's router; the OpenAPI description (``/openapi.json``, ``/docs``) lists
 them from the same table (:meth:`RouteTable.openapi_paths`). No other copy of
@@ -17,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 Handler = Callable[[Request], Awaitable[Response]]
+_SCHEMAS = "#/components/schemas/"
 
-_ERROR = {"$ref": "#/components/schemas/OpenAIError"}
 _ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["error"],
@@ -35,24 +36,45 @@ _ERROR_SCHEMA: dict[str, Any] = {
     },
 }
 
+#: Anthropic's error shape, on the routes of its Messages API (:mod:`gateway.anthropic`).
+_ANTHROPIC_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "error"],
+    "properties": {
+        "type": {"const": "error"},
+        "error": {
+            "type": "object",
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+        },
+    },
+}
+
 
 @dataclass(frozen=True, slots=True)
 class InferenceRoute:
-    """One inference route: ``POST path`` answered by ``handler``."""
+    """One inference route: ``POST path`` answered by ``handler``; ``api`` names the API
+    whose shapes it speaks (``openai``, or ``anthropic``: errors in Anthropic's shape,
+    the key in ``x-api-key`` or a bearer)."""
 
     path: str
     handler: Handler
     summary: str
     method: str = "POST"
+    api: str = "openai"
 
     def operation(self) -> dict[str, Any]:
-        """The route's OpenAPI operation (OpenAI's request and response schemas apply)."""
-        error = {"content": {"application/json": {"schema": _ERROR}}}
+        """The route's OpenAPI operation (its API's request and response schemas apply)."""
+        anthropic = self.api == "anthropic"
+        schema = "AnthropicError" if anthropic else "OpenAIError"
+        error = {"content": {"application/json": {"schema": {"$ref": _SCHEMAS + schema}}}}
+        security: list[dict[str, list[str]]] = [{"bearer": []}]
+        if anthropic:
+            security.insert(0, {"apiKey": []})
         return {
             "tags": ["inference"],
             "summary": self.summary,
             "operationId": self.path.strip("/").replace("/", "_"),
-            "security": [{"bearer": []}],
+            "security": security,
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": {"type": "object"}}},
@@ -66,7 +88,7 @@ class InferenceRoute:
                         "text/event-stream": {"schema": {"type": "string"}},
                     },
                 },
-                "default": {"description": "An error in OpenAI's shape.", **error},
+                "default": {"description": f"An error in {schema[:-5]}'s shape.", **error},
             },
         }
 
@@ -89,9 +111,11 @@ class RouteTable:
         """Add these routes (and the error schema and bearer scheme they use) to ``schema``."""
         schema.setdefault("paths", {}).update(self.openapi_paths())
         components = schema.setdefault("components", {})
-        components.setdefault("schemas", {})["OpenAIError"] = _ERROR_SCHEMA
-        components.setdefault("securitySchemes", {})["bearer"] = {
-            "type": "http",
-            "scheme": "bearer",
-        }
+        schemas = components.setdefault("schemas", {})
+        schemes = components.setdefault("securitySchemes", {})
+        schemas["OpenAIError"] = _ERROR_SCHEMA
+        schemes["bearer"] = {"type": "http", "scheme": "bearer"}
+        if any(r.api == "anthropic" for r in self.by_path.values()):
+            schemas["AnthropicError"] = _ANTHROPIC_ERROR_SCHEMA
+            schemes["apiKey"] = {"type": "apiKey", "in": "header", "name": "x-api-key"}
         return schema

@@ -189,7 +189,10 @@ async def chat_completions(request: Request) -> Response:
         return state.error(exc)
     try:
         check_context_length(state.engine.context_length, len(job.prompt_ids), job.requested)
-        handles = [state.engine.submit(job.rid, job.prompt_ids, p) for p in job.plans]
+        handles = [
+            state.engine.submit(job.rid, job.prompt_ids, p, max_new_tokens=job.requested)
+            for p in job.plans
+        ]
     except (GenerationError, AdmissionError) as exc:
         error = exc if isinstance(exc, GenerationError) else GenerationError(str(exc))
         if job.stream:

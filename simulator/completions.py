@@ -115,7 +115,9 @@ async def completions(request: Request) -> Response:
         for prompt in job.prompts:
             check_context_length(state.engine.context_length, len(prompt), job.max_tokens)
         handles = [
-            state.engine.submit(job.rid, job.prompts[i // job.n], plan)
+            state.engine.submit(
+                job.rid, job.prompts[i // job.n], plan, max_new_tokens=job.max_tokens
+            )
             for i, plan in enumerate(job.plans)
         ]
     except (GenerationError, AdmissionError) as exc:

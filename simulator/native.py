@@ -100,7 +100,8 @@ async def generate(request: Request) -> Response:
     try:
         requested = params.get("max_new_tokens")
         check_context_length(state.engine.context_length, len(prompt_ids), requested)
-        handle = state.engine.submit(rid, prompt_ids, plan)
+        cap = requested if isinstance(requested, int) else None
+        handle = state.engine.submit(rid, prompt_ids, plan, max_new_tokens=cap)
     except (GenerationError, AdmissionError) as exc:
         if body.get("stream"):
             # http_server.py generate_request: {"error": {"message": ...}}, then [DONE].

@@ -165,7 +165,12 @@ def settled(stack: Stack, rid: str, statuses: set[str] | None, free: bool = Fals
     if statuses is None:
         assert ledger_rows(stack, rid) == []
         return
-    wait_for(f"a usage record for {rid}", lambda: bool(ledger_rows(stack, rid)))
+    # A stream's provisional record (journaled at its first byte) may reach the ledger a
+    # writer round before the final one that supersedes it.
+    wait_for(
+        f"a settled usage record for {rid}",
+        lambda: any(status != "provisional" for status, _ in ledger_rows(stack, rid)),
+    )
     found = ledger_rows(stack, rid)
     assert len(found) == 1 and found[0][0] in statuses, found
     if free:

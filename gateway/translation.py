@@ -1,0 +1,23 @@
+"""The seam by which an API served by translation enters the chat pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(slots=True, frozen=True)
+class Translation:
+    """How an API served by translation to chat completions enters the pipeline.
+
+    ``endpoint`` names the request in its record (the access log); ``authorization``
+    is the caller's credential as an ``Authorization`` value (the edge may read it
+    from another header, such as ``x-api-key``); ``to_chat`` turns the parsed body
+    into a chat completions body (raising :class:`~tollway.errors.InvalidRequest`
+    for what it cannot translate). Everything after it is the chat pipeline.
+    """
+
+    endpoint: str
+    authorization: str | None
+    to_chat: Callable[[dict[str, Any]], dict[str, Any]]
