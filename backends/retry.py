@@ -37,10 +37,12 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from itertools import islice
 from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tollway.backoff import Backoff, retry
 from tollway.errors import TollwayError, UpstreamError
 
 T = TypeVar("T")
@@ -95,9 +97,11 @@ class RetryPolicy(BaseModel):
 
         ``rand`` returns a float in ``[0, 1)``; inject one for deterministic tests.
         """
-        for retry in range(self.max_attempts - 1):
-            cap = min(self.max_delay_s, self.base_delay_s * (2.0**retry))
-            yield cap * rand() if self.jitter == "full" else cap
+        return islice(self.backoff().delays(rand), self.max_attempts - 1)
+
+    def backoff(self) -> Backoff:
+        """This policy's delay schedule (:class:`tollway.backoff.Backoff`)."""
+        return Backoff(self.base_delay_s, self.max_delay_s, self.jitter)
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -130,21 +134,22 @@ async def retry_call(
     instead), so this function never sleeps past the deadline. Cancellation is
     never caught.
     """
-    backoff = policy.delays(rand)
-    number = 1
-    while True:
-        try:
-            return await attempt(number)
-        except TollwayError as exc:
-            if not retryable(exc):
-                raise
-            delay = next(backoff, None)
-            if delay is None:
-                raise
-            if deadline is not None and clock() + delay >= deadline:
-                raise
-            if on_retry is not None:
-                on_retry(number, exc, delay)
-            if delay > 0:
-                await sleep(delay)
-            number += 1
+
+    def worth_another(exc: Exception) -> bool:
+        return isinstance(exc, TollwayError) and retryable(exc)
+
+    def hook(number: int, exc: Exception, delay: float) -> None:
+        if on_retry is not None and isinstance(exc, TollwayError):
+            on_retry(number, exc, delay)
+
+    return await retry(
+        attempt,
+        policy.backoff(),
+        retryable=worth_another,
+        attempts=policy.max_attempts,
+        deadline=deadline,
+        on_retry=hook,
+        sleep=sleep,
+        clock=clock,
+        rand=rand,
+    )

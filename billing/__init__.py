@@ -4,4 +4,7 @@ The request path builds a :class:`billing.usage.UsageRecord`, prices it
 (:func:`billing.cost.with_cost`) and makes it durable in a
 :class:`billing.buffer.UsageBuffer` (Redis stream, else a local spool); a
 :class:`billing.writer.LedgerWriter` moves it into the SQL ledger exactly once.
+
+May import: :mod:`tollway` only; never :mod:`gateway`, :mod:`backends`,
+:mod:`policies` or :mod:`simulator` (``tests/test_import_rules.py`` checks this).
 """

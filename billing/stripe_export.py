@@ -40,6 +40,7 @@ from billing.boundary import foreign_errors
 from billing.meters import Quantity, StripeSettings
 from billing.tables import export_batches, insert_ignoring_conflicts, usage_ledger
 from billing.usage import BILLABLE_STATUSES, UsageStatus
+from tollway.backoff import Backoff
 
 log = logging.getLogger("tollway.billing.stripe")
 
@@ -316,8 +317,10 @@ class StripeExporter:
                 )
 
     def _backoff(self, attempt: int) -> float:
-        cap = min(self.settings.backoff_max_s, self.settings.backoff_initial_s * 2.0**attempt)
-        return float(cap / 2 + self._rng() * cap / 2)  # "equal jitter"
+        backoff = Backoff(
+            self.settings.backoff_initial_s, self.settings.backoff_max_s, jitter="equal"
+        )
+        return backoff.delay(attempt, self._rng)
 
     async def _deliver(self, batch: Any, report: ExportReport) -> None:
         attempts = int(batch.attempts)

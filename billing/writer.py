@@ -41,6 +41,7 @@ from billing.ledger import Ledger
 from billing.spool import Spool
 from billing.stream import Entry, RedisStream
 from billing.usage import UsageRecord
+from tollway.backoff import Backoff
 from tollway.errors import TollwayError
 
 log = logging.getLogger("tollway.billing.writer")
@@ -164,18 +165,23 @@ class LedgerWriter:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Rounds until ``stop`` is set; errors back off exponentially with jitter."""
-        delay = self.settings.backoff_initial_s
+        backoff = Backoff(
+            self.settings.backoff_initial_s, self.settings.backoff_max_s, jitter="equal"
+        )
+        failures = 0  # in a row
         try:
             while not stop.is_set():
                 try:
                     moved = await self.run_once(block_ms=self.settings.block_ms)
                     self.last_round_at = time.monotonic()
                 except TollwayError as exc:
-                    log.warning("ledger writer: %s; retrying in %.1fs", exc.message, delay)
-                    await _sleep_or_stop(stop, delay * random.uniform(0.5, 1.0))
-                    delay = min(delay * 2, self.settings.backoff_max_s)
+                    log.warning(
+                        "ledger writer: %s; retrying in %.1fs", exc.message, backoff.cap(failures)
+                    )
+                    await _sleep_or_stop(stop, backoff.delay(failures))
+                    failures += 1
                     continue
-                delay = self.settings.backoff_initial_s
+                failures = 0
                 if moved == 0:
                     await _sleep_or_stop(stop, self.settings.idle_sleep_s)
                 elif self.settings.linger_s > 0:

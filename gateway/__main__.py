@@ -1,5 +1,5 @@
-"""``python -m gateway`` runs the ``tollway`` command line."""
+"""``python -m gateway`` runs the ``tollway`` command line (composed in :mod:`tollway.cli`)."""
 
-from gateway.cli import main
+from tollway.cli import main
 
 main()

@@ -1,4 +1,8 @@
-"""The ``tollway`` command line (also ``python -m gateway``)."""
+"""The gateway's own commands of the ``tollway`` command line (``serve``, ``db``, ...).
+
+The whole command line, with the other packages' commands, is composed in
+:mod:`tollway.cli`; this module imports no other package's commands.
+"""
 
 from __future__ import annotations
 
@@ -114,24 +118,3 @@ def db_upgrade(
 
 
 app.add_typer(db_app, name="db")
-
-
-def build() -> typer.Typer:
-    """The full command line: gateway commands plus each package's own."""
-    from billing.cli import register as register_billing
-    from gateway.manifests_cli import register as register_manifests
-    from gateway.tenancy.cli import register as register_tenancy
-    from simulator.capacity_cli import register as register_planner
-    from simulator.cli import register as register_emulator
-
-    register_tenancy(app)
-    register_billing(app)
-    register_emulator(app)
-    register_planner(app)
-    register_manifests(app)
-    return app
-
-
-def main() -> None:
-    """Entry point of the ``tollway`` console script."""
-    build()()

@@ -144,7 +144,7 @@ def test_processes_migrating_a_fresh_postgres_schema_together_all_succeed(
 def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
     """The ``tollway`` command line on a fresh data directory (no DATABASE_URL)."""
     from gateway.cli import app
-    from gateway.cli import build as build_cli
+    from tollway.cli import build as build_cli
 
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.delenv("REDIS_URL", raising=False)

@@ -1,1 +1,11 @@
-"""Tollway: shared base layer (the error hierarchy) that every package may import."""
+"""Tollway's shared base layer, which every package may import.
+
+Owns: the error hierarchy (:mod:`tollway.errors`), the retry/backoff helper
+(:mod:`tollway.backoff`), the RESP client (:mod:`tollway.resp`), SQL and
+schema helpers (:mod:`tollway.database`, :mod:`tollway.schema`), CLI tables
+(:mod:`tollway.clitable`) and eager task helpers (:mod:`tollway.eager`).
+
+May import: nothing of ours. The one exception is :mod:`tollway.cli`, the top
+of the import graph, which composes the ``tollway`` command line from every
+package's commands (and which no product module imports).
+"""

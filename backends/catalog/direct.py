@@ -17,7 +17,8 @@ import orjson
 
 from backends.base import UpstreamRequest, UpstreamResponse
 from backends.catalog.config import CatalogEntryConfig
-from backends.catalog.errors import error_from_status, retry_after_of, translate_http_errors
+from backends.catalog.errors import error_from_status, translate_http_errors
+from backends.upstream_errors import retry_after_of
 
 
 def make_session(limit: int) -> aiohttp.ClientSession:

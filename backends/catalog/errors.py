@@ -2,21 +2,21 @@
 
 :func:`translate_litellm_errors` is the one place litellm's exceptions are
 translated, by class (never by message text); :func:`error_from_status` maps the
-HTTP answers of the ``direct_openai`` transport the same way, and
-:func:`translate_http_errors` its aiohttp exceptions. All build their errors
-with the functions below, so the two transports fail alike:
+HTTP answers of the ``direct_openai`` transport with the status table the pools
+use too (:mod:`backends.upstream_errors`), and :func:`translate_http_errors` its
+aiohttp exceptions. Both transports fail alike:
 
 =====================================  =====================================  ======
 provider says                          client sees                            status
 =====================================  =====================================  ======
 context window exceeded                ``context_length_exceeded``            400
 content policy violation               ``content_policy_violation``           400
-other bad request                      the provider's message and code        400
-request too large (413)                ``request_too_large`` (direct only)    413
+other bad request (other 4xx)          the provider's message and code        400
+request too large (413, 414, 431)      ``request_too_large`` (direct only)    413
 unprocessable (422)                    the provider's message and code        422
 our key or account is refused          ``upstream_auth_failed``               502
-(401 / 402 / 403)
-model not found at the provider (404)  ``upstream_model_not_found``           502
+(401 / 402 / 403 / 407)
+model or route not found (404 / 405)   ``upstream_model_not_found``           502
 rate limited (429)                     ``upstream_rate_limited``, Retry-After 429
 overloaded (Anthropic 529) / 503       ``upstream_unavailable``               503
 cannot connect                         ``upstream_unavailable``               503
@@ -49,6 +49,13 @@ import aiohttp
 import httpx
 import orjson
 
+from backends.upstream_errors import (
+    Wording,
+    error_for_exception,
+    error_for_status,
+    parse_error_body,
+    retry_after_of,
+)
 from tollway.errors import (
     TollwayError,
     UpstreamError,
@@ -64,6 +71,7 @@ __all__ = [
     "ProviderRejected",
     "UpstreamRateLimited",
     "error_from_status",
+    "retry_after_of",
     "translate_http_errors",
     "translate_litellm_errors",
 ]
@@ -106,24 +114,17 @@ def rejected(status: int, message: str, *, code: str | None = None) -> ProviderR
 
 def credentials_rejected(label: str) -> UpstreamError:
     """The provider refused *our* credentials or account (a gateway-side failure)."""
-    return UpstreamError(
-        f"{label}: the provider rejected the gateway's credentials", code="upstream_auth_failed"
-    )
+    return UpstreamError(provider_wording(label).credentials, code="upstream_auth_failed")
 
 
 def model_missing(label: str) -> UpstreamError:
     """The provider does not know the configured model (a gateway-side failure)."""
-    return UpstreamError(
-        f"{label}: the provider does not serve the configured model",
-        code="upstream_model_not_found",
-    )
+    return UpstreamError(provider_wording(label).model_missing, code="upstream_model_not_found")
 
 
 def rate_limited(label: str, retry_after: float | None) -> UpstreamRateLimited:
     """The provider's rate limit was hit."""
-    return UpstreamRateLimited(
-        f"{label}: the provider's rate limit was reached", retry_after=retry_after
-    )
+    return UpstreamRateLimited(provider_wording(label).rate_limited, retry_after=retry_after)
 
 
 def unavailable(label: str, why: str = "is unavailable") -> UpstreamUnavailable:
@@ -133,7 +134,7 @@ def unavailable(label: str, why: str = "is unavailable") -> UpstreamUnavailable:
 
 def timed_out(label: str) -> UpstreamTimeout:
     """The provider did not answer in time."""
-    return UpstreamTimeout(f"{label}: the provider timed out")
+    return UpstreamTimeout(provider_wording(label).timed_out)
 
 
 def failed(label: str, why: str) -> UpstreamError:
@@ -146,65 +147,43 @@ def server_error(label: str, why: str) -> UpstreamServerError:
     return UpstreamServerError(f"{label}: the provider failed ({why})")
 
 
-def error_from_status(
-    status: int, body: bytes, label: str, retry_after: float | None = None
-) -> TollwayError:
-    """The error for a non-2xx answer from an OpenAI-compatible provider."""
-    message, code = provider_error(body)
-    if status == 413:
-        return rejected(413, message, code=code or "request_too_large")
-    if status in (400, 422):
-        return rejected(status, message, code=code)
-    if status in (401, 402, 403):
-        return credentials_rejected(label)
-    if status == 404:
-        return model_missing(label)
-    if status == 429:
-        return rate_limited(label, retry_after)
-    if status in (408, 504):
-        return timed_out(label)
-    if status in (503, 529):
-        return unavailable(label, "is overloaded" if status == 529 else "is unavailable")
-    if 400 <= status < 500:
-        return rejected(status, message, code=code)
-    if status == 502 or status < 500:
-        return failed(label, f"status {status}")
-    return server_error(label, f"status {status}")
-
-
-def provider_error(body: bytes | None) -> tuple[str, str | None]:
-    """(message, code) from an OpenAI- or Anthropic-shaped error body."""
-    if not body:
-        return "", None
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body[:500].decode("utf-8", "replace").strip(), None
-    nested = data.get("error") if isinstance(data, dict) else None
-    if not isinstance(nested, dict):
-        return "", None
-    message = nested.get("message")
-    code = nested.get("code")
-    return (
-        message if isinstance(message, str) else "",
-        code if isinstance(code, str) else None,
+def provider_wording(label: str) -> Wording:
+    """What a client reads for a provider's answer on the route ``label``."""
+    return Wording(
+        rejected="the provider refused the request ({status})",
+        credentials=f"{label}: the provider rejected the gateway's credentials",
+        model_missing=f"{label}: the provider does not serve the configured model",
+        rate_limited=f"{label}: the provider's rate limit was reached",
+        timed_out=f"{label}: the provider timed out",
+        unavailable=f"{label}: the provider is unavailable",
+        overloaded=f"{label}: the provider is overloaded",
+        failed=f"{label}: the provider failed (status {{status}})",
+        server_error=f"{label}: the provider failed (status {{status}})",
+        unreachable=f"{label}: the provider cannot be reached",
+        stream_broken=f"{label}: the provider broke the stream",
+        stream_closed=f"{label}: the provider broke the stream",
+        connection_closed=f"{label}: the provider failed ({{name}})",
+        failed_with=f"{label}: the provider failed ({{name}})",
+        too_large=f"{label}: the provider's answer is over the size limit",
+        bad_head=f"{label}: the provider's response head is over the limits",
+        not_http=f"{label}: the provider's answer is not valid HTTP",
     )
 
 
-def retry_after_of(headers: Any) -> float | None:
-    """Seconds from a ``Retry-After`` (or ``retry-after-ms``) header mapping, if any."""
-    if headers is None:
-        return None
-    try:
-        millis = headers.get("retry-after-ms")
-        if millis is not None:
-            return max(0.0, float(millis) / 1000)
-        seconds = headers.get("retry-after")
-        if seconds is not None:
-            return max(0.0, float(seconds))
-    except (TypeError, ValueError, AttributeError):
-        return None
-    return None
+def error_from_status(
+    status: int, body: bytes, label: str, retry_after: float | None = None
+) -> TollwayError:
+    """The error for a non-2xx answer from an OpenAI-compatible provider.
+
+    The status table is :mod:`backends.upstream_errors`' (shared with the pools).
+    """
+    return error_for_status(
+        status,
+        parse_error_body(body),
+        provider_wording(label),
+        retry_after=retry_after,
+        rejection=ProviderRejected,
+    )
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -345,18 +324,17 @@ def _translate(litellm: Any, label: str, exc: Exception) -> TollwayError:
 
 @contextmanager
 def translate_http_errors(label: str, *, streaming: bool = False) -> Iterator[None]:
-    """Translate aiohttp and timeout errors of the ``direct_openai`` transport."""
+    """Translate aiohttp and timeout errors of the ``direct_openai`` transport.
+
+    The table is :func:`backends.upstream_errors.error_for_exception` (shared
+    with the pools); anything it does not know propagates unchanged.
+    """
     try:
         yield
     except TollwayError:
         raise
-    except aiohttp.ClientConnectorError as exc:
-        raise unavailable(label, "cannot be reached") from exc
-    except TimeoutError as exc:
-        raise timed_out(label) from exc
-    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-        if streaming:
-            raise UpstreamStreamBroken(f"{label}: the provider broke the stream") from exc
-        raise failed(label, type(exc).__name__) from exc
-    except aiohttp.ClientError as exc:
-        raise failed(label, type(exc).__name__) from exc
+    except Exception as exc:
+        error = error_for_exception(exc, provider_wording(label), streaming=streaming)
+        if error is None:
+            raise
+        raise error from exc

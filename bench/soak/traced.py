@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     dumper = Dumper(args.out)
     signal.signal(signal.SIGUSR1, dumper)
     signal.signal(signal.SIGUSR2, dumper)
-    from gateway.cli import main as tollway
+    from tollway.cli import main as tollway
 
     sys.argv = ["tollway", *rest]
     tollway()

@@ -57,6 +57,7 @@ from gateway.idempotency.memory import MemoryIdempotencyStore
 from gateway.idempotency.record import CorruptRecord, StoredResponse
 from gateway.idempotency.redis_store import RedisIdempotencyStore
 from gateway.idempotency.store import Claimed, Done, IdempotencyStore
+from tollway.backoff import Backoff
 from tollway.errors import Conflict, ServiceUnavailable, TollwayError, Unprocessable
 
 log = logging.getLogger("tollway.idempotency")
@@ -212,7 +213,8 @@ class IdempotencyCoordinator:
             cfg.wait_timeout_s if wait_s is None else min(max(0.0, wait_s), cfg.wait_timeout_s)
         )
         deadline = self._clock() + patience
-        delay = cfg.poll_initial_s
+        backoff = Backoff(cfg.poll_initial_s, cfg.poll_max_s)  # no jitter: a poll
+        polls = 0
         waited = False
         while True:
             try:
@@ -241,8 +243,8 @@ class IdempotencyCoordinator:
             if not waited:
                 waited = True
                 self.event("wait")
-            await self.store.wait_change(skey, min(delay, remaining))
-            delay = min(delay * 2, cfg.poll_max_s)
+            await self.store.wait_change(skey, min(backoff.delay(polls), remaining))
+            polls += 1
 
     def _replay(self, found: Done) -> Replay:
         try:

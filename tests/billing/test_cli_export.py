@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 
 from billing.ledger import Ledger
 from billing.usage import UsageRecord, UsageSource, UsageStatus
-from gateway.cli import build
 from gateway.database import create_engine, migrate
 from gateway.tenancy.schemas import TenantCreate
 from gateway.tenancy.store import TenantStore
 from tests.billing.stripe_standin import StripeStandin
+from tollway.cli import build
 
 METERS = {"mtr_cost": "tollway_cost", "mtr_in": "tollway_input"}
 STRIPE = {

@@ -9,10 +9,10 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from gateway.cli import build
 from gateway.tenancy.client import AdminApiClient
 from gateway.tenancy.schemas import KeyCreate, TenantCreate
 from tests.gateway.harness import gateway_config, running_gateway
+from tollway.cli import build
 from tollway.errors import InvalidRequest, NotFound
 
 runner = CliRunner()
