@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tollway.backoff import Backoff, retry
+from tollway.backoff import Backoff, Jitter, retry
 
 
 class FakeTime:
@@ -68,9 +68,9 @@ def test_jitter_kinds() -> None:
     jitter=st.sampled_from(["none", "full", "equal"]),
 )
 def test_delay_never_exceeds_the_cap(
-    initial: float, extra: float, retry_number: int, r: float, jitter: str
+    initial: float, extra: float, retry_number: int, r: float, jitter: Jitter
 ) -> None:
-    backoff = Backoff(initial, initial + extra, jitter)  # type: ignore[arg-type]
+    backoff = Backoff(initial, initial + extra, jitter)
     delay = backoff.delay(retry_number, const(r))
     assert 0 <= delay <= initial + extra
     assert delay <= backoff.cap(retry_number)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 import pytest
@@ -113,12 +114,12 @@ class Watched:
             _failed=self.failures.append,
         )
 
-    def relay(self, **options: object) -> StreamRelay:
+    def relay(self, **options: Any) -> StreamRelay:
         return StreamRelay(
             self.upstream(),
             include_usage=True,
             on_close=lambda outcome, cancelled: self.closes.append((outcome, cancelled)),
-            **options,  # type: ignore[arg-type]
+            **options,
         )
 
 

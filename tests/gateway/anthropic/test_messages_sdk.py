@@ -14,7 +14,7 @@ import httpx
 import httpx2
 import orjson
 import pytest
-from anthropic.types import Message, RawMessageStreamEvent
+from anthropic.types import Message, RawMessageStreamEvent, ToolParam
 from pydantic import TypeAdapter
 
 from gateway.app import Gateway
@@ -23,7 +23,7 @@ from tests.gateway.harness import API_KEY, gateway_config, running_gateway
 from tests.gateway.test_metering import PRICES, ledger_rows
 
 EVENTS: TypeAdapter[RawMessageStreamEvent] = TypeAdapter(RawMessageStreamEvent)
-WEATHER = {
+WEATHER: ToolParam = {
     "name": "get_weather",
     "description": "The weather in a city.",
     "input_schema": {
@@ -150,7 +150,7 @@ async def test_stream_tool_call(worker: str, tmp_path: Path) -> None:
             model="m",
             max_tokens=100,
             messages=ASK,
-            tools=[WEATHER],  # type: ignore[list-item]
+            tools=[WEATHER],
             tool_choice={"type": "any"},
         ) as stream:
             events = [event async for event in stream]
@@ -170,14 +170,14 @@ async def test_tool_loop(worker: str, tmp_path: Path) -> None:
             model="m",
             max_tokens=100,
             messages=ASK,
-            tools=[WEATHER],  # type: ignore[list-item]
+            tools=[WEATHER],
         )
         assert first.stop_reason == "tool_use"
         call = next(b for b in first.content if b.type == "tool_use")
         second = await sdk.messages.create(
             model="m",
             max_tokens=30,
-            tools=[WEATHER],  # type: ignore[list-item]
+            tools=[WEATHER],
             messages=[
                 *ASK,
                 {"role": "assistant", "content": first.content},  # type: ignore[typeddict-item]
@@ -201,7 +201,7 @@ async def test_count_tokens(worker: str, tmp_path: Path) -> None:
             model="m",
             messages=ASK,
             system="Be brief.",
-            tools=[WEATHER],  # type: ignore[list-item]
+            tools=[WEATHER],
         )
         counter = app.state.pipeline.responder.counter
         expected = counter.count_messages([{"role": "system", "content": "Be brief."}, *ASK])
