@@ -78,12 +78,13 @@ async def _in_flight(url: str, stream: bool) -> tuple[int, str, bool]:
 def _probe(url: str) -> str:
     try:
         resp = httpx.get(f"{url}/readyz", timeout=1)
-    except (httpx.ConnectError, httpx.RemoteProtocolError):
-        # Refused, or accepted in the instant the socket closed and dropped unanswered:
-        # either way the gateway no longer takes requests.
-        return "refused"
     except httpx.TimeoutException:
         return "timeout"
+    except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
+        # Refused, or accepted into the backlog in the instant the socket closed and then
+        # dropped unanswered (EOF) or reset by the kernel (ECONNRESET, a ReadError):
+        # either way the gateway no longer takes requests.
+        return "refused"
     code = resp.json().get("error", {}).get("code") if resp.status_code != 200 else None
     return f"{resp.status_code} {code}" if code else str(resp.status_code)
 
