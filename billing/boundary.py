@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import redis.exceptions
 import sqlalchemy.exc
 import stripe
 
@@ -29,7 +28,7 @@ def foreign_errors(what: str) -> Iterator[None]:
         raise
     except sqlalchemy.exc.SQLAlchemyError as exc:
         raise ServiceUnavailable(f"{what}: database error: {exc.__class__.__name__}") from exc
-    except (redis.exceptions.RedisError, RespError) as exc:
+    except RespError as exc:
         raise ServiceUnavailable(f"{what}: redis error: {exc}") from exc
     except stripe.RateLimitError as exc:
         raise RateLimited(f"{what}: Stripe rate limit: {exc.user_message or exc}") from exc

@@ -217,12 +217,11 @@ def worker(
     prefix = key_prefix if key_prefix is not None else _key_prefix_of(config)
 
     async def work(engine: AsyncEngine) -> int:
-        import redis.asyncio as aioredis
-
         from billing.leader import LeaderLock
         from billing.stream import RedisStream
+        from tollway.resp import RespClient
 
-        client = aioredis.Redis.from_url(redis_url) if redis_url else None
+        client = RespClient.from_url(redis_url, timeout_s=5.0) if redis_url else None
         stream = RedisStream(client, prefix=prefix) if client is not None else None
         leader = LeaderLock(client, f"{prefix}{{usage}}:leader") if client is not None else None
         writer = LedgerWriter(
@@ -246,6 +245,8 @@ def worker(
             await writer.run(stop)
             return 0
         finally:
+            if stream is not None:
+                await stream.close()
             if client is not None:
                 await client.aclose()
 

@@ -12,23 +12,22 @@ from __future__ import annotations
 
 import uuid
 
-import redis.asyncio as aioredis
-
 from billing.boundary import foreign_errors
+from tollway.resp import RespClient, Script
 
-_RENEW = """
+_RENEW = Script("""
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
 end
 return 0
-"""
+""")
 
-_RELEASE = """
+_RELEASE = Script("""
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('del', KEYS[1])
 end
 return 0
-"""
+""")
 
 
 class LeaderLock:
@@ -36,7 +35,7 @@ class LeaderLock:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RespClient,
         key: str,
         *,
         ttl_ms: int = 15_000,
@@ -52,10 +51,12 @@ class LeaderLock:
         """Renew the lock when held, else try to take it; returns whether it is held now."""
         with foreign_errors("leader lock"):
             if self.held:
-                renewed = await self.client.eval(_RENEW, 1, self.key, self.token, str(self.ttl_ms))
+                renewed = await _RENEW(self.client, (self.key,), (self.token, self.ttl_ms))
                 self.held = bool(renewed)
             if not self.held:
-                taken = await self.client.set(self.key, self.token, nx=True, px=self.ttl_ms)
+                taken = await self.client.execute(
+                    "SET", self.key, self.token, "NX", "PX", self.ttl_ms
+                )
                 self.held = bool(taken)
         return self.held
 
@@ -65,4 +66,4 @@ class LeaderLock:
             return
         self.held = False
         with foreign_errors("leader lock"):
-            await self.client.eval(_RELEASE, 1, self.key, self.token)
+            await _RELEASE(self.client, (self.key,), (self.token,))

@@ -12,20 +12,18 @@ re-creates the stream without it. A group read answered ``NOGROUP`` therefore
 re-creates the group (from id 0: every entry of the new stream is new) and reads
 again; records read twice are harmless, the ledger ignores a known request id.
 
-Given a :class:`tollway.resp.RespClient` (``fast``), appends go through it: each
+Every command goes through the replica's :class:`tollway.resp.RespClient`: an
 ``XADD`` is sent at once, and the client puts the appends of one event-loop
-iteration into one write, so they still share a round trip.
+iteration into one write, so concurrent appends share a round trip. Blocking reads
+(``XREADGROUP BLOCK``) go through a :meth:`~tollway.resp.RespClient.dedicated`
+connection of the stream's own, so they never stall the request path's commands.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
-
-import redis.asyncio as aioredis
-import redis.exceptions
 
 from billing.boundary import foreign_errors
 from tollway.resp import RespClient, RespError
@@ -41,14 +39,26 @@ _GROUP_GONE = frozenset({"NOGROUP", "UNBLOCKED"})
 log = logging.getLogger("tollway.billing.stream")
 
 
-def _error_code(exc: redis.exceptions.ResponseError) -> str:
-    """The code of a Redis error reply: ``BUSYGROUP``, ``NOGROUP``, ``ERR`` …"""
-    return exc.status_code or str(exc).split(" ", 1)[0]
+def _payload(fields: list[bytes] | None) -> bytes:
+    """The record in an entry's ``[field, value, …]`` (empty for a deleted entry)."""
+    if not fields:
+        return b""
+    for at in range(0, len(fields) - 1, 2):
+        if fields[at] == FIELD:
+            return fields[at + 1]
+    return b""
 
 
-async def _call(value: Any) -> Any:
-    # redis-py types its asyncio methods as ``Awaitable[T] | T``.
-    return await cast(Awaitable[Any], value)
+def _entries(items: list[Any] | None) -> list[Entry]:
+    """``[[id, [field, value, …] | nil], …]`` as entries."""
+    return [(item[0], _payload(item[1])) for item in items or [] if item]
+
+
+def _raise_errors(replies: list[Any]) -> list[Any]:
+    for reply in replies:
+        if isinstance(reply, RespError):
+            raise reply
+    return replies
 
 
 class RedisStream:
@@ -56,43 +66,26 @@ class RedisStream:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RespClient,
         *,
         prefix: str = "tollway:",
         group: str = "ledger",
-        max_pipeline: int = 1000,
-        fast: RespClient | None = None,
     ) -> None:
         self.client = client
-        self.fast = fast
+        self._blocking: RespClient | None = None  # made on the first blocking read
         self.key = f"{prefix}{{usage}}:stream"
         self.dead_key = f"{prefix}{{usage}}:dead"
         self.group = group
-        self.max_pipeline = max_pipeline
-        self._pending: list[tuple[bytes, asyncio.Future[bytes]]] = []
-        self._wake = asyncio.Event()
-        self._flusher: asyncio.Task[None] | None = None
 
     # -- producing -----------------------------------------------------------------------
 
-    def submit(self, payload: bytes) -> asyncio.Future[bytes]:
-        """Queue an ``XADD``; the future gives the entry id once Redis has it."""
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_loop(), name="usage-stream-xadd")
-        waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._pending.append((payload, waiter))
-        self._wake.set()
-        return waiter
-
     async def append(self, payload: bytes) -> bytes:
-        """``XADD`` one record (batched with concurrent appends); returns its entry id.
+        """``XADD`` one record (sharing a write with concurrent appends); its entry id.
 
         Raises :class:`~tollway.errors.ServiceUnavailable` when Redis fails.
         """
-        if self.fast is not None:
-            with foreign_errors("appending to the usage stream"):
-                return cast(bytes, await self.fast.execute("XADD", self.key, "*", FIELD, payload))
-        return await self.submit(payload)
+        with foreign_errors("appending to the usage stream"):
+            return cast(bytes, await self.client.execute("XADD", self.key, "*", FIELD, payload))
 
     async def append_many(self, payloads: list[bytes]) -> None:
         """``XADD`` several records in one pipelined write.
@@ -100,55 +93,18 @@ class RedisStream:
         Raises :class:`~tollway.errors.ServiceUnavailable` when Redis fails or refuses
         any of them (the caller then buffers the whole batch elsewhere).
         """
-        if self.fast is None:
-            await asyncio.gather(*[self.submit(payload) for payload in payloads])
-            return
         with foreign_errors("appending to the usage stream"):
-            replies = await self.fast.pipeline(
-                [("XADD", self.key, "*", FIELD, payload) for payload in payloads]
+            _raise_errors(
+                await self.client.pipeline(
+                    [("XADD", self.key, "*", FIELD, payload) for payload in payloads]
+                )
             )
-            for reply in replies:
-                if isinstance(reply, RespError):
-                    raise reply
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending:
-                batch = self._pending[: self.max_pipeline]
-                del self._pending[: self.max_pipeline]
-                await self._send(batch)
-
-    async def _send(self, batch: list[tuple[bytes, asyncio.Future[bytes]]]) -> None:
-        try:
-            with foreign_errors("appending to the usage stream"):
-                async with self.client.pipeline(transaction=False) as pipe:
-                    for payload, _ in batch:
-                        pipe.xadd(self.key, {FIELD: payload})
-                    ids = await pipe.execute()
-        except Exception as exc:  # every waiter learns of the failure
-            for _, waiter in batch:
-                if not waiter.done():
-                    waiter.set_exception(exc)
-            return
-        for (_, waiter), entry_id in zip(batch, ids, strict=True):
-            if not waiter.done():
-                waiter.set_result(entry_id)
 
     async def close(self) -> None:
-        """Stop the pipelining task (pending appends are failed)."""
-        if self._flusher is not None:
-            self._flusher.cancel()
-            try:
-                await self._flusher
-            except asyncio.CancelledError:
-                pass
-            self._flusher = None
-        for _, waiter in self._pending:
-            if not waiter.done():
-                waiter.set_exception(RuntimeError("the usage stream was closed"))
-        self._pending.clear()
+        """Close the blocking reads' connection (the shared client is the caller's)."""
+        if self._blocking is not None:
+            await self._blocking.aclose()
+            self._blocking = None
 
     # -- consuming -----------------------------------------------------------------------
 
@@ -160,9 +116,9 @@ class RedisStream:
     async def _create_group(self) -> bool:
         """``XGROUP CREATE … MKSTREAM`` from id 0; False if the group exists."""
         try:
-            await _call(self.client.xgroup_create(self.key, self.group, id="0", mkstream=True))
-        except redis.exceptions.ResponseError as exc:
-            if _error_code(exc) != "BUSYGROUP":
+            await self.client.execute("XGROUP", "CREATE", self.key, self.group, "0", "MKSTREAM")
+        except RespError as exc:
+            if exc.kind != "BUSYGROUP":
                 raise
             return False
         return True
@@ -172,8 +128,8 @@ class RedisStream:
         with foreign_errors(what):
             try:
                 return await command()
-            except redis.exceptions.ResponseError as exc:
-                if _error_code(exc) not in _GROUP_GONE:
+            except RespError as exc:
+                if exc.kind not in _GROUP_GONE:
                     raise
             if await self._create_group():  # False: another writer re-created it first
                 log.warning(
@@ -195,83 +151,89 @@ class RedisStream:
     async def _read(
         self, consumer: str, start: str, count: int, block_ms: int | None
     ) -> list[Entry]:
+        command: tuple[str | int, ...] = ("XREADGROUP", "GROUP", self.group, consumer)
+        command += ("COUNT", count)
+        client, wait_s = self.client, 0.0
+        if block_ms is not None:
+            if self._blocking is None:
+                self._blocking = self.client.dedicated()
+            client, wait_s = self._blocking, block_ms / 1000
+            command += ("BLOCK", block_ms)
+        command += ("STREAMS", self.key, start)
         reply = await self._on_group(
-            "reading the usage stream",
-            lambda: _call(
-                self.client.xreadgroup(
-                    self.group, consumer, {self.key: start}, count=count, block=block_ms
-                )
-            ),
+            "reading the usage stream", lambda: client.execute(*command, wait_s=wait_s)
         )
         entries: list[Entry] = []
         for _stream, items in reply or []:
-            for entry_id, fields in items:
-                if fields:  # a deleted entry still pending shows with no fields
-                    entries.append((entry_id, fields.get(FIELD, b"")))
-                else:
-                    entries.append((entry_id, b""))
+            entries += _entries(items)
         return entries
 
     async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Entry]:
         """Take over entries pending on other (dead) consumers for ``min_idle_ms`` or more."""
+        command = ("XAUTOCLAIM", self.key, self.group, consumer, min_idle_ms, "0-0")
         reply = await self._on_group(
             "reclaiming usage stream entries",
-            lambda: _call(
-                self.client.xautoclaim(self.key, self.group, consumer, min_idle_ms, "0-0", count)
-            ),
+            lambda: self.client.execute(*command, "COUNT", count),
         )
-        items = reply[1] if reply else []
-        return [(entry_id, (fields or {}).get(FIELD, b"")) for entry_id, fields in items]
+        return _entries(reply[1] if reply else None)
 
     async def ack(self, entry_ids: Sequence[bytes]) -> None:
-        """Acknowledge and delete entries (call only after the SQL commit).
+        """Acknowledge and delete entries (call only after the SQL commit), atomically.
 
         Without the group (Redis lost it) ``XACK`` acknowledges nothing and succeeds.
         """
         if not entry_ids:
             return
         with foreign_errors("acknowledging usage stream entries"):
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.xack(self.key, self.group, *entry_ids)
-                pipe.xdel(self.key, *entry_ids)
-                await pipe.execute()
+            await self._transaction(
+                [("XACK", self.key, self.group, *entry_ids), ("XDEL", self.key, *entry_ids)]
+            )
 
     async def dead_letter(self, entries: Sequence[Entry], reason: str) -> None:
         """Move unreadable entries aside (kept for inspection) and acknowledge them."""
         if not entries:
             return
+        ids = [entry_id for entry_id, _ in entries]
+        commands: list[tuple[str | bytes, ...]] = [
+            ("XADD", self.dead_key, "*", FIELD, payload, b"id", entry_id, b"why", reason)
+            for entry_id, payload in entries
+        ]
+        commands += [("XACK", self.key, self.group, *ids), ("XDEL", self.key, *ids)]
         with foreign_errors("dead-lettering usage stream entries"):
-            async with self.client.pipeline(transaction=True) as pipe:
-                for entry_id, payload in entries:
-                    pipe.xadd(self.dead_key, {FIELD: payload, b"id": entry_id, b"why": reason})
-                pipe.xack(self.key, self.group, *[entry_id for entry_id, _ in entries])
-                pipe.xdel(self.key, *[entry_id for entry_id, _ in entries])
-                await pipe.execute()
+            await self._transaction(commands)
+
+    async def _transaction(self, commands: Sequence[tuple[str | bytes, ...]]) -> None:
+        """``MULTI`` … ``EXEC`` in one write: the client sends a pipeline's commands
+        together, so no other caller's command lands inside the transaction."""
+        replies = await self.client.pipeline([("MULTI",), *commands, ("EXEC",)])
+        _raise_errors(replies)
+        if replies[-1] is None:
+            raise RespError("EXECABORT the usage stream transaction was not run")
+        _raise_errors(replies[-1])
 
     async def length(self) -> int:
         """Entries in the stream (acknowledged entries are deleted)."""
         with foreign_errors("reading the usage stream"):
-            return int(await _call(self.client.xlen(self.key)))
+            return int(await self.client.execute("XLEN", self.key))
 
     async def oldest_entry_at(self) -> float | None:
         """When (epoch seconds) the oldest entry still in the stream was added, from its
         id; None when the stream is empty. Written entries are deleted, so this is the
         oldest record not yet in the ledger (or not yet acknowledged)."""
         with foreign_errors("reading the usage stream"):
-            first = await _call(self.client.xrange(self.key, "-", "+", count=1))
+            first = await self.client.execute("XRANGE", self.key, "-", "+", "COUNT", 1)
         if not first:
             return None
-        entry_id = first[0][0]
-        text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-        return int(text.split("-", 1)[0]) / 1000
+        entry_id: bytes = first[0][0]
+        return int(entry_id.split(b"-", 1)[0]) / 1000
 
     async def pending_count(self) -> int:
         """Entries delivered but not acknowledged (0 when the group is gone)."""
         with foreign_errors("reading the usage stream"):
             try:
-                summary = await _call(self.client.xpending(self.key, self.group))
-            except redis.exceptions.ResponseError as exc:
-                if _error_code(exc) != "NOGROUP":
+                summary = await self.client.execute("XPENDING", self.key, self.group)
+            except RespError as exc:
+                if exc.kind != "NOGROUP":
                     raise
                 return 0
-        return int(summary["pending"]) if summary else 0
+        return int(summary[0]) if summary else 0

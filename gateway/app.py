@@ -51,7 +51,6 @@ from gateway.tenancy.keycache import KeyAuthenticator
 from gateway.tenancy.store import TenantStore
 from gateway.tracing import OtelTracer, build_tracer
 from tollway.errors import InvalidRequest, TollwayError
-from tollway.resp import RespClient
 
 log = logging.getLogger("tollway")
 
@@ -127,30 +126,14 @@ async def _handle_validation(request: Request, exc: Exception) -> Response:
     return error_response(err, request_id_of(request.scope))
 
 
-def _fast_redis(url: str | None, timeout_s: float) -> RespClient | None:
-    """The request path's lean Redis client (limits), or None to use redis-py for all."""
-    if not url:
-        return None
-    try:
-        return RespClient.from_url(url, timeout_s=timeout_s)
-    except ValueError:
-        log.info("REDIS_URL's scheme is not redis:// or rediss://; limits use redis-py")
-        return None
-
-
 def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gateway:
     """Build the gateway's ASGI app from a validated configuration."""
     settings = settings or Settings()
     redis = (
-        connect_redis(
-            settings.redis_url,
-            timeout_s=config.limits.redis_timeout_s,
-            max_connections=config.limits.redis_max_connections,
-        )
+        connect_redis(settings.redis_url, timeout_s=config.limits.redis_timeout_s)
         if settings.redis_url
         else None
     )
-    fast_redis = _fast_redis(settings.redis_url, config.limits.redis_timeout_s)
     engine = create_engine(settings.database_url or default_database_url(settings.data_dir))
     metering = Metering(
         engine=engine,
@@ -163,7 +146,6 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
         claim_idle_ms=config.metering.claim_idle_ms,
         writer_linger_s=config.metering.writer_linger_ms / 1000,
         run_writer=config.metering.writer == "inline",
-        fast_redis=fast_redis,
         journal=config.metering.journal,
         provisional_grace_s=config.metering.provisional_grace_s,
     )
@@ -202,7 +184,6 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
         config.limits,
         redis,
         on_redis_error=lambda where, exc: metrics.redis_errors.inc(),
-        fast=fast_redis,
     )
     admitter = Admitter(admission, metering, speculation=speculation)
     budget_resync = BudgetResync.build(
@@ -256,8 +237,6 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
             await engine.dispose()
             if redis is not None:
                 await redis.aclose()
-            if fast_redis is not None:
-                await fast_redis.aclose()
 
     app = GatewayApi(
         title="Tollway",

@@ -21,20 +21,21 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
 from backends.base import UpstreamRequest
 from billing.usage import UsageSource
 from gateway.config import TollwayConfig
 from gateway.metering import Metering
 from gateway.outcome import RequestRecord
+from gateway.redis_summaries import RedisSummaryStore
 from gateway.registry import ModelRegistry
 from gateway.shapes import usage_of
 from policies.chain import CompressionPolicy
 from policies.registry import build_policies
 from policies.summary import Summarizer, summary_request
-from policies.summary_store import InMemorySummaryStore, RedisSummaryStore, SummaryStore
+from policies.summary_store import InMemorySummaryStore, SummaryStore
 from tollway.errors import UpstreamError
+from tollway.resp import RespClient
 
 SUMMARIZER = "summarizer"
 _CHAT_PATH = "/v1/chat/completions"
@@ -168,7 +169,7 @@ class Compressor:
         self,
         config: TollwayConfig,
         registry: ModelRegistry,
-        redis: Redis | None,
+        redis: RespClient | None,
         prefix: str = "tollway:",
         metering: Metering | None = None,
     ) -> None:

@@ -31,7 +31,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.buffer import UsageBuffer
@@ -62,7 +61,7 @@ class Metering:
         *,
         engine: AsyncEngine,
         data_dir: Path,
-        redis: aioredis.Redis | None,
+        redis: RespClient | None,
         pricing_path: str | None,
         gpu_hour_usd: dict[str, Decimal | None],
         redis_prefix: str = "tollway:",
@@ -70,15 +69,12 @@ class Metering:
         run_writer: bool = True,
         claim_idle_ms: int = 30_000,
         writer_linger_s: float = 0.1,
-        fast_redis: RespClient | None = None,
         journal: bool = False,
         provisional_grace_s: float = 900.0,
     ) -> None:
         self.accountant = GpuShareAccountant()
         self.spool = Spool(data_dir / "spool")
-        self.stream = (
-            RedisStream(redis, prefix=redis_prefix, fast=fast_redis) if redis is not None else None
-        )
+        self.stream = RedisStream(redis, prefix=redis_prefix) if redis is not None else None
         self.buffer = UsageBuffer(self.spool, self.stream)
         self.journal = (
             Journal(data_dir / "journal", self.buffer.append_payloads) if journal else None

@@ -13,7 +13,7 @@ from policies.conversation import Message
 from policies.registry import build_policies, build_policy
 from policies.result import CompressionResult, StepReport
 from policies.summary import Summarizer, render_transcript, summary_request
-from policies.summary_store import InMemorySummaryStore, RedisSummaryStore, SummaryStore
+from policies.summary_store import InMemorySummaryStore, SummaryStore
 from policies.tokens import EstimateCounter, TiktokenCounter, TokenCounter, load_counter
 from policies.validity import is_valid, problems_of
 
@@ -24,7 +24,6 @@ __all__ = [
     "EstimateCounter",
     "InMemorySummaryStore",
     "Message",
-    "RedisSummaryStore",
     "StepReport",
     "Summarizer",
     "SummaryStore",

@@ -6,23 +6,17 @@ and sends the same prompt prefix again. Keys look like
 ``summary:{<scope>}:<policy>:<sha256>``; the ``{...}`` part is a Redis Cluster
 hash tag, so all of a session's summaries live in one slot.
 
-Two stores: :class:`InMemorySummaryStore` (one replica, tests, the embedded
-default) and :class:`RedisSummaryStore` (shared by every replica; each key
-gets a configurable prefix and expires after its TTL).
+Policies stay pure: the store is injected. Here are the interface and
+:class:`InMemorySummaryStore` (one replica, tests, the embedded default); the one
+shared by every replica, in Redis, is :class:`gateway.redis_summaries.RedisSummaryStore`.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Protocol
-
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
-from tollway.errors import ConfigError, ServiceUnavailable
 
 
 class SummaryStore(Protocol):
@@ -63,47 +57,3 @@ class InMemorySummaryStore:
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
-
-
-@asynccontextmanager
-async def _translated(operation: str) -> AsyncIterator[None]:
-    try:
-        yield
-    except (RedisError, OSError) as exc:
-        raise ServiceUnavailable(
-            f"summary store: {operation} failed: {type(exc).__name__}",
-            code="summary_store_unavailable",
-        ) from exc
-
-
-class RedisSummaryStore:
-    """Summaries in Redis (``redis.asyncio``), keys prefixed with ``prefix``.
-
-    The client is injected; the gateway's lifespan owns and closes it. Redis
-    errors become :class:`tollway.errors.ServiceUnavailable` (code
-    ``summary_store_unavailable``); the rolling-summary step treats that as a
-    miss and leaves the conversation as it is.
-    """
-
-    def __init__(self, client: aioredis.Redis, *, prefix: str = "tollway:") -> None:
-        if "{" in prefix or "}" in prefix:
-            raise ConfigError(
-                "must not contain '{' or '}' (keys carry their own hash tag)", path="redis.prefix"
-            )
-        self._client = client
-        self._prefix = prefix
-
-    def full_key(self, key: str) -> str:
-        """The Redis key that holds ``key``."""
-        return self._prefix + key
-
-    async def get(self, key: str) -> str | None:
-        async with _translated("get"):
-            value = await self._client.get(self.full_key(key))
-        if value is None:
-            return None
-        return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-    async def set(self, key: str, value: str, *, ttl_seconds: int) -> None:
-        async with _translated("set"):
-            await self._client.set(self.full_key(key), value.encode("utf-8"), ex=ttl_seconds)

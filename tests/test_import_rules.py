@@ -37,10 +37,6 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
         "``python -m gateway`` is an entry point (nothing imports it); it runs the "
         "command line composed at the top"
     ),
-    ("policies.summary_store", "redis"): (
-        "the Redis summary store lives beside the policy that uses it; it should be "
-        "injected from gateway (issue 22: policies pure, stores injected)"
-    ),
     ("simulator.planner.workers", "backends.sglang.admission"): (
         "the planner replays the pool's own KV admission, picking and worker state so "
         "its answers match the gateway's; they belong in a package both import"
@@ -78,7 +74,10 @@ ALLOWED: dict[str, tuple[str, ...]] = {
 #: Modules no product module may import (the top of the graph), whatever ALLOWED says.
 TOP = ("tollway.cli",)
 #: Third-party imports a package may not make: package -> forbidden prefixes.
-FORBIDDEN_THIRD_PARTY: dict[str, tuple[str, ...]] = {"policies": ("redis",)}
+#: Policies are pure: their stores are injected, so no Redis client of any kind.
+FORBIDDEN_THIRD_PARTY: dict[str, tuple[str, ...]] = {
+    "policies": ("redis", "hiredis", "tollway.resp")
+}
 
 
 def module_name(path: Path) -> str:
@@ -179,7 +178,8 @@ def test_the_checker_sees_lazy_and_relative_imports() -> None:
         ("billing.writer", "backends.retry", True),
         ("policies.tokens", "billing.usage", True),
         ("policies.tokens", "redis.asyncio", True),
-        ("policies.summary_store", "redis.asyncio", False),  # a listed exception
+        ("policies.summary_store", "redis.asyncio", True),
+        ("policies.summary_store", "tollway.resp", True),
         ("simulator.engine", "backends.sglang.capacity.KvPool", False),
         ("simulator.engine", "backends.sglang.pool", True),
         ("simulator.engine", "gateway.config", True),

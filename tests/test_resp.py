@@ -1,4 +1,4 @@
-"""The request path's lean Redis client, against real Redis and scripted stand-ins."""
+"""The gateway's Redis client, against real Redis and scripted stand-ins."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from tollway.resp import (
     RespConnectionError,
     RespError,
     RespTimeout,
+    Script,
     _Connection,
 )
 
@@ -342,3 +343,39 @@ async def test_urgent_commands_leave_at_once_at_low_concurrency_others_at_the_tu
     replies = [await f for f in futures]
     assert replies == list(range(1, len(replies) + 1))  # Redis ran them in order
     await client.execute("DEL", key)
+
+
+async def test_a_script_is_loaded_when_the_server_lacks_it(client: RespClient, key: str) -> None:
+    script = Script(f"-- {key}\nreturn redis.call('INCRBY', KEYS[1], ARGV[1])")
+    assert await client.execute("SCRIPT", "EXISTS", script.sha) == [0]
+    assert await script(client, (key,), (5,)) == 5  # NOSCRIPT: loaded, run again
+    assert await client.execute("SCRIPT", "EXISTS", script.sha) == [1]
+    assert await script(client, (key,), (2,), urgent=True) == 7
+    await client.execute("DEL", key)
+
+
+async def test_a_script_error_is_raised_not_retried(client: RespClient, key: str) -> None:
+    script = Script(f"-- {key}\nreturn redis.error_reply('WRONG ' .. ARGV[1])")
+    with pytest.raises(RespError) as info:
+        await script(client, (key,), ("x",))
+    assert info.value.kind == "WRONG"
+
+
+async def test_a_blocking_read_on_a_dedicated_client_outlives_the_timeout_and_stalls_nobody(
+    redis_url: str, key: str
+) -> None:
+    shared = RespClient.from_url(redis_url, timeout_s=0.2, client_name=f"shared-{key[-8:]}")
+    blocking = shared.dedicated()
+    try:
+        assert blocking.client_name == shared.client_name and blocking is not shared
+        read = asyncio.ensure_future(
+            blocking.execute("BLPOP", key, 0.5, wait_s=0.5)  # held longer than timeout_s
+        )
+        for _ in range(5):  # the shared connection answers meanwhile
+            assert await shared.execute("PING") == b"PONG"
+        assert await read is None  # BLPOP's timeout reply, not RespTimeout
+        listing: bytes = await shared.execute("CLIENT", "LIST")
+        assert listing.count(f"name={shared.client_name} ".encode()) == 2
+    finally:
+        await blocking.aclose()
+        await shared.aclose()

@@ -21,8 +21,12 @@ keeps one connection per process and multiplexes every caller over it:
   outstanding command is older than ``timeout_s`` the connection is closed and every
   caller on it gets :class:`RespTimeout`; the next call reconnects.
 
-Only for short, non-blocking commands (``EVALSHA``, ``XADD``, ``INCR`` …): a blocking
-read (``XREADGROUP BLOCK``) would stall every caller behind it. Errors are
+It serves every role of the gateway (limits, the usage stream and its writer, the
+leader lock, idempotency, summaries). A blocking read (``XREADGROUP BLOCK``) would
+stall every caller behind it on the shared connection: send those through a
+:meth:`RespClient.dedicated` client, with ``wait_s`` telling the timer how long the
+server may hold the reply. :class:`Script` runs a Lua script by its SHA1, loading it
+when the server lacks it. Errors are
 :class:`RespError` (an error reply, e.g. ``NOSCRIPT``), :class:`RespTimeout` and
 :class:`RespConnectionError`; the last two are :class:`OSError` subclasses, so
 callers that translate ``OSError`` into an outage see them as one.
@@ -31,10 +35,11 @@ callers that translate ``OSError`` into an outage see them as one.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
@@ -118,15 +123,22 @@ class _Connection(asyncio.Protocol):
     # -- sending ---------------------------------------------------------------------
 
     def send(
-        self, packed: bytes, replies: int = 1, defer_s: float = 0.0, urgent: bool = False
+        self,
+        packed: bytes,
+        replies: int = 1,
+        defer_s: float = 0.0,
+        urgent: bool = False,
+        wait_s: float = 0.0,
     ) -> list[asyncio.Future[Any]]:
         """Queue one packed command (or ``replies`` pipelined ones); their futures.
 
         With ``defer_s`` the bytes leave with the next undeferred command, or after
-        ``defer_s`` at the latest; ``urgent`` ones leave at once at low concurrency."""
+        ``defer_s`` at the latest; ``urgent`` ones leave at once at low concurrency;
+        ``wait_s`` is how long the server may hold the reply (a blocking read) before
+        the timeout starts."""
         if self.closed:
             raise RespConnectionError("connection to Redis is closed")
-        sent_by = time.monotonic() + defer_s
+        sent_by = time.monotonic() + defer_s + wait_s
         futures = [self._loop.create_future() for _ in range(replies)]
         for future in futures:
             self._waiting.append((future, sent_by))
@@ -198,8 +210,10 @@ class RespClient:
         password: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         timeout_s: float = 0.25,
+        client_name: str | None = None,
     ) -> None:
         self.host, self.port, self.db = host, port, db
+        self.client_name = client_name
         self._username, self._password = username, password
         self._ssl = ssl_context
         self.timeout_s = timeout_s
@@ -208,8 +222,12 @@ class RespClient:
         self._closed = False
 
     @classmethod
-    def from_url(cls, url: str, *, timeout_s: float = 0.25) -> RespClient:
-        """A client for ``redis://[[user]:password@]host[:port][/db]`` or ``rediss://``."""
+    def from_url(
+        cls, url: str, *, timeout_s: float = 0.25, client_name: str | None = None
+    ) -> RespClient:
+        """A client for ``redis://[[user]:password@]host[:port][/db]`` or ``rediss://``
+        (query parameters are ignored); ``client_name`` names its connections
+        (``CLIENT SETNAME``)."""
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss"):
             raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r}")
@@ -222,18 +240,39 @@ class RespClient:
             password=unquote(parts.password) if parts.password else None,
             ssl_context=ssl.create_default_context() if parts.scheme == "rediss" else None,
             timeout_s=timeout_s,
+            client_name=client_name,
         )
 
-    async def execute(self, *args: Arg, defer_s: float = 0.0, urgent: bool = False) -> Any:
+    def dedicated(self) -> RespClient:
+        """A new client for the same server, credentials, name and timeout, with a connection
+        of its own (made on first use): for blocking reads, which would stall the
+        callers sharing this client's connection. The caller closes it."""
+        twin = RespClient(
+            self.host,
+            self.port,
+            db=self.db,
+            username=self._username,
+            password=self._password,
+            ssl_context=self._ssl,
+            timeout_s=self.timeout_s,
+            client_name=self.client_name,
+        )
+        return twin
+
+    async def execute(
+        self, *args: Arg, defer_s: float = 0.0, urgent: bool = False, wait_s: float = 0.0
+    ) -> Any:
         """Send one command and return its reply (raises :class:`RespError` on an error reply).
 
         ``defer_s`` > 0: let the command wait up to that long to share a write with the
         next command sent; ``urgent``: the caller waits for it on a request's critical
-        path, so at low concurrency it is written at once (see the module docstring)."""
+        path, so at low concurrency it is written at once (see the module docstring);
+        ``wait_s``: the server may hold the reply that long (``BLOCK``) before the
+        client's timeout starts (use a :meth:`dedicated` client for such commands)."""
         conn = self._conn
         if conn is None or conn.closed:
             conn = await self._connection()
-        (future,) = conn.send(_pack(args), defer_s=defer_s, urgent=urgent)
+        (future,) = conn.send(_pack(args), defer_s=defer_s, urgent=urgent, wait_s=wait_s)
         return await future
 
     async def pipeline(self, commands: list[tuple[Arg, ...]]) -> list[Any]:
@@ -309,7 +348,7 @@ class RespClient:
         return conn
 
     def _hello(self) -> list[tuple[Arg, ...]]:
-        """The commands that set a new connection up: AUTH, SELECT."""
+        """The commands that set a new connection up: AUTH, SELECT, CLIENT SETNAME."""
         hello: list[tuple[Arg, ...]] = []
         if self._password is not None:
             auth: tuple[Arg, ...] = (self._password,)
@@ -318,6 +357,8 @@ class RespClient:
             hello.append(("AUTH", *auth))
         if self.db:
             hello.append(("SELECT", self.db))
+        if self.client_name is not None:
+            hello.append(("CLIENT", "SETNAME", self.client_name))
         return hello
 
     async def aclose(self) -> None:
@@ -329,3 +370,34 @@ class RespClient:
             self._conn.close()
             self._conn = None
         await asyncio.sleep(0)  # let the transport's close callbacks run
+
+
+class Script:
+    """A Lua script run by ``EVALSHA``; loaded (``SCRIPT LOAD``) when the server lacks
+    it (a restart, a flush, a failover) and run again."""
+
+    __slots__ = ("sha", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def __call__(
+        self,
+        client: RespClient,
+        keys: Sequence[Arg],
+        args: Sequence[Arg] = (),
+        *,
+        defer_s: float = 0.0,
+        urgent: bool = False,
+    ) -> Any:
+        """The script's reply (raises :class:`RespError` on an error reply)."""
+        try:
+            return await client.execute(
+                "EVALSHA", self.sha, len(keys), *keys, *args, defer_s=defer_s, urgent=urgent
+            )
+        except RespError as exc:
+            if exc.kind != "NOSCRIPT":
+                raise
+        await client.execute("SCRIPT", "LOAD", self.source)
+        return await client.execute("EVALSHA", self.sha, len(keys), *keys, *args)

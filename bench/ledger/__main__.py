@@ -32,7 +32,6 @@ from importlib import metadata
 from pathlib import Path
 
 import asyncpg
-import redis.asyncio as aioredis
 from sqlalchemy import insert
 
 from bench.machine import cpu_model, load_average
@@ -42,6 +41,7 @@ from billing.spool import Spool, frame
 from billing.stream import RedisStream
 from billing.tables import create_all, usage_ledger
 from billing.usage import UsageRecord
+from tollway.resp import RespClient
 
 POSTGRES = os.environ.get("POSTGRES_TEST_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/0")
@@ -125,7 +125,7 @@ def p50_us(samples: list[float]) -> float:
 async def request_path(count: int) -> dict[str, float]:
     """Per-record request-path costs (µs, p50) and durable throughputs (records/s)."""
     data = records(count, "path")
-    client = aioredis.Redis.from_url(REDIS)
+    client = RespClient.from_url(REDIS, timeout_s=5.0)
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
     stream = RedisStream(client, prefix=prefix)
     results: dict[str, float] = {}
@@ -134,7 +134,7 @@ async def request_path(count: int) -> dict[str, float]:
         futures = []
         for record in data:
             started = time.perf_counter()
-            futures.append(stream.submit(record.to_bytes()))
+            futures.append(asyncio.ensure_future(stream.append(record.to_bytes())))
             samples.append(time.perf_counter() - started)
             if len(futures) >= 256:
                 await asyncio.gather(*futures)
@@ -145,7 +145,7 @@ async def request_path(count: int) -> dict[str, float]:
         samples = []
         for record in data[: min(count, 2000)]:
             started = time.perf_counter()
-            await client.xadd(stream.key, {b"r": record.to_bytes()})
+            await client.execute("XADD", stream.key, "*", b"r", record.to_bytes())
             samples.append(time.perf_counter() - started)
         results["xadd_awaited_us"] = p50_us(samples)
 
@@ -157,7 +157,7 @@ async def request_path(count: int) -> dict[str, float]:
         results["stream_durable_per_s"] = count / (time.perf_counter() - started)
     finally:
         await stream.close()
-        await client.delete(stream.key)
+        await client.execute("DEL", stream.key)
         await client.aclose()
 
     with tempfile.TemporaryDirectory(prefix="tollway-bench-spool-") as directory:

@@ -23,7 +23,8 @@ from bench.limits.measure import (
     throughput,
 )
 from bench.machine import cpu_model, load_average, package_versions
-from gateway.limits import LimitsConfig, MemoryAdmission, RedisAdmission, connect_redis
+from gateway.limits import LimitsConfig, MemoryAdmission, RedisAdmission
+from gateway.sharedstate import connect_redis
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 PACKAGES = ("redis", "hiredis", "uvloop", "aiolimiter", "pydantic")
@@ -40,14 +41,15 @@ async def _cleanup(client: Redis, prefix: str) -> None:
 async def measure(args: argparse.Namespace) -> tuple[list[tuple[str, Timing]], str]:
     prefix = f"bench-limits:{uuid.uuid4().hex[:8]}:"
     config = LimitsConfig(key_prefix=prefix, clock="local", redis_timeout_s=2.0)
-    client = connect_redis(args.redis_url, config)
-    info = await client.info("server")
+    client = connect_redis(args.redis_url, timeout_s=config.redis_timeout_s)
+    inspector = Redis.from_url(args.redis_url)  # version and cleanup, off the measurement
+    info = await inspector.info("server")
     redis_version = str(info.get("redis_version", "?"))
     redis_engine = RedisAdmission(client, config)
     memory_engine = MemoryAdmission(config)
 
     async def ping(_: int) -> None:
-        await client.ping()
+        await client.execute("PING")
 
     rows: list[tuple[str, Op, Op]] = [
         ("no limit (fast path, baseline)", *_ops(Scenario("none", redis_engine, False, True))),
@@ -67,10 +69,11 @@ async def measure(args: argparse.Namespace) -> tuple[list[tuple[str, Timing]], s
                     p50, p99 = await latency(op, args.requests)
                     ops = await throughput(op, args.requests, args.concurrency)
                     results.setdefault(f"{name}|{label}", []).append(Timing(p50, p99, ops))
-                await _cleanup(client, prefix)
+                await _cleanup(inspector, prefix)
     finally:
-        await _cleanup(client, prefix)
+        await _cleanup(inspector, prefix)
         await client.aclose()
+        await inspector.aclose()
     return [(key, median_timing(values)) for key, values in results.items()], redis_version
 
 

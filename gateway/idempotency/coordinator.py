@@ -49,8 +49,6 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
 from gateway.idempotency.config import IdempotencyConfig
 from gateway.idempotency.keys import storage_key
 from gateway.idempotency.memory import MemoryIdempotencyStore
@@ -59,6 +57,7 @@ from gateway.idempotency.redis_store import RedisIdempotencyStore
 from gateway.idempotency.store import Claimed, Done, IdempotencyStore
 from tollway.backoff import Backoff
 from tollway.errors import Conflict, ServiceUnavailable, TollwayError, Unprocessable
+from tollway.resp import RespClient
 
 log = logging.getLogger("tollway.idempotency")
 
@@ -323,7 +322,7 @@ class IdempotencyCoordinator:
 
 def build_idempotency(
     config: IdempotencyConfig,
-    redis: Redis | None = None,
+    redis: RespClient | None = None,
     *,
     on_event: EventHook | None = None,
 ) -> IdempotencyCoordinator:

@@ -13,7 +13,7 @@ claim's owner. Repeats that wait poll the key (see the coordinator) instead
 of subscribing: a repeat of a running request is rare, polling needs no
 dedicated connection per waiter, and it behaves the same on Redis Cluster.
 
-The client must be made with ``decode_responses=False``. Redis failures leave
+Calls go through the replica's :class:`tollway.resp.RespClient`. Redis failures leave
 this module only as :class:`tollway.errors.ServiceUnavailable`, translated by
 :func:`store_errors`.
 """
@@ -25,11 +25,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from gateway.idempotency.store import Claimed, ClaimResult, Done, Running
 from tollway.errors import ServiceUnavailable
+from tollway.resp import RespClient, RespError, Script
 
 CLAIM = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
@@ -61,6 +59,9 @@ return 0
 """
 
 
+_CLAIM, _RENEW, _COMPLETE, _RELEASE = (Script(s) for s in (CLAIM, RENEW, COMPLETE, RELEASE))
+
+
 @asynccontextmanager
 async def store_errors(timeout_s: float) -> AsyncIterator[None]:
     """Translate Redis failures, and a call over ``timeout_s``, into ServiceUnavailable."""
@@ -71,7 +72,7 @@ async def store_errors(timeout_s: float) -> AsyncIterator[None]:
         raise ServiceUnavailable(
             "The idempotency store did not answer in time.", code="idempotency_store_unavailable"
         ) from exc
-    except (RedisError, OSError) as exc:
+    except (RespError, OSError) as exc:
         raise ServiceUnavailable(
             "The idempotency store is unavailable.", code="idempotency_store_unavailable"
         ) from exc
@@ -98,17 +99,14 @@ def _parse(value: bytes, pttl: int) -> ClaimResult:
 class RedisIdempotencyStore:
     """An :class:`~gateway.idempotency.store.IdempotencyStore` in Redis."""
 
-    def __init__(self, redis: Redis, *, timeout_s: float = 1.0) -> None:
+    def __init__(self, redis: RespClient, *, timeout_s: float = 1.0) -> None:
+        self._redis = redis
         self._timeout = timeout_s
-        self._claim = redis.register_script(CLAIM)
-        self._renew = redis.register_script(RENEW)
-        self._complete = redis.register_script(COMPLETE)
-        self._release = redis.register_script(RELEASE)
 
     async def claim(self, key: str, fingerprint: str, token: str, lease_s: float) -> ClaimResult:
         running = _running(fingerprint, token)
         async with store_errors(self._timeout):
-            raw: Any = await self._claim(keys=[key], args=[running, _ms(lease_s)])
+            raw: Any = await _CLAIM(self._redis, (key,), (running, _ms(lease_s)))
         if raw == 1:
             return Claimed()
         value, pttl = raw
@@ -118,8 +116,8 @@ class RedisIdempotencyStore:
 
     async def renew(self, key: str, fingerprint: str, token: str, lease_s: float) -> bool:
         async with store_errors(self._timeout):
-            raw: Any = await self._renew(
-                keys=[key], args=[_running(fingerprint, token), _ms(lease_s)]
+            raw: Any = await _RENEW(
+                self._redis, (key,), (_running(fingerprint, token), _ms(lease_s))
             )
         return bool(raw)
 
@@ -128,14 +126,14 @@ class RedisIdempotencyStore:
     ) -> bool:
         done = b"d:" + fingerprint.encode() + b":" + record
         async with store_errors(self._timeout):
-            raw: Any = await self._complete(
-                keys=[key], args=[_running(fingerprint, token), done, _ms(ttl_s)]
+            raw: Any = await _COMPLETE(
+                self._redis, (key,), (_running(fingerprint, token), done, _ms(ttl_s))
             )
         return bool(raw)
 
     async def release(self, key: str, fingerprint: str, token: str) -> bool:
         async with store_errors(self._timeout):
-            raw: Any = await self._release(keys=[key], args=[_running(fingerprint, token)])
+            raw: Any = await _RELEASE(self._redis, (key,), (_running(fingerprint, token),))
         return bool(raw)
 
     async def wait_change(self, key: str, timeout_s: float) -> None:

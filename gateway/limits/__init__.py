@@ -21,7 +21,7 @@ from gateway.limits.config import LimitsConfig
 from gateway.limits.floors import SpendFloor
 from gateway.limits.headers import format_duration, ratelimit_headers, ticket_headers
 from gateway.limits.memory import MemoryAdmission
-from gateway.limits.redis_admission import RedisAdmission, RedisBoundary, connect_redis
+from gateway.limits.redis_admission import RedisAdmission, RedisBoundary
 from gateway.limits.resilient import ResilientAdmission
 from gateway.limits.resync import BudgetResync
 from gateway.limits.specs import (
@@ -49,7 +49,6 @@ __all__ = [
     "SpendFloor",
     "Ticket",
     "build_admission",
-    "connect_redis",
     "format_duration",
     "ratelimit_headers",
     "ticket_headers",

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from redis.asyncio import Redis
-
 from gateway.limits.config import LimitsConfig
 from gateway.limits.floors import SpendFloor
 from gateway.limits.memory import MemoryAdmission
@@ -45,16 +43,14 @@ class Admission(Protocol):
 
 def build_admission(
     config: LimitsConfig,
-    redis: Redis | None,
+    redis: RespClient | None,
     *,
     on_redis_error: ErrorHook | None = None,
-    fast: RespClient | None = None,
 ) -> Admission:
     """The engine for this deployment: in-process without Redis, else Redis with the
-    configured outage policy. The caller owns (and closes) ``redis`` and ``fast`` (the
-    request path's lean client, see :mod:`tollway.resp`); make ``redis`` with
-    :func:`gateway.limits.redis_admission.connect_redis`."""
+    configured outage policy. The caller owns (and closes) ``redis``, made by
+    :func:`gateway.sharedstate.connect_redis` with ``config.redis_timeout_s``."""
     if redis is None:
         return MemoryAdmission(config)
-    engine = RedisAdmission(redis, config, fast=fast)
+    engine = RedisAdmission(redis, config)
     return ResilientAdmission(engine, config, on_redis_error=on_redis_error)

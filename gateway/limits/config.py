@@ -42,18 +42,11 @@ class LimitsConfig(BaseModel):
         pattern=r"^[^{}\s]{0,64}$",
         description="Prefix of every Redis key; no braces (the tenant hash tag follows it).",
     )
-    redis_max_connections: int = Field(
-        default=512,
-        ge=1,
-        le=100_000,
-        description="Connections this replica may open to Redis; when all are busy a call "
-        "waits up to redis_timeout_s for one.",
-    )
     redis_timeout_s: float = Field(
         default=0.25,
         gt=0,
         le=10,
-        description="Socket, connect and whole-call timeout of one Redis call.",
+        description="Connect and whole-call timeout of one Redis call.",
     )
     outage_retry_s: float = Field(
         default=1.0,

@@ -1,9 +1,8 @@
 """Admission shared by every replica: one Lua script call per admission, one per settlement.
 
-The calls go through :class:`tollway.resp.RespClient` when one is given (the
-gateway does: one multiplexed connection, hiredis packing and parsing, and the
-settlements of concurrent requests leave in the same write as other commands),
-else through the redis-py client.
+The calls go through the replica's :class:`tollway.resp.RespClient` (one
+multiplexed connection, hiredis packing and parsing; the settlements of concurrent
+requests leave in the same write as other commands).
 
 Every limit and budget of a request is checked and applied by one ``EVALSHA``
 (:data:`gateway.limits.scripts.ADMIT`), atomically: Redis runs one script at a
@@ -18,16 +17,11 @@ whether that fails open or closed.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import itertools
 import secrets
 from collections.abc import Sequence
 from types import TracebackType
 from typing import cast
-
-from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
 
 from gateway.limits import scripts
 from gateway.limits.clock import Clock, wall_clock_ms
@@ -36,23 +30,20 @@ from gateway.limits.floors import SpendFloor, plan_floors
 from gateway.limits.plan import Planner
 from gateway.limits.specs import WINDOW_MS, AdmissionRequest, Ticket
 from gateway.limits.verdict import Verdict, conclude
-from gateway.sharedstate import connect_redis as shared_connect_redis
 from tollway.errors import ServiceUnavailable
-from tollway.resp import RespClient, RespError
+from tollway.resp import RespClient, RespError, Script
 
-
-def connect_redis(url: str, config: LimitsConfig) -> Redis:
-    """A Redis client for the engine: short timeouts and no retries, so an outage
-    is noticed within ``redis_timeout_s`` instead of hanging the request."""
-    return shared_connect_redis(url, timeout_s=config.redis_timeout_s)
+_ADMIT = Script(scripts.ADMIT)
+_SETTLE = Script(scripts.SETTLE)
+_RAISE_FLOORS = Script(scripts.RAISE_FLOORS)
 
 
 class RedisBoundary:
     """Translates every Redis failure into :class:`ServiceUnavailable` (503),
     ``raise ... from`` the original; stateless, so one instance serves every call.
 
-    Timeouts come from the client's socket timeouts (see :func:`connect_redis`),
-    which raise :class:`redis.exceptions.TimeoutError`, a :class:`RedisError`.
+    Timeouts come from the client (:class:`tollway.resp.RespTimeout`, an
+    :class:`OSError`); error replies are :class:`tollway.resp.RespError`.
     """
 
     __slots__ = ()
@@ -66,7 +57,7 @@ class RedisBoundary:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if isinstance(exc, RedisError | RespError | OSError | TimeoutError):
+        if isinstance(exc, RespError | OSError | TimeoutError):
             raise ServiceUnavailable(
                 "The rate-limit store is unavailable.", code="rate_limit_store_unavailable"
             ) from exc
@@ -81,30 +72,21 @@ class RedisAdmission:
     ``clock`` (ms since the epoch) is sent with every call as the script's
     ``now``; without one, ``config.clock`` picks Redis's own clock (``TIME``)
     or this replica's. Budget periods (UTC day and month) always follow this
-    replica's clock. ``fast``, when given, carries the script calls (see the module
-    docstring); ``redis`` then only serves as its fallback identity.
+    replica's clock. Calls time out after the client's ``timeout_s``.
     """
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RespClient,
         config: LimitsConfig | None = None,
         *,
         clock: Clock | None = None,
-        fast: RespClient | None = None,
     ) -> None:
         self._config = config or LimitsConfig()
         self._clock = clock or wall_clock_ms
         self._send_now = clock is not None or self._config.clock == "local"
         self._planner = Planner(self._config.key_prefix)
         self._redis = redis
-        self._fast = fast
-        self._admit_sha = hashlib.sha1(scripts.ADMIT.encode()).hexdigest()
-        self._settle_sha = hashlib.sha1(scripts.SETTLE.encode()).hexdigest()
-        self._floors_sha = hashlib.sha1(scripts.RAISE_FLOORS.encode()).hexdigest()
-        # a client made without a socket timeout still gets a deadline per call
-        has_timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
-        self._deadline = None if has_timeout else self._config.redis_timeout_s
         self._fixed = f"{WINDOW_MS},{self._config.max_request_duration_ms}"
         self._replica = secrets.token_hex(4)
         self._sequence = itertools.count()
@@ -131,9 +113,8 @@ class RedisAdmission:
             numbers,
             plan.layout.spec,
         )
-        raw = await self._evaluate(
-            self._admit_sha, scripts.ADMIT, plan.layout.keys, args, urgent=True
-        )
+        with _BOUNDARY:
+            raw = await _ADMIT(self._redis, plan.layout.keys, args, urgent=True)
         verdict = Verdict.from_script(raw)
         return conclude(plan, verdict, request_id=request.request_id, member=member, engine="redis")
 
@@ -165,13 +146,10 @@ class RedisAdmission:
             numbers,
             layout.spec,
         )
-        await self._evaluate(
-            self._settle_sha,
-            scripts.SETTLE,
-            layout.keys,
-            args,
-            defer_s=self._config.settle_batch_ms / 1000,
-        )
+        with _BOUNDARY:
+            await _SETTLE(
+                self._redis, layout.keys, args, defer_s=self._config.settle_batch_ms / 1000
+            )
 
     async def raise_spend_floors(self, floors: Sequence[SpendFloor], now_ms: int) -> int:
         """Raise the spent counters of the UTC day and month holding ``now_ms`` to at
@@ -190,60 +168,6 @@ class RedisAdmission:
                 *(n for t in plan.targets for n in (t.day_micro_usd, t.month_micro_usd)),
             )
             with _BOUNDARY:
-                reply = await self._evaluate_slow(
-                    self._floors_sha, scripts.RAISE_FLOORS, keys, args
-                )
+                reply = await _RAISE_FLOORS(self._redis, keys, args)
             raised += cast(int, reply)
         return raised
-
-    async def _evaluate(
-        self,
-        sha: str,
-        script: str,
-        keys: tuple[str, ...],
-        args: tuple[str | int, ...],
-        *,
-        defer_s: float = 0.0,
-        urgent: bool = False,
-    ) -> list[int]:
-        """``EVALSHA`` (loading the script first if this server lacks it), translated.
-
-        ``defer_s``: the lean client may hold the call that long to batch it;
-        ``urgent``: a request waits for it (see :mod:`tollway.resp`)."""
-        with _BOUNDARY:
-            if self._fast is not None:
-                return await self._evaluate_fast(sha, script, keys, args, defer_s, urgent)
-            reply = await self._evaluate_slow(sha, script, keys, args)
-        return cast(list[int], reply)
-
-    async def _evaluate_slow(
-        self, sha: str, script: str, keys: tuple[str, ...], args: tuple[str | int, ...]
-    ) -> object:
-        """``EVALSHA`` through redis-py (untranslated: callers hold the boundary)."""
-        async with asyncio.timeout(self._deadline):
-            try:
-                return await self._redis.evalsha(sha, len(keys), *keys, *args)
-            except NoScriptError:
-                await self._redis.script_load(script)
-                return await self._redis.evalsha(sha, len(keys), *keys, *args)
-
-    async def _evaluate_fast(
-        self,
-        sha: str,
-        script: str,
-        keys: tuple[str, ...],
-        args: tuple[str | int, ...],
-        defer_s: float,
-        urgent: bool,
-    ) -> list[int]:
-        assert self._fast is not None
-        try:
-            reply = await self._fast.execute(
-                "EVALSHA", sha, len(keys), *keys, *args, defer_s=defer_s, urgent=urgent
-            )
-        except RespError as exc:
-            if exc.kind != "NOSCRIPT":
-                raise
-            await self._fast.execute("SCRIPT", "LOAD", script)
-            reply = await self._fast.execute("EVALSHA", sha, len(keys), *keys, *args)
-        return cast(list[int], reply)

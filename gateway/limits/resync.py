@@ -30,7 +30,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.spend import SpendWindows, spend_by_key
@@ -40,6 +39,7 @@ from gateway.limits.config import LimitsConfig
 from gateway.limits.plan import DAY_MS, period_ids
 from gateway.limits.redis_admission import RedisBoundary
 from tollway.errors import TollwayError
+from tollway.resp import RespClient
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +82,17 @@ class RedisSentinel:
     Redis failures leave as :class:`tollway.errors.ServiceUnavailable`.
     """
 
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    def __init__(self, redis: RespClient, prefix: str) -> None:
         self._redis = redis
         self.key = f"{prefix}{SENTINEL_KEY}"
 
     async def present(self) -> bool:
         with RedisBoundary():
-            return bool(await self._redis.exists(self.key))
+            return bool(await self._redis.execute("EXISTS", self.key))
 
     async def mark(self, now_ms: int) -> None:
         with RedisBoundary():
-            await self._redis.set(self.key, now_ms)
+            await self._redis.execute("SET", self.key, now_ms)
 
 
 class ProcessSentinel:
@@ -141,7 +141,7 @@ class BudgetResync:
         config: LimitsConfig,
         admission: Admission,
         ledger: AsyncEngine,
-        redis: Redis | None,
+        redis: RespClient | None,
         *,
         on_round: RoundHook | None = None,
     ) -> BudgetResync:

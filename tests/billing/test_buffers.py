@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.buffer import BufferedIn, UsageBuffer
@@ -30,6 +28,7 @@ from billing.writer import LedgerWriter, WriterSettings
 from tests.billing.conftest import make_record
 from tests.waiting import until
 from tollway.errors import ServiceUnavailable
+from tollway.resp import RespClient
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,30 +41,39 @@ def closed_port() -> int:
 
 
 @pytest.fixture
-async def redis_client(redis_url: str, redis_prefix: str) -> AsyncIterator[aioredis.Redis]:
-    # Named, so CLIENT LIST tells this test's connections from everyone else's.
-    client = aioredis.Redis.from_url(redis_url, client_name=redis_prefix.replace(":", "-"))
+async def redis_client(redis_url: str, redis_prefix: str) -> AsyncIterator[RespClient]:
+    """The product's client. Named, so CLIENT LIST tells this test's connections from
+    everyone else's."""
+    name = redis_prefix.replace(":", "-")
+    client = RespClient.from_url(redis_url, timeout_s=2.0, client_name=name)
     yield client
     await client.aclose()
 
 
-async def until_blocked_reading(client: aioredis.Redis) -> None:
-    """Until one of ``client``'s connections is blocked in XREADGROUP."""
-    name = client.get_connection_kwargs()["client_name"]
+@pytest.fixture
+async def inspector(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A client of the test's own, to look at (and take away) what the product wrote."""
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def until_blocked_reading(inspector: aioredis.Redis, name: str | None) -> None:
+    """Until a connection named ``name`` is blocked in XREADGROUP."""
     async with asyncio.timeout(10):
         while not any(
             c["name"] == name and c["cmd"] == "xreadgroup" and "b" in c["flags"]
-            for c in await client.client_list()
+            for c in await inspector.client_list()
         ):
             await asyncio.sleep(0.005)
 
 
 @pytest.fixture
-async def stream(redis_client: aioredis.Redis, redis_prefix: str) -> AsyncIterator[RedisStream]:
+async def stream(redis_client: RespClient, redis_prefix: str) -> AsyncIterator[RedisStream]:
     value = RedisStream(redis_client, prefix=redis_prefix)
     yield value
     await value.close()
-    await redis_client.delete(value.key, value.dead_key)
+    await redis_client.execute("DEL", value.key, value.dead_key)
 
 
 def test_frames_stop_at_a_torn_tail() -> None:
@@ -164,7 +172,6 @@ async def test_stream_entries_survive_a_writer_dying_before_xack(
 async def test_sql_down_then_back_drains_both_buffers_exactly_once(
     tmp_path: Path,
     stream: RedisStream,
-    redis_client: aioredis.Redis,
     redis_prefix: str,
     postgres_schema: tuple[str, str],
 ) -> None:
@@ -216,7 +223,7 @@ async def forget_prefix(client: aioredis.Redis, prefix: str) -> None:
 async def test_writer_recreates_its_group_after_redis_lost_the_stream(
     tmp_path: Path,
     stream: RedisStream,
-    redis_client: aioredis.Redis,
+    inspector: aioredis.Redis,
     redis_prefix: str,
     sqlite_engine: AsyncEngine,
     caplog: pytest.LogCaptureFixture,
@@ -229,7 +236,7 @@ async def test_writer_recreates_its_group_after_redis_lost_the_stream(
     assert {await buffer.append(r) for r in before} == {BufferedIn.STREAM}
     assert await writer.run_once() == 30
 
-    await forget_prefix(redis_client, redis_prefix)
+    await forget_prefix(inspector, redis_prefix)
     # Producers re-create the stream, without the group, by appending to it.
     after = [make_record(f"after-{i}") for i in range(40)]
     assert {await buffer.append(r) for r in after} == {BufferedIn.STREAM}
@@ -248,7 +255,8 @@ async def test_writer_recreates_its_group_after_redis_lost_the_stream(
 
 async def test_a_running_writer_and_its_leader_lock_survive_redis_losing_its_data(
     stream: RedisStream,
-    redis_client: aioredis.Redis,
+    redis_client: RespClient,
+    inspector: aioredis.Redis,
     redis_prefix: str,
     sqlite_engine: AsyncEngine,
     caplog: pytest.LogCaptureFixture,
@@ -268,8 +276,9 @@ async def test_a_running_writer_and_its_leader_lock_survive_redis_losing_its_dat
 
     try:
         await appended_and_written([make_record(f"a{i}") for i in range(20)], 20)
-        await until_blocked_reading(redis_client)  # the writer waits in XREADGROUP again
-        await forget_prefix(redis_client, redis_prefix)  # the lock goes too
+        # the writer waits in XREADGROUP again, on its stream's own connection
+        await until_blocked_reading(inspector, redis_client.client_name)
+        await forget_prefix(inspector, redis_prefix)  # the lock goes too
         await appended_and_written([make_record(f"b{i}") for i in range(20)], 40)
     finally:
         stop.set()
@@ -284,12 +293,7 @@ async def test_a_running_writer_and_its_leader_lock_survive_redis_losing_its_dat
 async def test_redis_down_falls_back_to_the_spool(
     tmp_path: Path, sqlite_engine: AsyncEngine
 ) -> None:
-    dead = aioredis.Redis(
-        host="127.0.0.1",
-        port=closed_port(),
-        socket_connect_timeout=0.5,
-        retry=Retry(NoBackoff(), 0),
-    )
+    dead = RespClient("127.0.0.1", closed_port(), timeout_s=0.5)
     spool = Spool(tmp_path / "spool")
     buffer = UsageBuffer(spool, RedisStream(dead, prefix="x:"), redis_retry_s=60)
     await buffer.open()
@@ -306,7 +310,7 @@ async def test_redis_down_falls_back_to_the_spool(
 
 
 async def test_leader_lock_is_exclusive_renewable_and_released(
-    redis_client: aioredis.Redis, redis_prefix: str
+    redis_client: RespClient, inspector: aioredis.Redis, redis_prefix: str
 ) -> None:
     key = f"{redis_prefix}{{usage}}:leader"
     first = LeaderLock(redis_client, key, ttl_ms=300)
@@ -318,12 +322,12 @@ async def test_leader_lock_is_exclusive_renewable_and_released(
     assert await second.acquire_or_renew()
     # A leader that stops renewing loses the lock when its TTL runs out.
     async with asyncio.timeout(10):
-        while await redis_client.exists(key):
+        while await inspector.exists(key):
             await asyncio.sleep(0.01)
     assert await first.acquire_or_renew()
     assert not await second.acquire_or_renew()
     await first.release()
-    await redis_client.delete(key)
+    await inspector.delete(key)
 
 
 class CountingLedger(Ledger):

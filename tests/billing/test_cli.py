@@ -101,9 +101,10 @@ def test_worker_reads_the_usage_stream_under_the_gateways_key_prefix(
     import redis.asyncio as aioredis
 
     from billing.stream import RedisStream
+    from tollway.resp import RespClient
 
     async def produce(first: int) -> None:
-        client = aioredis.Redis.from_url(redis_url)
+        client = RespClient.from_url(redis_url, timeout_s=2.0)
         try:
             stream = RedisStream(client, prefix=redis_prefix)
             for i in range(first, first + 3):

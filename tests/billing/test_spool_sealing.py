@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.buffer import BufferedIn, UsageBuffer
@@ -25,6 +24,7 @@ from billing.stream import RedisStream
 from billing.writer import LedgerWriter
 from tests.billing.conftest import make_record
 from tests.billing.test_buffers import closed_port
+from tollway.resp import RespClient
 
 
 async def _drain_until(drainer: Spool, want: int, timeout_s: float) -> list[bytes]:
@@ -76,21 +76,21 @@ async def test_an_empty_spool_creates_no_segment(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
+async def redis_client(redis_url: str) -> AsyncIterator[RespClient]:
+    client = RespClient.from_url(redis_url, timeout_s=2.0)
     yield client
     await client.aclose()
 
 
 async def test_restream_moves_spooled_records_once_redis_answers(
     tmp_path: Path,
-    redis_client: aioredis.Redis,
+    redis_client: RespClient,
     redis_prefix: str,
     sqlite_engine: AsyncEngine,
 ) -> None:
     """Redis down: records go to the spool and stay there; Redis back: the buffer moves
     them into the stream, and the stream's writer puts each in the ledger once."""
-    down_client = aioredis.Redis.from_url(f"redis://127.0.0.1:{closed_port()}/0")
+    down_client = RespClient("127.0.0.1", closed_port(), timeout_s=0.5)
     down = UsageBuffer(
         Spool(tmp_path / "spool"), RedisStream(down_client, prefix=redis_prefix), redis_retry_s=0
     )
@@ -122,12 +122,12 @@ async def test_restream_moves_spooled_records_once_redis_answers(
         assert await buffer.oldest_record_at() is None
     finally:
         await buffer.close()
-        await redis_client.delete(stream.key, stream.dead_key)
+        await redis_client.execute("DEL", stream.key, stream.dead_key)
 
 
 async def test_an_external_writer_gateway_moves_its_spool_to_the_stream_when_it_stops(
     tmp_path: Path,
-    redis_client: aioredis.Redis,
+    redis_client: RespClient,
     redis_prefix: str,
     sqlite_engine: AsyncEngine,
 ) -> None:
@@ -155,4 +155,4 @@ async def test_an_external_writer_gateway_moves_its_spool_to_the_stream_when_it_
         assert metering.spool.segments() == []
         assert await metering.stream.length() == 5
     finally:
-        await redis_client.delete(metering.stream.key, metering.stream.dead_key)
+        await redis_client.execute("DEL", metering.stream.key, metering.stream.dead_key)

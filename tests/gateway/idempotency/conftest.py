@@ -16,6 +16,7 @@ from gateway.idempotency import (
     MemoryIdempotencyStore,
     RedisIdempotencyStore,
 )
+from tollway.resp import RespClient
 
 
 @dataclass
@@ -25,7 +26,7 @@ class Backend:
     kind: str
     prefix: str
     redis_url: str = ""
-    clients: list[Redis] = field(default_factory=list)
+    clients: list[RespClient] = field(default_factory=list)
     coordinators: list[IdempotencyCoordinator] = field(default_factory=list)
     _memory: MemoryIdempotencyStore | None = None
 
@@ -45,7 +46,7 @@ class Backend:
             if self._memory is None:
                 self._memory = MemoryIdempotencyStore()
             return self._memory
-        client = Redis.from_url(self.redis_url)
+        client = RespClient.from_url(self.redis_url, timeout_s=2.0)
         self.clients.append(client)
         return RedisIdempotencyStore(client)
 

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 from pydantic import ValidationError
-from redis.asyncio import Redis
 
 from gateway.idempotency import (
     Claimed,
@@ -25,6 +24,7 @@ from gateway.idempotency import (
     build_idempotency,
 )
 from tollway.errors import ServiceUnavailable, TollwayError
+from tollway.resp import RespClient
 
 FP = "a" * 64
 OTHER = "b" * 64
@@ -114,7 +114,7 @@ async def test_unreachable_redis_is_translated_at_the_boundary() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    client = Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.2)
+    client = RespClient("127.0.0.1", port, timeout_s=0.2)
     try:
         store = RedisIdempotencyStore(client, timeout_s=0.5)
         with pytest.raises(ServiceUnavailable) as caught:
@@ -134,7 +134,7 @@ async def test_disabled_feature_always_proceeds_untracked() -> None:
 
 async def test_build_picks_the_store(redis_url: str) -> None:
     assert isinstance(build_idempotency(IdempotencyConfig()).store, MemoryIdempotencyStore)
-    client = Redis.from_url(redis_url)
+    client = RespClient.from_url(redis_url)
     try:
         built = build_idempotency(IdempotencyConfig(), client)
         assert isinstance(built.store, RedisIdempotencyStore)

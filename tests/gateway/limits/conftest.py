@@ -13,8 +13,8 @@ from gateway.limits import (
     ManualClock,
     MemoryAdmission,
     RedisAdmission,
-    connect_redis,
 )
+from gateway.sharedstate import connect_redis
 from tollway.resp import RespClient
 
 #: 2024-03-31 23:59:00 UTC: one minute before a day and a month end.
@@ -37,11 +37,9 @@ def limits_config(redis_prefix: str) -> LimitsConfig:
 
 
 @pytest.fixture
-async def redis_clients(
-    redis_url: str, redis_prefix: str
-) -> AsyncIterator[list[Redis | RespClient]]:
+async def redis_clients(redis_url: str, redis_prefix: str) -> AsyncIterator[list[RespClient]]:
     """Every Redis client a test opens (one per simulated replica); closed, keys deleted after."""
-    clients: list[Redis | RespClient] = []
+    clients: list[RespClient] = []
     yield clients
     cleaner = Redis.from_url(redis_url)
     try:
@@ -55,35 +53,29 @@ async def redis_clients(
 
 
 @pytest.fixture
-async def dead_redis() -> AsyncIterator[Redis]:
+async def dead_redis() -> AsyncIterator[RespClient]:
     """A client pointed at a loopback port where nothing listens."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    client = connect_redis(f"redis://127.0.0.1:{port}/0", LimitsConfig(redis_timeout_s=0.2))
+    client = connect_redis(f"redis://127.0.0.1:{port}/0", timeout_s=0.2)
     yield client
     await client.aclose()
 
 
-@pytest.fixture(params=["redis-py", "resp"])
+@pytest.fixture
 def redis_engine(
-    request: pytest.FixtureRequest,
     redis_url: str,
-    redis_clients: list[Redis | RespClient],
+    redis_clients: list[RespClient],
     limits_config: LimitsConfig,
     clock: ManualClock,
 ) -> Callable[[], RedisAdmission]:
-    """Makes one more replica: a RedisAdmission with its own connection pool, its
-    script calls through redis-py or through the request path's lean client."""
+    """Makes one more replica: a RedisAdmission with its own connection."""
 
     def make() -> RedisAdmission:
-        client = connect_redis(redis_url, limits_config)
+        client = connect_redis(redis_url, timeout_s=limits_config.redis_timeout_s)
         redis_clients.append(client)
-        fast = None
-        if request.param == "resp":
-            fast = RespClient.from_url(redis_url, timeout_s=limits_config.redis_timeout_s)
-            redis_clients.append(fast)
-        return RedisAdmission(client, limits_config, clock=clock, fast=fast)
+        return RedisAdmission(client, limits_config, clock=clock)
 
     return make
 

@@ -11,8 +11,8 @@ from gateway.limits import (
     LimitSpec,
     ManualClock,
     RedisAdmission,
-    connect_redis,
 )
+from gateway.sharedstate import connect_redis
 from tollway.errors import RateLimited
 
 #: The limits every replica enforces, by API key.
@@ -33,9 +33,9 @@ def run_replica(
 async def _run(redis_url: str, prefix: str, now_ms: int, start_at: float, n: int) -> dict[str, int]:
     # generous: 40 connections open at once on a busy machine is not what is tested here
     config = LimitsConfig(key_prefix=prefix, redis_timeout_s=5.0)
-    client = connect_redis(redis_url, config)
+    client = connect_redis(redis_url, timeout_s=config.redis_timeout_s)
     engine = RedisAdmission(client, config, clock=ManualClock(now_ms))
-    await client.ping()
+    await client.execute("PING")
 
     async def one(key: str, i: int) -> bool:
         spec, tokens = LIMITS[key]

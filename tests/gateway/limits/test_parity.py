@@ -7,6 +7,7 @@ import uuid
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis.asyncio import Redis
 
 from gateway.limits import (
     AdmissionRequest,
@@ -17,9 +18,9 @@ from gateway.limits import (
     MemoryAdmission,
     RedisAdmission,
     Ticket,
-    connect_redis,
     ticket_headers,
 )
+from gateway.sharedstate import connect_redis
 from tests.gateway.limits.conftest import START_MS
 from tollway.errors import RateLimited
 
@@ -62,7 +63,7 @@ async def run(ops: list[tuple[str, object, int, int]], redis_url: str) -> None:
     prefix = f"tollway-test:{uuid.uuid4().hex[:12]}:"
     config = LimitsConfig(key_prefix=prefix)
     clock = ManualClock(START_MS - 3_000_000)
-    client = connect_redis(redis_url, config)
+    client = connect_redis(redis_url, timeout_s=config.redis_timeout_s)
     engines = (RedisAdmission(client, config, clock=clock), MemoryAdmission(config, clock=clock))
     tickets: list[tuple[Ticket, Ticket]] = []
     try:
@@ -98,10 +99,12 @@ async def run(ops: list[tuple[str, object, int, int]], redis_url: str) -> None:
                 await engines[0].settle(pair[0], x, y)
                 await engines[1].settle(pair[1], x, y)
     finally:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
         await client.aclose()
+        cleaner = Redis.from_url(redis_url)
+        keys = [key async for key in cleaner.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await cleaner.delete(*keys)
+        await cleaner.aclose()
 
 
 @settings(

@@ -222,10 +222,11 @@ async def test_no_limit_is_a_no_op(engine: Engine) -> None:
 async def test_the_redis_clock_mode_uses_the_servers_time(
     redis_url: str, redis_clients: list[object], limits_config: object
 ) -> None:
-    from gateway.limits import LimitsConfig, connect_redis
+    from gateway.limits import LimitsConfig
+    from gateway.sharedstate import connect_redis
 
     assert isinstance(limits_config, LimitsConfig)
-    client = connect_redis(redis_url, limits_config)
+    client = connect_redis(redis_url, timeout_s=limits_config.redis_timeout_s)
     redis_clients.append(client)
     engine = RedisAdmission(client, limits_config)  # no injected clock: Redis TIME
     spec = LimitSpec(rpm=3)

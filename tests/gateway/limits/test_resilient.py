@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 
 import pytest
-from redis.asyncio import Redis
 
 from gateway.limits import (
     AdmissionRequest,
@@ -19,9 +18,10 @@ from gateway.limits import (
     RedisAdmission,
     ResilientAdmission,
     build_admission,
-    connect_redis,
 )
+from gateway.sharedstate import connect_redis
 from tollway.errors import RateLimited, ServiceUnavailable
+from tollway.resp import RespClient
 
 SPEC = LimitSpec(rpm=2)
 
@@ -31,7 +31,7 @@ def request(n: int) -> AdmissionRequest:
 
 
 def resilient(
-    client: Redis, clock: ManualClock, policy: str, errors: list[str] | None = None
+    client: RespClient, clock: ManualClock, policy: str, errors: list[str] | None = None
 ) -> ResilientAdmission:
     config = LimitsConfig.model_validate({"on_redis_outage": policy, "redis_timeout_s": 0.2})
     hook: Callable[[str, ServiceUnavailable], None] | None = None
@@ -46,7 +46,7 @@ def resilient(
 
 
 async def test_fail_open_serves_with_local_limits(
-    dead_redis: Redis, clock: ManualClock, caplog: pytest.LogCaptureFixture
+    dead_redis: RespClient, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     errors: list[str] = []
     engine = resilient(dead_redis, clock, "fail_open", errors)
@@ -64,7 +64,7 @@ async def test_fail_open_serves_with_local_limits(
     await engine.settle(first, 0, 0)
 
 
-async def test_fail_closed_answers_503_quickly(dead_redis: Redis, clock: ManualClock) -> None:
+async def test_fail_closed_answers_503_quickly(dead_redis: RespClient, clock: ManualClock) -> None:
     engine = resilient(dead_redis, clock, "fail_closed")
     started = time.perf_counter()
     for n in range(5):
@@ -79,7 +79,7 @@ async def test_fail_closed_answers_503_quickly(dead_redis: Redis, clock: ManualC
 
 
 async def test_redis_is_tried_again_after_the_outage_window(
-    dead_redis: Redis, redis_engine: Callable[[], RedisAdmission], clock: ManualClock
+    dead_redis: RespClient, redis_engine: Callable[[], RedisAdmission], clock: ManualClock
 ) -> None:
     now = [0.0]
     config = LimitsConfig(outage_retry_s=1.0)
@@ -100,7 +100,7 @@ async def test_redis_is_tried_again_after_the_outage_window(
 
 
 async def test_settlement_during_an_outage_is_dropped_not_raised(
-    dead_redis: Redis, redis_engine: Callable[[], RedisAdmission], clock: ManualClock
+    dead_redis: RespClient, redis_engine: Callable[[], RedisAdmission], clock: ManualClock
 ) -> None:
     req = AdmissionRequest(
         "r1",
@@ -119,10 +119,10 @@ async def test_settlement_during_an_outage_is_dropped_not_raised(
 
 
 async def test_build_admission_picks_the_engine(
-    redis_url: str, redis_clients: list[Redis], limits_config: LimitsConfig
+    redis_url: str, redis_clients: list[RespClient], limits_config: LimitsConfig
 ) -> None:
     assert isinstance(build_admission(limits_config, None), MemoryAdmission)
-    client = connect_redis(redis_url, limits_config)
+    client = connect_redis(redis_url, timeout_s=limits_config.redis_timeout_s)
     redis_clients.append(client)
     engine = build_admission(limits_config, client)
     assert isinstance(engine, ResilientAdmission)
