@@ -1,5 +1,5 @@
 """The admission's Redis calls through two clients: redis-py (``redis.asyncio`` with
-hiredis) against the hand-written RESP client that the request path used to have.
+hiredis) against the gateway's hand-written RESP client (``tollway/resp.py``).
 
 What is timed is the gateway's hot-path use of Redis, alone: per request one
 ``EVALSHA`` of the admission script (:data:`gateway.limits.scripts.ADMIT`) and one of
