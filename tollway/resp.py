@@ -1,4 +1,4 @@
-"""A lean, pipelined Redis client for the request path.
+"""The one Redis client of the product: lean, pipelined, multiplexed.
 
 redis-py spends most of a hot-path call in Python: a connection checked out of a
 pool and back, command packing, reply parsing, and its own locks. This client
@@ -198,7 +198,8 @@ class _Connection(asyncio.Protocol):
 
 
 class RespClient:
-    """A multiplexed Redis client (RESP2) for short commands on the request path."""
+    """A multiplexed Redis client (RESP2): every caller of a process shares one connection
+    (blocking reads go through a :meth:`dedicated` one)."""
 
     def __init__(
         self,
