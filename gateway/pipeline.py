@@ -239,6 +239,8 @@ class InferencePipeline:
             raw = await read_body(request, self.max_body_bytes)
             body = parse_json_object(raw, self.max_json_depth)
             if translation is not None:
+                if translation.load is not None:
+                    await translation.load(body, principal.tenant_id)
                 body = translation.to_chat(body)
             call = self._validate(path, body, self.max_messages)
         idem_key = (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,9 +15,13 @@ class Translation:
     is the caller's credential as an ``Authorization`` value (the edge may read it
     from another header, such as ``x-api-key``); ``to_chat`` turns the parsed body
     into a chat completions body (raising :class:`~tollway.errors.InvalidRequest`
-    for what it cannot translate). Everything after it is the chat pipeline.
+    for what it cannot translate). ``load``, when given, runs first with the parsed
+    body and the caller's tenant id: for an API whose translation reads the tenant's
+    stored state (the Responses API's ``previous_response_id``). Everything after
+    them is the chat pipeline.
     """
 
     endpoint: str
     authorization: str | None
     to_chat: Callable[[dict[str, Any]], dict[str, Any]]
+    load: Callable[[dict[str, Any], str], Awaitable[None]] | None = None

@@ -1,0 +1,155 @@
+"""``/v1/responses`` with the official ``openai`` SDK as the client, against the
+in-process gateway in front of an emulated SGLang worker (a real process): every
+body and streamed event validated against OpenAI's OpenAPI description, metered
+once, stored per tenant."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import orjson
+import pytest
+
+from gateway.app import Gateway
+from gateway.auth import hash_key
+from tests.e2e.processes import emulator
+from tests.gateway.harness import API_KEY, gateway_config, running_gateway, sdk
+from tests.gateway.responsesapi.schema import validate, validate_event
+from tests.gateway.test_metering import PRICES, ledger_rows
+
+OTHER_KEY = "tw-test-other-0123456789abcdefghijklmnopqrstuvwxyz"
+WEATHER: dict[str, Any] = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city.",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def worker() -> Iterator[str]:
+    with emulator("--instant") as (url, _):
+        yield url
+
+
+@asynccontextmanager
+async def gateway(
+    worker: str, tmp_path: Path, **responses: Any
+) -> AsyncIterator[tuple[Gateway, httpx.AsyncClient, openai.AsyncOpenAI]]:
+    book = tmp_path / "pricing.yaml"
+    book.write_text(PRICES)
+    config = gateway_config([worker], pricing=str(book))
+    config["pools"]["p"]["model"] = {"name": "llama-3.1-8b-instruct"}
+    config["auth"]["keys"].append({"tenant": "t2", "name": "k2", "key_sha256": hash_key(OTHER_KEY)})
+    if responses:
+        config["responses"] = responses
+    async with running_gateway(config) as (app, client):
+        yield app, client, sdk(client)
+
+
+async def ledger_settled(app: Gateway, count: int) -> dict[str, Any]:
+    """The ledger's rows once it holds ``count`` (the inline writer may hold a round)."""
+    deadline = time.monotonic() + 10
+    while len(rows := await ledger_rows(app)) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    return rows
+
+
+def sse_events(body: bytes) -> list[dict[str, Any]]:
+    """Every event of an SSE body, checked: its ``event:`` names its ``type``."""
+    events = []
+    for block in body.split(b"\n\n"):
+        if not block.strip():
+            continue
+        lines = dict(line.split(b": ", 1) for line in block.split(b"\n"))
+        data = orjson.loads(lines[b"data"])
+        assert lines[b"event"].decode() == data["type"]
+        events.append(data)
+    return events
+
+
+async def test_create_answers_a_valid_response_metered_once(worker: str, tmp_path: Path) -> None:
+    async with gateway(worker, tmp_path) as (app, client, api):
+        raw = await api.responses.with_raw_response.create(
+            model="m",
+            instructions="Be brief.",
+            input="Tell me about Paris.",
+            max_output_tokens=40,
+            temperature=0.5,
+            top_p=0.9,
+            metadata={"team": "a"},
+            user="u-1",
+            truncation="disabled",
+            include=[],
+        )
+        response = raw.parse()
+        body = orjson.loads(raw.http_response.content)
+        validate("Response", body)
+        assert response.id.startswith("resp_") and response.status == "completed"
+        assert response.output_text and response.output[0].type == "message"
+        assert response.metadata == {"team": "a"} and response.instructions == "Be brief."
+        usage = response.usage
+        assert usage is not None and usage.input_tokens > 0 and 0 < usage.output_tokens <= 40
+        assert usage.total_tokens == usage.input_tokens + usage.output_tokens
+        rid = raw.http_response.headers["x-request-id"]
+        rows = await ledger_settled(app, 1)
+        assert list(rows) == [rid]
+        row = rows[rid]
+        assert row["prompt_tokens"] == usage.input_tokens
+        assert row["completion_tokens"] == usage.output_tokens
+
+
+async def test_max_output_tokens_makes_it_incomplete(worker: str, tmp_path: Path) -> None:
+    async with gateway(worker, tmp_path) as (_, client, api):
+        raw = await api.responses.with_raw_response.create(
+            model="m", input="Hello", max_output_tokens=1
+        )
+        validate("Response", orjson.loads(raw.http_response.content))
+        response = raw.parse()
+        assert response.status == "incomplete"
+        assert response.incomplete_details is not None
+        assert response.incomplete_details.reason == "max_output_tokens"
+
+
+async def test_stream_events_are_valid_and_numbered(worker: str, tmp_path: Path) -> None:
+    async with gateway(worker, tmp_path) as (_, client, api):
+        async with api.responses.stream(model="m", input="Hello", max_output_tokens=500) as stream:
+            deltas = [e.delta async for e in stream if e.type == "response.output_text.delta"]
+            final = await stream.get_final_response()
+        assert deltas and final.output_text == "".join(deltas)
+        raw = await client.post(
+            "/v1/responses",
+            headers={"authorization": f"Bearer {API_KEY}"},
+            json={"model": "m", "input": "Hello", "stream": True, "max_output_tokens": 500},
+        )
+        assert raw.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(raw.content)
+        for event in events:
+            validate_event(event)
+        assert [e["sequence_number"] for e in events] == list(range(len(events)))
+        kinds = [e["type"] for e in events]
+        assert kinds[:4] == [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+        ]
+        assert kinds[-4:] == [
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
+        stored = await api.responses.retrieve(events[-1]["response"]["id"])
+        assert stored.output_text == events[-1]["response"]["output"][0]["content"][0]["text"]
