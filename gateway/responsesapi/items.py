@@ -84,8 +84,9 @@ def _item(item: Any, param: str) -> dict[str, Any]:
             raise invalid(f"{param}.content: a string or a list of parts", f"{param}.content")
         if role == "assistant":
             for p in parts:
-                if p["type"] == "output_text":
+                if p["type"] == "output_text":  # as stored outputs are (OutputMessage)
                     p.setdefault("annotations", [])
+                    p.setdefault("logprobs", [])
         return _message(role, parts, _str_id(item))
     if kind == "function_call":
         for field in ("call_id", "name", "arguments"):

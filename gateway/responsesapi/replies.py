@@ -56,6 +56,11 @@ def skeleton(response_id: str, body: dict[str, Any], model: str) -> dict[str, An
     for name, default in _ECHOED.items():
         value = body.get(name)
         out[name] = default if value is None else value
+    tools = out["tools"]
+    if isinstance(tools, list):  # as OpenAI echoes them: strict and parameters named
+        out["tools"] = [
+            {"strict": None, "parameters": None, **t} if isinstance(t, dict) else t for t in tools
+        ]
     for name in _ECHOED_IF_SENT:
         if body.get(name) is not None:
             out[name] = body[name]

@@ -153,3 +153,118 @@ async def test_stream_events_are_valid_and_numbered(worker: str, tmp_path: Path)
         ]
         stored = await api.responses.retrieve(events[-1]["response"]["id"])
         assert stored.output_text == events[-1]["response"]["output"][0]["content"][0]["text"]
+
+
+async def test_a_function_tool_loop_continues_by_previous_response_id(
+    worker: str, tmp_path: Path
+) -> None:
+    async with gateway(worker, tmp_path) as (app, client, api):
+        raw = await api.responses.with_raw_response.create(
+            model="m",
+            input="What is the weather in Paris?",
+            tools=[WEATHER],  # type: ignore[list-item]
+            tool_choice="required",
+            parallel_tool_calls=False,
+        )
+        validate("Response", orjson.loads(raw.http_response.content))
+        first = raw.parse()
+        calls = [item for item in first.output if item.type == "function_call"]
+        assert calls and calls[0].name == "get_weather" and calls[0].call_id
+        assert orjson.loads(calls[0].arguments).keys() >= {"city"}
+        raw = await api.responses.with_raw_response.create(
+            model="m",
+            previous_response_id=first.id,
+            input=[
+                {"type": "function_call_output", "call_id": calls[0].call_id, "output": "Sunny"}
+            ],
+            tools=[WEATHER],  # type: ignore[list-item]
+            max_output_tokens=500,
+        )
+        validate("Response", orjson.loads(raw.http_response.content))
+        second = raw.parse()
+        assert second.previous_response_id == first.id and second.output_text
+        # The chain's session: both turns are routed (and recorded) as one session.
+        rows = await ledger_settled(app, 2)
+        sessions = {row["session_id"] for row in rows.values()}
+        assert sessions == {first.id}
+
+
+async def test_stored_responses_are_read_listed_and_deleted_by_their_tenant_only(
+    worker: str, tmp_path: Path
+) -> None:
+    async with gateway(worker, tmp_path) as (app, client, api):
+        items: list[Any] = [
+            {"role": "developer", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "input_text", "text": "Hello"}]},
+            {"type": "message", "role": "assistant", "content": "Hi! How can I help?"},
+            {"role": "user", "content": "Tell me about Paris."},
+        ]
+        created = await api.responses.create(model="m", input=items, max_output_tokens=500)
+        got = await client.get(
+            f"/v1/responses/{created.id}", headers={"authorization": f"Bearer {API_KEY}"}
+        )
+        validate("Response", got.json())
+        assert got.json()["id"] == created.id
+        assert got.json()["output"][0]["content"][0]["text"] == created.output_text
+        listed = await client.get(
+            f"/v1/responses/{created.id}/input_items",
+            headers={"authorization": f"Bearer {API_KEY}"},
+            params={"order": "asc", "limit": 3},
+        )
+        page = listed.json()
+        validate("ResponseItemList", page)
+        assert [i["role"] for i in page["data"]] == ["developer", "user", "assistant"]
+        assert page["has_more"] is True
+        rest = await api.responses.input_items.list(created.id, order="asc", after=page["last_id"])
+        assert [i.type for i in rest.data] == ["message"] and not rest.has_more
+        newest_first = await api.responses.input_items.list(created.id)
+        assert newest_first.data[0].id == rest.data[0].id
+        # Another tenant: 404 on read, on list, on continue and on delete.
+        other = sdk(client, OTHER_KEY)
+        with pytest.raises(openai.NotFoundError):
+            await other.responses.retrieve(created.id)
+        with pytest.raises(openai.NotFoundError):
+            await other.responses.input_items.list(created.id)
+        with pytest.raises(openai.NotFoundError) as continued:
+            await other.responses.create(model="m", input="hi", previous_response_id=created.id)
+        assert continued.value.body["param"] == "previous_response_id"  # type: ignore[index]
+        with pytest.raises(openai.NotFoundError):
+            await other.responses.delete(created.id)
+        assert (await api.responses.retrieve(created.id)).id == created.id
+        # Its owner deletes it: gone everywhere.
+        await api.responses.delete(created.id)
+        with pytest.raises(openai.NotFoundError):
+            await api.responses.retrieve(created.id)
+        with pytest.raises(openai.NotFoundError):
+            await api.responses.delete(created.id)
+        # store: false keeps nothing.
+        unstored = await api.responses.create(model="m", input="hi", store=False)
+        assert unstored.store is False
+        with pytest.raises(openai.NotFoundError):
+            await api.responses.retrieve(unstored.id)
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
+        ({"background": True}, "background"),
+        ({"conversation": "conv_1"}, "conversation"),
+        ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0].type"),
+        ({"input": [{"role": "tool", "content": "x"}]}, "input[0].role"),
+        ({"tool_choice": {"type": "web_search_preview"}}, "tool_choice"),
+        ({"text": {"format": {"type": "xml"}}}, "text.format"),
+    ],
+)
+async def test_unsupported_features_are_a_400_naming_the_parameter(
+    worker: str, tmp_path: Path, extra: dict[str, Any], param: str
+) -> None:
+    async with gateway(worker, tmp_path) as (_, client, _api):
+        answer = await client.post(
+            "/v1/responses",
+            headers={"authorization": f"Bearer {API_KEY}"},
+            json={"model": "m", "input": "hi", **extra},
+        )
+        assert answer.status_code == 400, answer.text
+        error = answer.json()["error"]
+        assert error["param"] == param and error["type"] == "invalid_request_error"
