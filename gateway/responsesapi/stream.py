@@ -35,7 +35,8 @@ Finisher = Callable[[dict[str, Any]], Awaitable[None]]
 
 def sse(data: dict[str, Any]) -> bytes:
     """One SSE event: ``event:`` names its ``type``."""
-    return b"event: " + data["type"].encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+    kind: str = data["type"]
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
 def failure_code(status: int) -> str:

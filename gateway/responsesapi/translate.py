@@ -6,8 +6,9 @@ this request's ``input`` items, become the messages (:mod:`gateway.responsesapi.
 Function ``tools`` (the flat Responses shape) become chat function tools;
 ``tool_choice``, ``parallel_tool_calls``, ``temperature``, ``top_p`` and ``user`` keep
 their meaning; ``max_output_tokens`` is ``max_tokens``; ``text.format`` becomes
-``response_format``; ``metadata`` is passed on (the gateway reads its
-``agent_type``/``session_id`` like a chat request's, and strips them).
+``response_format``. ``metadata`` is stored with the response, not sent to the
+model; the gateway reads its ``agent_type``, ``session_id`` and ``idempotency_key``
+as on a chat completion.
 
 Built-in tools (``web_search``, ``file_search``, ``computer_use``, MCP …),
 ``background``, ``prompt`` templates, ``conversation`` and ``item_reference``
@@ -28,6 +29,8 @@ _UNSUPPORTED = {
     "conversation": "conversations are not supported yet; use `previous_response_id`",
 }
 _TOOL_CHOICES = frozenset({"none", "auto", "required"})
+#: ``metadata`` keys the gateway reads (as on a chat completion).
+_GATEWAY_METADATA = frozenset({"agent_type", "session_id", "idempotency_key"})
 
 
 @dataclass(slots=True)
@@ -91,7 +94,11 @@ def to_chat(request: Request) -> dict[str, Any]:
     if metadata is not None:
         if not isinstance(metadata, dict):
             raise invalid("metadata: an object", "metadata")
-        chat["metadata"] = dict(metadata)
+        # The response's own metadata is stored with it, not sent to the model: only the
+        # gateway's keys (agent type, session, idempotency key) are read, then stripped.
+        ours = {k: v for k, v in metadata.items() if k in _GATEWAY_METADATA}
+        if ours:
+            chat["metadata"] = ours
     if request.session is not None:
         chat.setdefault("metadata", {}).setdefault("session_id", request.session)
     tools = body.get("tools")

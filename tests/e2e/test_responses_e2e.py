@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,9 +18,19 @@ import orjson
 import pytest
 from redis import Redis
 
-from tests.e2e.processes import API_KEY, emulator, pool, start_gateway, stop, write_config
+from tests.e2e.processes import (
+    API_KEY,
+    emulator,
+    gateway,
+    pool,
+    start_gateway,
+    stop,
+    write_config,
+)
 from tests.e2e.test_replicas import PRICES, database, ledger_cost, wait_for_ledger
+from tests.e2e.test_stream_cancel import _ledger_rows
 from tests.gateway.responsesapi.schema import validate, validate_event
+from tests.waiting import until_sync
 
 pytestmark = pytest.mark.e2e
 __all__ = ["database"]  # the module's PostgreSQL database (a fixture)
@@ -100,9 +111,7 @@ def test_a_chain_continues_on_another_replica(replicas: dict[str, Any], database
     ) as streamed:
         ids.append(streamed.headers["x-request-id"])
         body = streamed.read()
-    events = [
-        orjson.loads(block.split(b"data: ", 1)[1]) for block in body.split(b"\n\n") if block
-    ]
+    events = [orjson.loads(block.split(b"data: ", 1)[1]) for block in body.split(b"\n\n") if block]
     for event in events:
         validate_event(event)
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
@@ -153,3 +162,44 @@ def test_a_function_tool_loop(replicas: dict[str, Any]) -> None:
         max_output_tokens=400,
     )
     assert second.output_text and second.status == "completed"
+
+
+def test_a_client_leaving_a_response_stream_is_billed_once_as_cancelled(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with (
+        emulator("--speed", "0.02") as (worker, _),  # at least 8 tokens: seconds of decoding
+        gateway(
+            tmp_path,
+            {"main": pool([worker])},
+            {"m": {"route": "pool:main"}},
+            env={"TOLLWAY_DATA_DIR": str(data_dir)},
+        ) as base,
+    ):
+        client = _client(base)
+        request_id = f"req_leave_{uuid.uuid4().hex}"
+        with client.responses.stream(
+            model="m",
+            input="Tell me about Paris.",
+            max_output_tokens=64,
+            extra_headers={"x-request-id": request_id},
+        ) as stream:
+            for event in stream:
+                if event.type == "response.output_text.delta":
+                    break
+        # Leaving the block closed the response mid-stream.
+
+        def billed() -> list[dict[str, object]]:
+            return [row for row in _ledger_rows(data_dir) if row["request_id"] == request_id]
+
+        # Its provisional record (journaled at the first byte) may land first: wait for
+        # the final one, which replaces it.
+        until_sync(
+            lambda: any(row["status"] != "provisional" for row in billed()),
+            timeout_s=10,
+            what="the cancelled request in the ledger",
+        )
+        rows = billed()
+    (row,) = rows
+    assert row["status"] == "client_cancelled"
+    completion = row["completion_tokens"]
+    assert isinstance(completion, int) and 1 <= completion < 64

@@ -111,7 +111,7 @@ def test_fields_map_to_their_chat_counterparts() -> None:
         "temperature": 0.1,
         "top_p": 0.5,
         "user": "u",
-        "metadata": {"team": "a"},
+        "metadata": {"team": "a", "agent_type": "coder"},
         "text": {"format": {"type": "json_schema", "name": "s", "schema": {}, "strict": True}},
         "stream": True,
         "store": False,
@@ -137,7 +137,7 @@ def test_fields_map_to_their_chat_counterparts() -> None:
         "temperature": 0.1,
         "top_p": 0.5,
         "user": "u",
-        "metadata": {"team": "a", "session_id": "resp_1"},
+        "metadata": {"agent_type": "coder", "session_id": "resp_1"},
         "response_format": {
             "type": "json_schema",
             "json_schema": {"name": "s", "schema": {}, "strict": True},

@@ -1,0 +1,114 @@
+"""``/v1/responses`` in front of a scripted worker: what reaches the upstream (a
+chain's items, not its instructions nor the response's metadata), its errors
+before and inside a stream, a stream cut short, and idempotent replays."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from tests.gateway.fake_worker import FakeWorker, serve_fake_worker
+from tests.gateway.harness import API_KEY, gateway_config, running_gateway
+from tests.gateway.responsesapi.schema import validate, validate_event
+
+HEADERS = {"authorization": f"Bearer {API_KEY}"}
+BODY: dict[str, Any] = {"model": "m", "input": "hi", "max_output_tokens": 9}
+
+
+def events_of(body: bytes) -> list[dict[str, Any]]:
+    return [orjson.loads(block.split(b"\ndata: ", 1)[1]) for block in body.split(b"\n\n") if block]
+
+
+async def test_the_upstream_gets_the_chain_as_chat_messages() -> None:
+    async with (
+        serve_fake_worker() as worker,
+        running_gateway(gateway_config([worker.url])) as (_, client),
+    ):
+        body = {**BODY, "instructions": "Be brief.", "metadata": {"team": "a"}}
+        first = await client.post("/v1/responses", headers=HEADERS, json=body)
+        assert first.status_code == 200, first.text
+        validate("Response", first.json())
+        assert first.json()["output"][0]["content"][0]["text"] == "hello"
+        sent = worker.requests[-1]
+        assert sent["model"] == "upstream-model" and sent["max_tokens"] == 9
+        assert sent["messages"] == [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "hi"},
+        ]
+        assert "metadata" not in sent
+        again = {
+            "model": "m",
+            "input": [{"role": "user", "content": "more"}],
+            "previous_response_id": first.json()["id"],
+            "instructions": "New rules.",
+        }
+        second = await client.post("/v1/responses", headers=HEADERS, json=again)
+        assert second.status_code == 200, second.text
+        assert worker.requests[-1]["messages"] == [
+            {"role": "system", "content": "New rules."},
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": "more"},
+        ]
+        assert second.json()["previous_response_id"] == first.json()["id"]
+
+
+async def test_an_upstream_refusal_before_the_stream_is_a_400() -> None:
+    async with (
+        serve_fake_worker(FakeWorker(mode="stream_error")) as worker,
+        running_gateway(gateway_config([worker.url])) as (_, client),
+    ):
+        answer = await client.post("/v1/responses", headers=HEADERS, json={**BODY, "stream": True})
+        assert answer.status_code == 400
+        assert "prompt too long" in answer.json()["error"]["message"]
+
+
+async def test_an_upstream_error_mid_stream_is_an_error_event_then_failed() -> None:
+    for mode in ("stream_error_mid", "cut"):
+        async with (
+            serve_fake_worker(FakeWorker(mode=mode, error_status=500)) as worker,
+            running_gateway(gateway_config([worker.url])) as (_, client),
+        ):
+            answer = await client.post(
+                "/v1/responses", headers=HEADERS, json={**BODY, "stream": True}
+            )
+            assert answer.status_code == 200
+            events = events_of(answer.content)
+            for event in events:
+                validate_event(event)
+            kinds = [e["type"] for e in events]
+            assert kinds[-4:] == [
+                "response.content_part.done",
+                "response.output_item.done",
+                "error",
+                "response.failed",
+            ], mode
+            failed = events[-1]["response"]
+            assert failed["status"] == "failed" and failed["error"]["code"] == "server_error"
+            # A failed response is not stored.
+            got = await client.get(f"/v1/responses/{failed['id']}", headers=HEADERS)
+            assert got.status_code == 404
+
+
+async def test_an_idempotent_replay_is_translated_too() -> None:
+    async with (
+        serve_fake_worker() as worker,
+        running_gateway(gateway_config([worker.url])) as (_, client),
+    ):
+        for stream in (False, True):
+            headers = {**HEADERS, "idempotency-key": f"k-{stream}"}
+            body = {**BODY, "stream": stream}
+            first = await client.post("/v1/responses", headers=headers, json=body)
+            again = await client.post("/v1/responses", headers=headers, json=body)
+            assert again.headers.get("idempotent-replayed") == "true"
+            if stream:
+                kinds = [e["type"] for e in events_of(again.content)]
+                assert kinds == [e["type"] for e in events_of(first.content)]
+                assert kinds[-1] == "response.completed"
+            else:
+                validate("Response", again.json())
+                assert (
+                    again.json()["output"][0]["content"] == (first.json()["output"][0]["content"])
+                )
+        assert len(worker.requests) == 2
