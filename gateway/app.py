@@ -304,6 +304,7 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
     app.state.metering = metering
     app.state.budget_resync = budget_resync
     app.state.tracer = tracer
+    app.state.stored_responses = stored_responses
     anthropic = MessagesApi(pipeline)
     responses_api = ResponsesApi(pipeline, stored_responses)
     table = RouteTable(

@@ -112,3 +112,37 @@ async def test_an_idempotent_replay_is_translated_too() -> None:
                     again.json()["output"][0]["content"] == (first.json()["output"][0]["content"])
                 )
         assert len(worker.requests) == 2
+
+
+async def test_a_response_that_cannot_be_stored_is_an_error_not_a_silent_loss() -> None:
+    async with (
+        serve_fake_worker() as worker,
+        running_gateway(gateway_config([worker.url])) as (app, client),
+    ):
+        async def broken(*args: object) -> None:
+            raise OSError("disk gone")
+
+        app.state.stored_responses.put = broken
+        plain = await client.post("/v1/responses", headers=HEADERS, json=BODY)
+        assert plain.status_code == 503 and plain.json()["error"]["type"]
+        streamed = await client.post(
+            "/v1/responses", headers=HEADERS, json={**BODY, "stream": True}
+        )
+        events = events_of(streamed.content)
+        assert [e["type"] for e in events][-2:] == ["error", "response.failed"]
+        # Not stored: store: false asks for nothing to be stored, and is served.
+        unstored = await client.post(
+            "/v1/responses", headers=HEADERS, json={**BODY, "store": False}
+        )
+        assert unstored.status_code == 200 and unstored.json()["store"] is False
+
+
+async def test_the_openapi_description_documents_the_routes() -> None:
+    async with (
+        serve_fake_worker() as worker,
+        running_gateway(gateway_config([worker.url])) as (_, client),
+    ):
+        paths = (await client.get("/openapi.json")).json()["paths"]
+        assert paths["/v1/responses"]["post"]["security"] == [{"bearer": []}]
+        assert set(paths["/v1/responses/{response_id}"]) == {"get", "delete"}
+        assert "get" in paths["/v1/responses/{response_id}/input_items"]
