@@ -119,6 +119,7 @@ async def test_a_response_that_cannot_be_stored_is_an_error_not_a_silent_loss() 
         serve_fake_worker() as worker,
         running_gateway(gateway_config([worker.url])) as (app, client),
     ):
+
         async def broken(*args: object) -> None:
             raise OSError("disk gone")
 
