@@ -45,6 +45,8 @@ from gateway.responses import (
 )
 from gateway.responsesapi.api import RESPONSES_PATH, ResponsesApi
 from gateway.responsesapi.api import router as responses_router
+from gateway.responsesapi.conversations import ConversationStore
+from gateway.responsesapi.conversations import router as conversations_router
 from gateway.responsesapi.store import ResponseStore
 from gateway.routes import InferenceRoute, RouteTable
 from gateway.settings import Settings
@@ -223,6 +225,7 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
     stored_responses = ResponseStore.build(
         config.responses, engine, redis, config.limits.key_prefix
     )
+    conversations = ConversationStore(stored_responses)
     pipeline = InferencePipeline(
         auth=auth,
         registry=registry,
@@ -280,6 +283,7 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
     app.include_router(usage.admin_router(engine, admin_token))
     app.include_router(usage.tenant_router(engine, auth))
     app.include_router(responses_router(stored_responses, auth))
+    app.include_router(conversations_router(conversations, auth))
     app.router.routes.extend(openai.routes(registry, auth))
     app.router.routes.extend(health.routes(registry.is_ready))
 
@@ -306,7 +310,7 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
     app.state.tracer = tracer
     app.state.stored_responses = stored_responses
     anthropic = MessagesApi(pipeline)
-    responses_api = ResponsesApi(pipeline, stored_responses)
+    responses_api = ResponsesApi(pipeline, stored_responses, conversations)
     table = RouteTable(
         [
             InferenceRoute(

@@ -29,6 +29,7 @@ from gateway.auth import Authenticator
 from gateway.pipeline import InferencePipeline
 from gateway.requestid import request_id_of
 from gateway.responses import JSON, error_response, json_response
+from gateway.responsesapi.conversations import ConversationStore, not_found
 from gateway.responsesapi.items import invalid
 from gateway.responsesapi.replies import skeleton, to_response
 from gateway.responsesapi.store import ResponseStore, Stored
@@ -62,9 +63,12 @@ class _Turn:
 class ResponsesApi:
     """The Responses API over an :class:`InferencePipeline` and a :class:`ResponseStore`."""
 
-    def __init__(self, pipeline: InferencePipeline, store: ResponseStore) -> None:
+    def __init__(
+        self, pipeline: InferencePipeline, store: ResponseStore, conversations: ConversationStore
+    ) -> None:
         self.pipeline = pipeline
         self.store = store
+        self.conversations = conversations
 
     async def create(self, request: Request) -> Response:
         """``POST /v1/responses``."""
@@ -73,6 +77,14 @@ class ResponsesApi:
         async def load(body: dict[str, Any], tenant: str) -> None:
             asked = parse(body)
             turn.tenant, turn.asked = tenant, asked
+            if asked.conversation is not None:
+                try:
+                    _, items = await self.conversations.get(tenant, asked.conversation)
+                except NotFound:
+                    raise not_found(asked.conversation, "conversation") from None
+                asked.history, asked.session = items, asked.conversation
+                self._check_size(asked, "conversation")
+                return
             if asked.previous_response_id is None:
                 asked.session = turn.response_id  # the chain's session: its first response
                 return
@@ -81,14 +93,7 @@ class ResponsesApi:
                 raise _not_found(asked.previous_response_id, "previous_response_id")
             asked.history, asked.session = previous.history, previous.session
             if asked.store:
-                size = len(orjson.dumps(asked.history)) + len(orjson.dumps(asked.items))
-                if size > self.store.max_bytes:
-                    raise invalid(
-                        f"previous_response_id: the chain's stored items ({size} bytes) are "
-                        f"over the limit of {self.store.max_bytes} bytes; start a new chain "
-                        "or send `store: false`",
-                        "previous_response_id",
-                    )
+                self._check_size(asked, "previous_response_id")
 
         def translate(_body: dict[str, Any]) -> dict[str, Any]:
             assert turn.asked is not None
@@ -111,13 +116,29 @@ class ResponsesApi:
         translated.background = response.background
         return translated
 
+    def _check_size(self, asked: Asked, param: str) -> None:
+        """400 before anything is sent when the stored context is already over the limit."""
+        size = len(orjson.dumps(asked.history)) + len(orjson.dumps(asked.items))
+        if size > self.store.max_bytes:
+            raise invalid(
+                f"{param}: the stored items ({size} bytes) are over the limit of "
+                f"{self.store.max_bytes} bytes; start a new one or send the input alone",
+                param,
+            )
+
     async def _translate_back(self, response: Response, turn: _Turn, asked: Asked) -> Response:
         headers = {k: v for k, v in response.headers.items() if k not in _BODY_HEADERS}
         body = asked.body
         model = str(body.get("model", ""))
         started = skeleton(turn.response_id, body, model)
 
+        if asked.conversation is not None:
+            started["conversation"] = {"id": asked.conversation}
+
         async def keep(finished: dict[str, Any]) -> None:
+            if asked.conversation is not None:
+                added = asked.items + finished["output"]
+                await self.conversations.change(turn.tenant, asked.conversation, add=added)
             if asked.store:
                 await self._keep(turn, asked, finished)
 

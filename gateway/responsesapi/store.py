@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -23,7 +24,7 @@ from typing import Any, Protocol
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.database import translate_db_errors
@@ -34,6 +35,8 @@ log = logging.getLogger("tollway")
 
 #: What a response id looks like: anything else is not found without a lookup.
 _ID = re.compile(r"^resp_[A-Za-z0-9_-]{1,90}$")
+#: A record's change inside :meth:`Backend.update`: the new record for the old one.
+Change = Callable[[bytes], bytes]
 #: Purge expired rows once every this many writes.
 _PURGE_EVERY = 200
 
@@ -76,9 +79,13 @@ class Stored:
 class Backend(Protocol):
     """Where records live (one tenant's key space each)."""
 
-    async def put(self, tenant: str, rid: str, data: bytes, created: float) -> None: ...
+    async def put(
+        self, tenant: str, rid: str, data: bytes, created: float, *, cached: bool = True
+    ) -> None: ...
 
-    async def get(self, tenant: str, rid: str) -> bytes | None: ...
+    async def get(self, tenant: str, rid: str, *, cached: bool = True) -> bytes | None: ...
+
+    async def update(self, tenant: str, rid: str, change: Change) -> bytes | None: ...
 
     async def delete(self, tenant: str, rid: str) -> bool: ...
 
@@ -90,18 +97,28 @@ class MemoryBackend:
         self.retention_s = retention_s
         self.records: dict[tuple[str, str], tuple[float, bytes]] = {}
 
-    async def put(self, tenant: str, rid: str, data: bytes, created: float) -> None:
+    async def put(
+        self, tenant: str, rid: str, data: bytes, created: float, *, cached: bool = True
+    ) -> None:
         now = time.time()
         if len(self.records) % _PURGE_EVERY == 0:
             for key in [k for k, (exp, _) in self.records.items() if exp <= now]:
                 del self.records[key]
         self.records[(tenant, rid)] = (created + self.retention_s, data)
 
-    async def get(self, tenant: str, rid: str) -> bytes | None:
+    async def get(self, tenant: str, rid: str, *, cached: bool = True) -> bytes | None:
         found = self.records.get((tenant, rid))
         if found is None or found[0] <= time.time():
             return None
         return found[1]
+
+    async def update(self, tenant: str, rid: str, change: Change) -> bytes | None:
+        found = self.records.get((tenant, rid))
+        if found is None or found[0] <= time.time():
+            return None
+        data = change(found[1])  # no await between the read and the write: atomic
+        self.records[(tenant, rid)] = (found[0], data)
+        return data
 
     async def delete(self, tenant: str, rid: str) -> bool:
         found = self.records.pop((tenant, rid), None)
@@ -129,7 +146,9 @@ class SqlBackend:
     def _key(self, tenant: str, rid: str) -> str:
         return f"{self.prefix}{len(tenant)}:{tenant}:{rid}"
 
-    async def put(self, tenant: str, rid: str, data: bytes, created: float) -> None:
+    async def put(
+        self, tenant: str, rid: str, data: bytes, created: float, *, cached: bool = True
+    ) -> None:
         at = datetime.fromtimestamp(created, UTC)
         expires = at + timedelta(seconds=self.retention_s)
         row = {
@@ -148,13 +167,15 @@ class SqlBackend:
                     await conn.execute(
                         delete(stored_responses).where(stored_responses.c.expires_at <= now)
                     )
-        ttl = min(self.redis_ttl_s, int(self.retention_s))
-        await self._redis("set", self._key(tenant, rid), data, ex=max(1, ttl))
+        if cached:
+            ttl = min(self.redis_ttl_s, int(self.retention_s))
+            await self._redis("set", self._key(tenant, rid), data, ex=max(1, ttl))
 
-    async def get(self, tenant: str, rid: str) -> bytes | None:
-        cached = await self._redis("get", self._key(tenant, rid))
-        if isinstance(cached, bytes):
-            return cached
+    async def get(self, tenant: str, rid: str, *, cached: bool = True) -> bytes | None:
+        if cached:
+            copy = await self._redis("get", self._key(tenant, rid))
+            if isinstance(copy, bytes):
+                return copy
         query = select(stored_responses.c.record, stored_responses.c.expires_at).where(
             stored_responses.c.tenant_id == tenant, stored_responses.c.id == rid
         )
@@ -169,8 +190,28 @@ class SqlBackend:
             return None
         data = str(row.record).encode()
         ttl = int(min(self.redis_ttl_s, left))
-        if ttl >= 1:
+        if cached and ttl >= 1:
             await self._redis("set", self._key(tenant, rid), data, ex=ttl)
+        return data
+
+    async def update(self, tenant: str, rid: str, change: Change) -> bytes | None:
+        """Change a record in one transaction (its row locked on PostgreSQL; SQLite
+        serialises writers), so concurrent changes are never lost. Records changed
+        this way are read with ``cached=False``: no Redis copy can go stale."""
+        table = stored_responses
+        where = (
+            table.c.tenant_id == tenant,
+            table.c.id == rid,
+            table.c.expires_at > datetime.now(UTC),
+        )
+        with translate_db_errors("changing a stored record"):
+            async with self.engine.begin() as conn:
+                query = select(table.c.record).where(*where).with_for_update()
+                row = (await conn.execute(query)).first()
+                if row is None:
+                    return None
+                data = change(str(row.record).encode())
+                await conn.execute(update(table).where(*where).values(record=data.decode()))
         return data
 
     async def delete(self, tenant: str, rid: str) -> bool:

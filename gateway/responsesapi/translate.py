@@ -10,9 +10,11 @@ their meaning; ``max_output_tokens`` is ``max_tokens``; ``text.format`` becomes
 model; the gateway reads its ``agent_type``, ``session_id`` and ``idempotency_key``
 as on a chat completion.
 
-Built-in tools (``web_search``, ``file_search``, ``computer_use``, MCP …),
-``background``, ``prompt`` templates, ``conversation`` and ``item_reference``
-items are refused with 400 naming the parameter.
+``conversation`` (an id, or ``{"id": …}``) names a conversation whose items are
+prepended (:mod:`gateway.responsesapi.conversations`); it excludes
+``previous_response_id``. Built-in tools (``web_search``, ``file_search``,
+``computer_use``, MCP …), ``background``, ``prompt`` templates and
+``item_reference`` items are refused with 400 naming the parameter.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from gateway.responsesapi.items import input_items, invalid, to_messages
 _UNSUPPORTED = {
     "background": "background mode is not supported; omit `background` or set it to false",
     "prompt": "prompt templates are not supported; send `instructions` and `input`",
-    "conversation": "conversations are not supported yet; use `previous_response_id`",
 }
 _TOOL_CHOICES = frozenset({"none", "auto", "required"})
 #: ``metadata`` keys the gateway reads (as on a chat completion).
@@ -42,6 +43,7 @@ class Request:
     store: bool
     stream: bool
     previous_response_id: str | None
+    conversation: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     session: str | None = None
 
@@ -58,6 +60,16 @@ def parse(body: dict[str, Any]) -> Request:
     previous = body.get("previous_response_id")
     if previous is not None and not isinstance(previous, str):
         raise invalid("previous_response_id: a string", "previous_response_id")
+    conversation = body.get("conversation")
+    if isinstance(conversation, dict):
+        conversation = conversation.get("id")
+    if conversation is not None and not isinstance(conversation, str):
+        raise invalid("conversation: a conversation id, or {id}", "conversation")
+    if conversation is not None and previous is not None:
+        raise invalid(
+            "conversation: not with `previous_response_id` (one holds the context)",
+            "conversation",
+        )
     for name in ("store", "stream"):
         if body.get(name) is not None and not isinstance(body[name], bool):
             raise invalid(f"{name}: a boolean", name)
@@ -67,6 +79,7 @@ def parse(body: dict[str, Any]) -> Request:
         store=body.get("store") is not False,
         stream=bool(body.get("stream")),
         previous_response_id=previous,
+        conversation=conversation,
     )
 
 

@@ -249,7 +249,7 @@ async def test_stored_responses_are_read_listed_and_deleted_by_their_tenant_only
     [
         ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
         ({"background": True}, "background"),
-        ({"conversation": "conv_1"}, "conversation"),
+        ({"conversation": "conv_1", "previous_response_id": "resp_1"}, "conversation"),
         ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0].type"),
         ({"input": [{"role": "tool", "content": "x"}]}, "input[0].role"),
         ({"tool_choice": {"type": "web_search_preview"}}, "tool_choice"),
@@ -268,3 +268,65 @@ async def test_unsupported_features_are_a_400_naming_the_parameter(
         assert answer.status_code == 400, answer.text
         error = answer.json()["error"]
         assert error["param"] == param and error["type"] == "invalid_request_error"
+
+
+async def test_conversations_hold_the_items_of_their_responses(worker: str, tmp_path: Path) -> None:
+    async with gateway(worker, tmp_path) as (app, client, api):
+        auth = {"authorization": f"Bearer {API_KEY}"}
+        conversation = await api.conversations.create(
+            items=[{"type": "message", "role": "developer", "content": "Be brief."}],
+            metadata={"topic": "travel"},
+        )
+        got = await client.get(f"/v1/conversations/{conversation.id}", headers=auth)
+        validate("ConversationResource", got.json())
+        assert got.json()["metadata"] == {"topic": "travel"}
+        first = await api.responses.create(
+            model="m", input="Tell me about Paris.", conversation=conversation.id
+        )
+        second = await api.responses.create(
+            model="m", input="And Lyon?", conversation={"id": conversation.id}
+        )
+        assert first.output_text and second.output_text
+        listed = await client.get(
+            f"/v1/conversations/{conversation.id}/items", headers=auth, params={"order": "asc"}
+        )
+        validate("ConversationItemList", listed.json())
+        items = listed.json()["data"]
+        texts = [i["content"][0]["text"] for i in items]
+        assert texts == [
+            "Be brief.",
+            "Tell me about Paris.",
+            first.output_text,
+            "And Lyon?",
+            second.output_text,
+        ]
+        # Both turns are one session (the conversation), routed and recorded as such.
+        rows = await ledger_settled(app, 2)
+        assert {row["session_id"] for row in rows.values()} == {conversation.id}
+        # Items added, read, deleted; metadata updated.
+        added = await api.conversations.items.create(
+            conversation.id, items=[{"type": "message", "role": "user", "content": "note"}]
+        )
+        note = added.data[0].id
+        assert (await api.conversations.items.retrieve(note, conversation_id=conversation.id)).id
+        await api.conversations.items.delete(note, conversation_id=conversation.id)
+        with pytest.raises(openai.NotFoundError):
+            await api.conversations.items.retrieve(note, conversation_id=conversation.id)
+        updated = await api.conversations.update(conversation.id, metadata={"topic": "food"})
+        assert updated.metadata == {"topic": "food"}
+        # Another tenant sees none of it.
+        other = sdk(client, OTHER_KEY)
+        with pytest.raises(openai.NotFoundError):
+            await other.conversations.retrieve(conversation.id)
+        with pytest.raises(openai.NotFoundError):
+            await other.conversations.items.list(conversation.id)
+        with pytest.raises(openai.NotFoundError) as refused:
+            await other.responses.create(model="m", input="hi", conversation=conversation.id)
+        assert refused.value.body["param"] == "conversation"  # type: ignore[index]
+        with pytest.raises(openai.NotFoundError):
+            await other.conversations.delete(conversation.id)
+        # Deleted by its owner: gone.
+        deleted = await client.delete(f"/v1/conversations/{conversation.id}", headers=auth)
+        validate("DeletedConversationResource", deleted.json())
+        with pytest.raises(openai.NotFoundError):
+            await api.conversations.retrieve(conversation.id)

@@ -4,6 +4,7 @@ Redis copy is gone."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,9 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.database import migrate
 from gateway.responsesapi.config import ResponsesConfig
+from gateway.responsesapi.conversations import ConversationStore
+from gateway.responsesapi.items import input_items
 from gateway.responsesapi.store import MemoryBackend, ResponseStore, SqlBackend, Stored
 from gateway.sharedstate import connect_redis
 from tollway.database import create_engine
+from tollway.errors import NotFound
 
 RETENTION = 3600
 
@@ -106,3 +110,30 @@ def test_a_record_over_the_size_limit_is_not_encoded(engine: AsyncEngine) -> Non
     store = ResponseStore.build(ResponsesConfig(max_stored_bytes=1024), engine, None, "p:")
     assert store.encode("t1", _record("x" * 2000)) is None
     assert store.encode("t1", _record("x")) is not None
+
+
+async def test_concurrent_additions_to_a_conversation_are_all_kept(
+    postgres_schema: tuple[str, str],
+) -> None:
+    url, schema = postgres_schema
+    engine = create_engine(url, schema=schema)
+    try:
+        await migrate(engine)
+        conversations = ConversationStore(
+            ResponseStore(SqlBackend(engine, RETENTION), max_bytes=100_000)
+        )
+        conversation = await conversations.create("t1", {}, [])
+        notes = [[{"role": "user", "content": f"note {i}"}] for i in range(12)]
+        await asyncio.gather(
+            *(
+                conversations.change("t1", conversation["id"], add=input_items(note))
+                for note in notes
+            )
+        )
+        _, items = await conversations.get("t1", conversation["id"])
+        texts = sorted(item["content"][0]["text"] for item in items)
+        assert texts == sorted(f"note {i}" for i in range(12))
+        with pytest.raises(NotFound):
+            await conversations.get("t2", conversation["id"])
+    finally:
+        await engine.dispose()
