@@ -258,8 +258,9 @@ class InferencePipeline:
         record.route = backend.route
         headers: dict[str, str] = {}
         if idem_key is not None and self.idempotency is not None:
+            asked = translation.asked() if translation and translation.asked else body
             fingerprint = request_fingerprint(
-                record.endpoint, body, {"agent_type": agent.agent_type or ""}
+                record.endpoint, asked, {"agent_type": agent.agent_type or ""}
             )
             with span("tollway.idempotency"):
                 outcome = await self.idempotency.begin(

@@ -17,11 +17,15 @@ class Translation:
     into a chat completions body (raising :class:`~tollway.errors.InvalidRequest`
     for what it cannot translate). ``load``, when given, runs first with the parsed
     body and the caller's tenant id: for an API whose translation reads the tenant's
-    stored state (the Responses API's ``previous_response_id``). Everything after
-    them is the chat pipeline.
+    stored state (the Responses API's ``previous_response_id``). ``asked``, when
+    given, is the body an ``Idempotency-Key``'s fingerprint covers instead of the
+    chat body: what the client sent, when the chat body also holds stored state
+    that the first attempt changed (a conversation's items). Everything after them
+    is the chat pipeline.
     """
 
     endpoint: str
     authorization: str | None
     to_chat: Callable[[dict[str, Any]], dict[str, Any]]
     load: Callable[[dict[str, Any], str], Awaitable[None]] | None = None
+    asked: Callable[[], dict[str, Any]] | None = None

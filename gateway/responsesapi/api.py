@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from gateway.auth import Authenticator
+from gateway.idempotency.record import REPLAYED
 from gateway.pipeline import InferencePipeline
 from gateway.requestid import request_id_of
 from gateway.responses import JSON, error_response, json_response
@@ -99,8 +100,12 @@ class ResponsesApi:
             assert turn.asked is not None
             return to_chat(turn.asked)
 
+        def asked() -> dict[str, Any]:  # a retry is the same request, however state moved on
+            assert turn.asked is not None
+            return turn.asked.body
+
         translation = Translation(
-            RESPONSES_PATH, request.headers.get("authorization"), translate, load
+            RESPONSES_PATH, request.headers.get("authorization"), translate, load, asked
         )
         response = await self.pipeline.translated(request, translation)
         assert turn.asked is not None
@@ -135,8 +140,12 @@ class ResponsesApi:
         if asked.conversation is not None:
             started["conversation"] = {"id": asked.conversation}
 
+        # A replay of an idempotent request: its first answer already added its items
+        # to the conversation (the response is stored again, under this new id).
+        replayed = response.headers.get(REPLAYED) == "true"
+
         async def keep(finished: dict[str, Any]) -> None:
-            if asked.conversation is not None:
+            if asked.conversation is not None and not replayed:
                 added = asked.items + finished["output"]
                 await self.conversations.change(turn.tenant, asked.conversation, add=added)
             if asked.store:

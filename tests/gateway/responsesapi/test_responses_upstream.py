@@ -147,3 +147,23 @@ async def test_the_openapi_description_documents_the_routes() -> None:
         assert paths["/v1/responses"]["post"]["security"] == [{"bearer": []}]
         assert set(paths["/v1/responses/{response_id}"]) == {"get", "delete"}
         assert "get" in paths["/v1/responses/{response_id}/input_items"]
+
+
+async def test_a_replay_adds_nothing_more_to_its_conversation() -> None:
+    async with (
+        serve_fake_worker() as worker,
+        running_gateway(gateway_config([worker.url])) as (_, client),
+    ):
+        created = await client.post("/v1/conversations", headers=HEADERS, json={})
+        conversation = created.json()["id"]
+        body = {**BODY, "conversation": conversation}
+        for stream in (False, True, True):  # the first, then replays of the second
+            headers = {**HEADERS, "idempotency-key": f"k-{stream}"}
+            answer = await client.post(
+                "/v1/responses", headers=headers, json={**body, "stream": stream}
+            )
+            assert answer.status_code == 200
+        items = await client.get(f"/v1/conversations/{conversation}/items", headers=HEADERS)
+        texts = [i["content"][0]["text"] for i in items.json()["data"]]
+        assert texts == ["hello", "hi", "hello", "hi"]
+        assert len(worker.requests) == 2
