@@ -240,7 +240,7 @@ class InferencePipeline:
             body = parse_json_object(raw, self.max_json_depth)
             if translation is not None:
                 if translation.load is not None:
-                    await translation.load(body, principal.tenant_id)
+                    await translation.load(body, principal)
                 body = translation.to_chat(body)
             call = self._validate(path, body, self.max_messages)
         idem_key = (

@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.auth import Principal
+
 
 @dataclass(slots=True, frozen=True)
 class Translation:
@@ -16,7 +18,7 @@ class Translation:
     from another header, such as ``x-api-key``); ``to_chat`` turns the parsed body
     into a chat completions body (raising :class:`~tollway.errors.InvalidRequest`
     for what it cannot translate). ``load``, when given, runs first with the parsed
-    body and the caller's tenant id: for an API whose translation reads the tenant's
+    body and the authenticated caller: for an API whose translation reads the tenant's
     stored state (the Responses API's ``previous_response_id``). ``asked``, when
     given, is the body an ``Idempotency-Key``'s fingerprint covers instead of the
     chat body: what the client sent, when the chat body also holds stored state
@@ -27,5 +29,5 @@ class Translation:
     endpoint: str
     authorization: str | None
     to_chat: Callable[[dict[str, Any]], dict[str, Any]]
-    load: Callable[[dict[str, Any], str], Awaitable[None]] | None = None
+    load: Callable[[dict[str, Any], Principal], Awaitable[None]] | None = None
     asked: Callable[[], dict[str, Any]] | None = None

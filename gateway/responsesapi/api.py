@@ -25,7 +25,7 @@ from fastapi import APIRouter, Query
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from gateway.auth import Authenticator
+from gateway.auth import Authenticator, Principal
 from gateway.idempotency.record import REPLAYED
 from gateway.pipeline import InferencePipeline
 from gateway.requestid import request_id_of
@@ -33,7 +33,7 @@ from gateway.responses import JSON, error_response, json_response
 from gateway.responsesapi.conversations import ConversationStore, not_found
 from gateway.responsesapi.items import invalid
 from gateway.responsesapi.replies import skeleton, to_response
-from gateway.responsesapi.store import ResponseStore, Stored
+from gateway.responsesapi.store import ResponseStore, Retained, Stored
 from gateway.responsesapi.stream import ResponseStream
 from gateway.responsesapi.translate import Request as Asked
 from gateway.responsesapi.translate import parse, to_chat
@@ -58,7 +58,7 @@ class _Turn:
     response_id: str
     tenant: str = ""
     asked: Asked | None = None
-    prefix_bytes: int = 0
+    retained: Retained | None = None
 
 
 class ResponsesApi:
@@ -75,16 +75,18 @@ class ResponsesApi:
         """``POST /v1/responses``."""
         turn = _Turn(response_id="resp_" + secrets.token_hex(16))
 
-        async def load(body: dict[str, Any], tenant: str) -> None:
+        async def load(body: dict[str, Any], principal: Principal) -> None:
             asked = parse(body)
+            tenant = principal.tenant_id
             turn.tenant, turn.asked = tenant, asked
+            turn.retained = self.store.limits(principal)
             if asked.conversation is not None:
                 try:
                     _, items = await self.conversations.get(tenant, asked.conversation)
                 except NotFound:
                     raise not_found(asked.conversation, "conversation") from None
                 asked.history, asked.session = items, asked.conversation
-                self._check_size(asked, "conversation")
+                self._check_size(turn, asked, "conversation")
                 return
             if asked.previous_response_id is None:
                 asked.session = turn.response_id  # the chain's session: its first response
@@ -94,7 +96,7 @@ class ResponsesApi:
                 raise _not_found(asked.previous_response_id, "previous_response_id")
             asked.history, asked.session = previous.history, previous.session
             if asked.store:
-                self._check_size(asked, "previous_response_id")
+                self._check_size(turn, asked, "previous_response_id")
 
         def translate(_body: dict[str, Any]) -> dict[str, Any]:
             assert turn.asked is not None
@@ -121,13 +123,16 @@ class ResponsesApi:
         translated.background = response.background
         return translated
 
-    def _check_size(self, asked: Asked, param: str) -> None:
+    @staticmethod
+    def _check_size(turn: _Turn, asked: Asked, param: str) -> None:
         """400 before anything is sent when the stored context is already over the limit."""
+        assert turn.retained is not None
+        limit = turn.retained.max_bytes
         size = len(orjson.dumps(asked.history)) + len(orjson.dumps(asked.items))
-        if size > self.store.max_bytes:
+        if size > limit:
             raise invalid(
                 f"{param}: the stored items ({size} bytes) are over the limit of "
-                f"{self.store.max_bytes} bytes; start a new one or send the input alone",
+                f"{limit} bytes; start a new one or send the input alone",
                 param,
             )
 
@@ -147,7 +152,9 @@ class ResponsesApi:
         async def keep(finished: dict[str, Any]) -> None:
             if asked.conversation is not None and not replayed:
                 added = asked.items + finished["output"]
-                await self.conversations.change(turn.tenant, asked.conversation, add=added)
+                await self.conversations.change(
+                    turn.tenant, asked.conversation, turn.retained, add=added
+                )
             if asked.store:
                 await self._keep(turn, asked, finished)
 
@@ -175,13 +182,15 @@ class ResponsesApi:
         """Store a finished response (not stored when over the size limit: ``store`` false)."""
         history = asked.history + asked.items + finished["output"]
         stored = Stored(finished, asked.items, history, asked.session or turn.response_id)
-        data = self.store.encode(turn.tenant, stored)
+        assert turn.retained is not None
+        data = self.store.encode(turn.tenant, stored, turn.retained.max_bytes)
         if data is None:
             finished["store"] = False
             log.warning("response %s not stored: over max_stored_bytes", turn.response_id)
             return
         try:
-            await self.store.put(turn.tenant, turn.response_id, data, time.time())
+            retention = turn.retained.retention_s
+            await self.store.put(turn.tenant, turn.response_id, data, time.time(), retention)
         except TollwayError:
             raise
         except Exception as exc:

@@ -26,7 +26,7 @@ from gateway.auth import Authenticator
 from gateway.body import parse_json_object
 from gateway.responses import json_response
 from gateway.responsesapi.items import input_items, invalid
-from gateway.responsesapi.store import ResponseStore
+from gateway.responsesapi.store import ResponseStore, Retained
 from tollway.errors import NotFound
 
 CONVERSATIONS_PATH = "/v1/conversations"
@@ -49,7 +49,11 @@ class ConversationStore:
         self.store = store
 
     async def create(
-        self, tenant: str, metadata: dict[str, str], items: list[dict[str, Any]]
+        self,
+        tenant: str,
+        metadata: dict[str, str],
+        items: list[dict[str, Any]],
+        retained: Retained | None = None,
     ) -> dict[str, Any]:
         """A new conversation holding ``items``: its object."""
         conversation_id = "conv_" + secrets.token_hex(16)
@@ -59,9 +63,12 @@ class ConversationStore:
             "created_at": int(time.time()),
             "metadata": metadata,
         }
-        data = self._encode(tenant, conversation, items)
+        data = self._encode(tenant, conversation, items, retained)
+        retention = retained.retention_s if retained else None
         backend = self.store.backend
-        await backend.put(tenant, conversation_id, data, time.time(), cached=False)
+        await backend.put(
+            tenant, conversation_id, data, time.time(), cached=False, retention_s=retention
+        )
         return conversation
 
     async def get(self, tenant: str, conversation_id: str) -> tuple[dict[str, Any], list[Any]]:
@@ -80,6 +87,7 @@ class ConversationStore:
         self,
         tenant: str,
         conversation_id: str,
+        retained: Retained | None = None,
         *,
         metadata: dict[str, str] | None = None,
         add: list[dict[str, Any]] | None = None,
@@ -99,7 +107,7 @@ class ConversationStore:
                 if len(kept) == len(items):
                     raise NotFound(f"No item found with id '{remove}'.", code="not_found")
                 items = kept
-            return self._encode(tenant, conversation, items)
+            return self._encode(tenant, conversation, items, retained)
 
         changed = None
         if _ID.match(conversation_id):
@@ -115,12 +123,19 @@ class ConversationStore:
             return False
         return await self.store.backend.delete(tenant, conversation_id)
 
-    def _encode(self, tenant: str, conversation: dict[str, Any], items: list[Any]) -> bytes:
+    def _encode(
+        self,
+        tenant: str,
+        conversation: dict[str, Any],
+        items: list[Any],
+        retained: Retained | None,
+    ) -> bytes:
         data = orjson.dumps({"tenant": tenant, "conversation": conversation, "items": items})
-        if len(data) > self.store.max_bytes:
+        limit = retained.max_bytes if retained else self.store.max_bytes
+        if len(data) > limit:
             raise invalid(
                 f"The conversation would hold {len(data)} bytes, over the limit of "
-                f"{self.store.max_bytes}; start a new conversation",
+                f"{limit}; start a new conversation",
                 "conversation",
             )
         return data
@@ -171,9 +186,12 @@ def router(conversations: ConversationStore, auth: Authenticator) -> APIRouter:
     """The ``/v1/conversations`` routes (the caller's tenant's conversations only)."""
     api = APIRouter(prefix=CONVERSATIONS_PATH, tags=["conversations"])
 
-    async def tenant_of(request: Request) -> str:
+    async def caller(request: Request) -> tuple[str, Retained]:
         principal = await auth.authenticate(request.headers.get("authorization"))
-        return principal.tenant_id
+        return principal.tenant_id, conversations.store.limits(principal)
+
+    async def tenant_of(request: Request) -> str:
+        return (await caller(request))[0]
 
     async def body_of(request: Request) -> dict[str, Any]:
         raw = await request.body()
@@ -181,10 +199,11 @@ def router(conversations: ConversationStore, auth: Authenticator) -> APIRouter:
 
     @api.post("", summary="Create a conversation")
     async def create(request: Request) -> Response:
-        tenant = await tenant_of(request)
+        tenant, retained = await caller(request)
         body = await body_of(request)
         items = _added(body.get("items"))
-        conversation = await conversations.create(tenant, _metadata(body.get("metadata")), items)
+        metadata = _metadata(body.get("metadata"))
+        conversation = await conversations.create(tenant, metadata, items, retained)
         return json_response(conversation)
 
     @api.get("/{conversation_id}", summary="Retrieve a conversation")
@@ -194,12 +213,14 @@ def router(conversations: ConversationStore, auth: Authenticator) -> APIRouter:
 
     @api.post("/{conversation_id}", summary="Update a conversation's metadata")
     async def update(request: Request, conversation_id: str) -> Response:
-        tenant = await tenant_of(request)
+        tenant, retained = await caller(request)
         body = await body_of(request)
         if "metadata" not in body:
             raise invalid("metadata: Field required", "metadata")
         metadata = _metadata(body["metadata"])
-        conversation, _ = await conversations.change(tenant, conversation_id, metadata=metadata)
+        conversation, _ = await conversations.change(
+            tenant, conversation_id, retained, metadata=metadata
+        )
         return json_response(conversation)
 
     @api.delete("/{conversation_id}", summary="Delete a conversation and its items")
@@ -222,11 +243,11 @@ def router(conversations: ConversationStore, auth: Authenticator) -> APIRouter:
 
     @api.post("/{conversation_id}/items", summary="Add items to a conversation")
     async def add_items(request: Request, conversation_id: str) -> Response:
-        tenant = await tenant_of(request)
+        tenant, retained = await caller(request)
         added = _added((await body_of(request)).get("items"))
         if not added:
             raise invalid("items: at least one item", "items")
-        await conversations.change(tenant, conversation_id, add=added)
+        await conversations.change(tenant, conversation_id, retained, add=added)
         return json_response(_page(added, MAX_ADDED_ITEMS, "asc", None))
 
     @api.get("/{conversation_id}/items/{item_id}", summary="Retrieve a conversation item")
@@ -239,8 +260,10 @@ def router(conversations: ConversationStore, auth: Authenticator) -> APIRouter:
 
     @api.delete("/{conversation_id}/items/{item_id}", summary="Delete a conversation item")
     async def delete_item(request: Request, conversation_id: str, item_id: str) -> Response:
-        tenant = await tenant_of(request)
-        conversation, _ = await conversations.change(tenant, conversation_id, remove=item_id)
+        tenant, retained = await caller(request)
+        conversation, _ = await conversations.change(
+            tenant, conversation_id, retained, remove=item_id
+        )
         return json_response(conversation)
 
     return api

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.auth import Principal
 from gateway.database import translate_db_errors
 from gateway.responsesapi.config import ResponsesConfig
 from gateway.responsesapi.tables import stored_responses
@@ -39,6 +40,15 @@ _ID = re.compile(r"^resp_[A-Za-z0-9_-]{1,90}$")
 Change = Callable[[bytes], bytes]
 #: Purge expired rows once every this many writes.
 _PURGE_EVERY = 200
+
+
+@dataclass(slots=True, frozen=True)
+class Retained:
+    """One caller's limits on what it stores: retention (None: the configuration's) and
+    the largest record."""
+
+    retention_s: int | None
+    max_bytes: int
 
 
 @dataclass(slots=True)
@@ -80,7 +90,14 @@ class Backend(Protocol):
     """Where records live (one tenant's key space each)."""
 
     async def put(
-        self, tenant: str, rid: str, data: bytes, created: float, *, cached: bool = True
+        self,
+        tenant: str,
+        rid: str,
+        data: bytes,
+        created: float,
+        *,
+        cached: bool = True,
+        retention_s: float | None = None,
     ) -> None: ...
 
     async def get(self, tenant: str, rid: str, *, cached: bool = True) -> bytes | None: ...
@@ -98,13 +115,20 @@ class MemoryBackend:
         self.records: dict[tuple[str, str], tuple[float, bytes]] = {}
 
     async def put(
-        self, tenant: str, rid: str, data: bytes, created: float, *, cached: bool = True
+        self,
+        tenant: str,
+        rid: str,
+        data: bytes,
+        created: float,
+        *,
+        cached: bool = True,
+        retention_s: float | None = None,
     ) -> None:
         now = time.time()
         if len(self.records) % _PURGE_EVERY == 0:
             for key in [k for k, (exp, _) in self.records.items() if exp <= now]:
                 del self.records[key]
-        self.records[(tenant, rid)] = (created + self.retention_s, data)
+        self.records[(tenant, rid)] = (created + (retention_s or self.retention_s), data)
 
     async def get(self, tenant: str, rid: str, *, cached: bool = True) -> bytes | None:
         found = self.records.get((tenant, rid))
@@ -147,10 +171,18 @@ class SqlBackend:
         return f"{self.prefix}{len(tenant)}:{tenant}:{rid}"
 
     async def put(
-        self, tenant: str, rid: str, data: bytes, created: float, *, cached: bool = True
+        self,
+        tenant: str,
+        rid: str,
+        data: bytes,
+        created: float,
+        *,
+        cached: bool = True,
+        retention_s: float | None = None,
     ) -> None:
+        retention_s = retention_s or self.retention_s
         at = datetime.fromtimestamp(created, UTC)
-        expires = at + timedelta(seconds=self.retention_s)
+        expires = at + timedelta(seconds=retention_s)
         row = {
             "tenant_id": tenant,
             "id": rid,
@@ -168,7 +200,7 @@ class SqlBackend:
                         delete(stored_responses).where(stored_responses.c.expires_at <= now)
                     )
         if cached:
-            ttl = min(self.redis_ttl_s, int(self.retention_s))
+            ttl = min(self.redis_ttl_s, int(retention_s))
             await self._redis("set", self._key(tenant, rid), data, ex=max(1, ttl))
 
     async def get(self, tenant: str, rid: str, *, cached: bool = True) -> bytes | None:
@@ -264,15 +296,31 @@ class ResponseStore:
             )
         return cls(backend, config.max_stored_bytes)
 
-    def encode(self, tenant: str, stored: Stored) -> bytes | None:
+    def limits(self, principal: Principal) -> Retained:
+        """How long and how large the caller's records may be: its key's limits, else its
+        tenant's, else the configuration's."""
+        chosen = (principal.key_limits, principal.tenant_limits)
+        retention = next(
+            (x.stored_responses_retention_s for x in chosen if x.stored_responses_retention_s),
+            None,
+        )
+        size = next(
+            (x.stored_responses_max_bytes for x in chosen if x.stored_responses_max_bytes),
+            self.max_bytes,
+        )
+        return Retained(retention, size)
+
+    def encode(self, tenant: str, stored: Stored, max_bytes: int | None = None) -> bytes | None:
         """The record's JSON, or None when it is over the size limit."""
         stored.tenant = tenant
         data = stored.dumps()
-        return data if len(data) <= self.max_bytes else None
+        return data if len(data) <= (max_bytes or self.max_bytes) else None
 
-    async def put(self, tenant: str, rid: str, data: bytes, created: float) -> None:
-        """Store an encoded record."""
-        await self.backend.put(tenant, rid, data, created)
+    async def put(
+        self, tenant: str, rid: str, data: bytes, created: float, retention_s: float | None = None
+    ) -> None:
+        """Store an encoded record (``retention_s``: the caller's, else the configuration's)."""
+        await self.backend.put(tenant, rid, data, created, retention_s=retention_s)
 
     async def get(self, tenant: str, rid: str) -> Stored | None:
         """The tenant's stored response ``rid``, or None (unknown, expired, another's)."""

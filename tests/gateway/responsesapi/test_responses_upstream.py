@@ -4,13 +4,17 @@ before and inside a stream, a stream cut short, and idempotent replays."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
+from sqlalchemy import select
 
+from gateway.responsesapi.tables import stored_responses
 from tests.gateway.fake_worker import FakeWorker, serve_fake_worker
 from tests.gateway.harness import API_KEY, gateway_config, running_gateway
 from tests.gateway.responsesapi.schema import validate, validate_event
+from tests.gateway.test_pipeline_stages import ADMIN, config, tenant_key
 
 HEADERS = {"authorization": f"Bearer {API_KEY}"}
 BODY: dict[str, Any] = {"model": "m", "input": "hi", "max_output_tokens": 9}
@@ -167,3 +171,47 @@ async def test_a_replay_adds_nothing_more_to_its_conversation() -> None:
         texts = [i["content"][0]["text"] for i in items.json()["data"]]
         assert texts == ["hello", "hi", "hello", "hi"]
         assert len(worker.requests) == 2
+
+
+async def test_retention_and_size_follow_the_keys_and_tenants_limits(tmp_path: Path) -> None:
+    async with serve_fake_worker() as worker:
+        async with running_gateway(config(worker.url, tmp_path)) as (app, client):
+            small = {"stored_responses_retention_s": 120, "stored_responses_max_bytes": 1500}
+            keyed = await tenant_key(client, limits=small)
+            tenant = await client.post(
+                "/admin/v1/tenants",
+                headers=ADMIN,
+                json={"name": "kept", "limits": {"stored_responses_retention_s": 600}},
+            )
+            made = await client.post(
+                f"/admin/v1/tenants/{tenant.json()['id']}/keys", headers=ADMIN, json={}
+            )
+            tenants_key = made.json()["key"]
+
+            async def create(key: str, text: str) -> dict[str, Any]:
+                auth = {"authorization": f"Bearer {key}"}
+                answer = await client.post(
+                    "/v1/responses", headers=auth, json={**BODY, "input": text}
+                )
+                assert answer.status_code == 200, answer.text
+                return dict(answer.json())
+
+            async def kept_for(response_id: str) -> float:
+                table = stored_responses
+                query = select(table.c.created_at, table.c.expires_at).where(
+                    table.c.id == response_id
+                )
+                async with app.state.store.engine.connect() as conn:
+                    row = (await conn.execute(query)).one()
+                return float((row.expires_at - row.created_at).total_seconds())
+
+            assert await kept_for((await create(keyed, "hi"))["id"]) == 120
+            assert await kept_for((await create(tenants_key, "hi"))["id"]) == 600
+            assert await kept_for((await create(API_KEY, "hi"))["id"]) == 30 * 86400
+            # Over the key's size: answered, not stored.
+            large = await create(keyed, "x" * 2000)
+            assert large["store"] is False
+            missing = await client.get(
+                f"/v1/responses/{large['id']}", headers={"authorization": f"Bearer {keyed}"}
+            )
+            assert missing.status_code == 404
