@@ -203,3 +203,20 @@ def test_a_client_leaving_a_response_stream_is_billed_once_as_cancelled(tmp_path
     assert row["status"] == "client_cancelled"
     completion = row["completion_tokens"]
     assert isinstance(completion, int) and 1 <= completion < 64
+
+
+def test_a_conversation_continues_on_another_replica(replicas: dict[str, Any]) -> None:
+    one, two = (_client(url) for url in replicas["urls"])
+    conversation = one.conversations.create(metadata={"topic": "travel"})
+    first = one.responses.create(
+        model="m", input="Tell me about Paris.", conversation=conversation.id, max_output_tokens=400
+    )
+    second = two.responses.create(
+        model="m", input="And Lyon?", conversation=conversation.id, max_output_tokens=400
+    )
+    items = two.conversations.items.list(conversation.id, order="asc").data
+    texts = [item.content[0].text for item in items]  # type: ignore[union-attr]
+    assert texts == ["Tell me about Paris.", first.output_text, "And Lyon?", second.output_text]
+    two.conversations.delete(conversation.id)
+    with pytest.raises(openai.NotFoundError):
+        one.conversations.retrieve(conversation.id)
