@@ -166,7 +166,6 @@ class ResponsesApi:
                 headers=headers,
                 media_type="text/event-stream",
             )
-        data = orjson.loads(bytes(response.body))
         if response.status_code != 200:  # a stored error answer, replayed
             return Response(
                 bytes(response.body),
@@ -174,7 +173,7 @@ class ResponsesApi:
                 headers=headers,
                 media_type=JSON,
             )
-        finished = to_response(data, started)
+        finished = to_response(orjson.loads(bytes(response.body)), started)
         await keep(finished)
         return Response(orjson.dumps(finished), headers=headers, media_type=JSON)
 
