@@ -4,8 +4,9 @@ A conversation is one record in the same store as responses (its id ``conv_…``
 its object (``id``, ``created_at``, ``metadata``) and its items, each with an
 ``id``. ``POST /v1/responses`` with ``conversation`` prepends the items and,
 once the response is finished, appends its input and output items to them.
-Changes run in one transaction each (:meth:`~gateway.responsesapi.store.SqlBackend.update`),
-so concurrent responses on one conversation never lose each other's items, and
+Each change is a compare-and-swap of the record
+(:meth:`~gateway.responsesapi.store.SqlBackend.update`), so concurrent responses on
+one conversation never lose each other's items, and
 conversations are read from SQL, never from a Redis copy that could be stale.
 Every lookup is by the caller's tenant: another tenant's conversation is 404.
 """

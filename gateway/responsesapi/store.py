@@ -31,6 +31,7 @@ from gateway.auth import Principal
 from gateway.database import translate_db_errors
 from gateway.responsesapi.config import ResponsesConfig
 from gateway.responsesapi.tables import stored_responses
+from tollway.errors import ServiceUnavailable
 
 log = logging.getLogger("tollway")
 
@@ -40,6 +41,8 @@ _ID = re.compile(r"^resp_[A-Za-z0-9_-]{1,90}$")
 Change = Callable[[bytes], bytes]
 #: Purge expired rows once every this many writes.
 _PURGE_EVERY = 200
+#: Reads and compare-and-swaps of one change before it gives up (503).
+_SWAP_ATTEMPTS = 50
 
 
 @dataclass(slots=True, frozen=True)
@@ -227,9 +230,12 @@ class SqlBackend:
         return data
 
     async def update(self, tenant: str, rid: str, change: Change) -> bytes | None:
-        """Change a record in one transaction (its row locked on PostgreSQL; SQLite
-        serialises writers), so concurrent changes are never lost. Records changed
-        this way are read with ``cached=False``: no Redis copy can go stale."""
+        """Change a record by compare-and-swap, so concurrent changes are never lost: the
+        row is rewritten only if it still holds what was read (else it is read again and
+        the change applied to what another writer left). PostgreSQL also locks the row
+        while it changes; SQLite's driver reads outside the write transaction, so the
+        comparison is what keeps its writers from overwriting each other. Records
+        changed this way are read with ``cached=False``: no Redis copy can go stale."""
         table = stored_responses
         where = (
             table.c.tenant_id == tenant,
@@ -237,14 +243,22 @@ class SqlBackend:
             table.c.expires_at > datetime.now(UTC),
         )
         with translate_db_errors("changing a stored record"):
-            async with self.engine.begin() as conn:
-                query = select(table.c.record).where(*where).with_for_update()
-                row = (await conn.execute(query)).first()
-                if row is None:
-                    return None
-                data = change(str(row.record).encode())
-                await conn.execute(update(table).where(*where).values(record=data.decode()))
-        return data
+            for _ in range(_SWAP_ATTEMPTS):
+                async with self.engine.begin() as conn:
+                    query = select(table.c.record).where(*where).with_for_update()
+                    row = (await conn.execute(query)).first()
+                    if row is None:
+                        return None
+                    old = str(row.record)
+                    data = change(old.encode())
+                    swap = update(table).where(*where, table.c.record == old)
+                    swapped = await conn.execute(swap.values(record=data.decode()))
+                if swapped.rowcount == 1:
+                    return data
+        raise ServiceUnavailable(
+            "The record is being changed by too many requests at once; try again.",
+            code="conflict",
+        )
 
     async def delete(self, tenant: str, rid: str) -> bool:
         await self._redis("delete", self._key(tenant, rid))

@@ -112,28 +112,35 @@ def test_a_record_over_the_size_limit_is_not_encoded(engine: AsyncEngine) -> Non
     assert store.encode("t1", _record("x")) is not None
 
 
-async def test_concurrent_additions_to_a_conversation_are_all_kept(
+async def _concurrent_additions(engine: AsyncEngine) -> None:
+    conversations = ConversationStore(
+        ResponseStore(SqlBackend(engine, RETENTION), max_bytes=100_000)
+    )
+    conversation = await conversations.create("t1", {}, [])
+    notes = [[{"role": "user", "content": f"note {i}"}] for i in range(12)]
+    await asyncio.gather(
+        *(conversations.change("t1", conversation["id"], add=input_items(note)) for note in notes)
+    )
+    _, items = await conversations.get("t1", conversation["id"])
+    texts = sorted(item["content"][0]["text"] for item in items)
+    assert texts == sorted(f"note {i}" for i in range(12))
+    with pytest.raises(NotFound):
+        await conversations.get("t2", conversation["id"])
+
+
+async def test_concurrent_additions_to_a_conversation_are_all_kept_on_sqlite(
+    engine: AsyncEngine,
+) -> None:
+    await _concurrent_additions(engine)
+
+
+async def test_concurrent_additions_to_a_conversation_are_all_kept_on_postgres(
     postgres_schema: tuple[str, str],
 ) -> None:
     url, schema = postgres_schema
     engine = create_engine(url, schema=schema)
     try:
         await migrate(engine)
-        conversations = ConversationStore(
-            ResponseStore(SqlBackend(engine, RETENTION), max_bytes=100_000)
-        )
-        conversation = await conversations.create("t1", {}, [])
-        notes = [[{"role": "user", "content": f"note {i}"}] for i in range(12)]
-        await asyncio.gather(
-            *(
-                conversations.change("t1", conversation["id"], add=input_items(note))
-                for note in notes
-            )
-        )
-        _, items = await conversations.get("t1", conversation["id"])
-        texts = sorted(item["content"][0]["text"] for item in items)
-        assert texts == sorted(f"note {i}" for i in range(12))
-        with pytest.raises(NotFound):
-            await conversations.get("t2", conversation["id"])
+        await _concurrent_additions(engine)
     finally:
         await engine.dispose()
