@@ -43,6 +43,11 @@ from gateway.responses import (
     handle_tollway_error,
     handle_unexpected,
 )
+from gateway.responsesapi.api import RESPONSES_PATH, ResponsesApi
+from gateway.responsesapi.api import router as responses_router
+from gateway.responsesapi.conversations import ConversationStore
+from gateway.responsesapi.conversations import router as conversations_router
+from gateway.responsesapi.store import ResponseStore
 from gateway.routes import InferenceRoute, RouteTable
 from gateway.settings import Settings
 from gateway.sharedstate import connect_redis
@@ -198,6 +203,10 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
         config, registry, redis, prefix=config.limits.key_prefix, metering=metering
     )
     tracer = build_tracer(config.tracing)
+    stored_responses = ResponseStore.build(
+        config.responses, engine, redis, config.limits.key_prefix
+    )
+    conversations = ConversationStore(stored_responses)
     pipeline = InferencePipeline(
         auth=auth,
         registry=registry,
@@ -252,6 +261,8 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
     )
     app.include_router(usage.admin_router(engine, admin_token))
     app.include_router(usage.tenant_router(engine, auth))
+    app.include_router(responses_router(stored_responses, auth))
+    app.include_router(conversations_router(conversations, auth))
     app.router.routes.extend(openai.routes(registry, auth))
     app.router.routes.extend(health.routes(registry.is_ready))
 
@@ -276,13 +287,18 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
     app.state.metering = metering
     app.state.budget_resync = budget_resync
     app.state.tracer = tracer
+    app.state.stored_responses = stored_responses
     anthropic = MessagesApi(pipeline)
+    responses_api = ResponsesApi(pipeline, stored_responses, conversations)
     table = RouteTable(
         [
             InferenceRoute(
                 "/v1/chat/completions", pipeline.chat, "Create a chat completion (OpenAI's API)"
             ),
             InferenceRoute("/v1/completions", pipeline.completions, "Create a completion"),
+            InferenceRoute(
+                RESPONSES_PATH, responses_api.create, "Create a response (OpenAI's Responses API)"
+            ),
             InferenceRoute(
                 MESSAGES_PATH,
                 anthropic.messages,

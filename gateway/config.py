@@ -20,6 +20,7 @@ from backends.sglang.config import PoolConfig
 from gateway.idempotency.config import IdempotencyConfig
 from gateway.limits.config import LimitsConfig
 from gateway.logconfig import LoggingConfig
+from gateway.responsesapi.config import ResponsesConfig
 from gateway.tracing import TracingConfig
 from policies.config import CompressionPolicyConfig
 from tollway.errors import ConfigError
@@ -250,6 +251,7 @@ class TollwayConfig(_Strict):
     compression: dict[str, CompressionPolicyConfig] = Field(default_factory=dict)
     limits: LimitsConfig = LimitsConfig()
     idempotency: IdempotencyConfig = IdempotencyConfig()
+    responses: ResponsesConfig = ResponsesConfig()
     pricing: str | None = Field(default=None, description="Path of the price book (YAML).")
     metering: MeteringConfig = MeteringConfig()
     tracing: TracingConfig = TracingConfig()

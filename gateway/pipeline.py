@@ -239,6 +239,8 @@ class InferencePipeline:
             raw = await read_body(request, self.max_body_bytes)
             body = parse_json_object(raw, self.max_json_depth)
             if translation is not None:
+                if translation.load is not None:
+                    await translation.load(body, principal)
                 body = translation.to_chat(body)
             call = self._validate(path, body, self.max_messages)
         idem_key = (
@@ -256,8 +258,9 @@ class InferencePipeline:
         record.route = backend.route
         headers: dict[str, str] = {}
         if idem_key is not None and self.idempotency is not None:
+            asked = translation.asked() if translation and translation.asked else body
             fingerprint = request_fingerprint(
-                record.endpoint, body, {"agent_type": agent.agent_type or ""}
+                record.endpoint, asked, {"agent_type": agent.agent_type or ""}
             )
             with span("tollway.idempotency"):
                 outcome = await self.idempotency.begin(

@@ -1,6 +1,6 @@
 """The route table of the inference routes, read by everything that dispatches.
 
-``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/messages`` and
+``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/responses``, ``/v1/messages`` and
 ``/v1/messages/count_tokens`` are served by the
 dispatcher (:mod:`gateway.dispatch`) straight from this table, ahead of
 FastAPI's router; the OpenAPI description (``/openapi.json``, ``/docs``) lists

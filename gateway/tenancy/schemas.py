@@ -24,6 +24,21 @@ class Limits(_Body):
     max_concurrent: int | None = Field(
         default=None, ge=1, le=1_000_000, description="Requests in flight at once."
     )
+    stored_responses_retention_s: int | None = Field(
+        default=None,
+        ge=60,
+        le=10 * 366 * 86400,
+        description="Responses API: how long a response (or conversation) created with "
+        "this key (a key's) or by this tenant is kept; null: the configuration's "
+        "`responses.retention_s`.",
+    )
+    stored_responses_max_bytes: int | None = Field(
+        default=None,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        description="Responses API: the largest stored record; null: the configuration's "
+        "`responses.max_stored_bytes`.",
+    )
 
 
 class Budgets(_Body):

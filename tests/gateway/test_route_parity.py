@@ -64,6 +64,7 @@ ROUTES = [
         200,
     ),
     Route("POST", "/v1/completions", b'{"model":"m","prompt":"hi","max_tokens":3}', 200),
+    Route("POST", "/v1/responses", b'{"model":"m","input":"hi","max_output_tokens":3}', 200),
     Route("POST", "/admin/v1/tenants", b'{"name":"parity"}', 201),
     Route("GET", "/v1/models", b"", 200),
     Route("GET", "/v1/usage", b"", 200),
