@@ -12,7 +12,12 @@ dribbles a byte every few seconds holds a connection (and its memory) for ever.
   a later request on a keep-alive connection); else ``408`` and close (a
   connection that sent nothing at all is closed without an answer);
 * a body timeout: the whole body must arrive within ``body_read_timeout_s`` of
-  the end of the headers; else ``408`` and close.
+  the end of the headers; else ``408`` and close;
+* a write deadline: a client that stops reading its response (its receive window
+  fills, the gateway's write buffer goes over the high-water mark and writing
+  pauses) may keep it so for ``client_write_timeout_s``; then the connection is
+  aborted. The request sees a client that left (its stream is cancelled and
+  released, what was generated is metered once, as ``client_cancelled``).
 
 The deadlines do not run while the gateway itself stopped reading the
 connection (a pipelined request waits for the responses before it; a body is
@@ -42,7 +47,10 @@ by ``tests/gateway/test_uvicorn_pin.py``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -56,6 +64,9 @@ from gateway.headholder import HeadHolder
 
 log = logging.getLogger("tollway.http")
 
+#: ``SO_LINGER`` on with a zero timeout: closing the socket resets the connection.
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
+
 
 @dataclass(frozen=True, slots=True)
 class ConnectionLimits:
@@ -65,6 +76,7 @@ class ConnectionLimits:
     max_headers: int = 100
     header_read_timeout_s: float = 10.0
     body_read_timeout_s: float = 30.0
+    client_write_timeout_s: float = 30.0
 
 
 class GatewayServerConfig(uvicorn.Config):
@@ -117,6 +129,16 @@ class _Flow(FlowControl):
             super().resume_reading()
             self.protocol.reading_resumed()
 
+    def pause_writing(self) -> None:
+        if not self.write_paused:
+            super().pause_writing()
+            self.protocol.writing_paused()
+
+    def resume_writing(self) -> None:
+        if self.write_paused:
+            super().resume_writing()
+            self.protocol.writing_resumed()
+
 
 class GatewayHttpProtocol(HttpToolsProtocol):
     """httptools protocol with head-size, head-time and body-time limits."""
@@ -136,6 +158,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         #: Seconds left on the deadline while reading is paused (it does not run then).
         self._suspended: float | None = None
         self._timer: asyncio.TimerHandle | None = None
+        #: Runs while writing is paused: the client must read within the write deadline.
+        self._write_timer: asyncio.TimerHandle | None = None
         self._refusal: bytes | None = None
         #: The request being answered (its task runs); later ones wait in the pipeline.
         self._front: RequestResponseCycle | None = None
@@ -153,6 +177,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
+        self.writing_resumed()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -303,6 +328,36 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def writing_paused(self) -> None:
+        """The write buffer is over the high-water mark: the write deadline starts."""
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(
+                self.limits.client_write_timeout_s, self._write_timed_out
+            )
+
+    def writing_resumed(self) -> None:
+        """The client read enough (or the connection is gone): the write deadline stops."""
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _write_timed_out(self) -> None:
+        self._write_timer = None
+        if self.transport.is_closing() and self.transport.get_write_buffer_size() == 0:
+            return
+        log.warning(
+            "client %s read nothing of its response for %g s: connection closed",
+            self._peer(),
+            self.limits.client_write_timeout_s,
+        )
+        # Reset, not close: a FIN would wait in the kernel behind the unread bytes, which
+        # is what never drains. connection_lost follows; the request sees the client gone.
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+        self.transport.abort()
 
     def _head_timed_out(self) -> None:
         if self.transport.is_closing() or self._head_done:
