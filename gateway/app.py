@@ -43,7 +43,7 @@ from gateway.responses import (
     handle_tollway_error,
     handle_unexpected,
 )
-from gateway.routes import InferenceRoute, RouteTable
+from gateway.routes import ANTHROPIC, InferenceRoute, RouteTable
 from gateway.settings import Settings
 from gateway.sharedstate import connect_redis
 from gateway.speculation import SpeculationGate
@@ -76,12 +76,14 @@ class Gateway:
 
     ``state`` and ``router`` are the FastAPI app's (tests and tools reach the
     registry, store and metering through ``app.state``; the lifespan through
-    ``app.router.lifespan_context``).
+    ``app.router.lifespan_context``). ``route_table`` is the dispatcher's: the HTTP
+    protocol reads it to answer its own errors in a route's shape.
     """
 
     def __init__(self, api: GatewayApi, dispatcher: Dispatcher) -> None:
         self.api = api
         self.dispatcher = dispatcher
+        self.route_table = dispatcher.table
         self.state = api.state
         self.router = api.router
 
@@ -308,13 +310,13 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
                 MESSAGES_PATH,
                 anthropic.messages,
                 "Create a message (Anthropic's Messages API)",
-                api="anthropic",
+                api=ANTHROPIC,
             ),
             InferenceRoute(
                 COUNT_TOKENS_PATH,
                 anthropic.count_tokens,
                 "Count a message's input tokens (Anthropic's Messages API)",
-                api="anthropic",
+                api=ANTHROPIC,
             ),
         ]
     )
