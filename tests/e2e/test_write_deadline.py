@@ -10,6 +10,7 @@ nothing of ours, and the request is metered exactly once.
 from __future__ import annotations
 
 import socket
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,6 +75,14 @@ def _closed_by_the_gateway(sock: socket.socket) -> bool:
 _TCP_ESTABLISHED = 1  # tcp_states.h; TCP_INFO's first byte
 
 
+def _completion_tokens(stack: Stack, rid: str) -> int:
+    with sqlite3.connect(stack.ledger) as db:
+        (tokens,) = db.execute(
+            "SELECT completion_tokens FROM usage_ledger WHERE request_id = ?", (rid,)
+        ).fetchone()
+    return int(tokens)
+
+
 def _read_to_the_end(sock: socket.socket) -> bytes:
     """Everything left on the connection, up to the gateway's close (EOF or reset)."""
     got = b""
@@ -105,5 +114,7 @@ def test_a_stream_whose_client_never_reads_is_cut_and_released(stack: Stack) -> 
     found = ledger_rows(stack, rid)
     assert len(found) == 1, found
     assert found[0][0] == "client_cancelled", found
+    # What was generated before the cut is counted: some, not all that was asked for.
+    assert 0 < _completion_tokens(stack, rid) < HUGE
     wait_for("the request finished", lambda: finished(stack) >= before + 1)
     assert finished(stack) == before + 1

@@ -321,6 +321,18 @@ def test_the_anthropic_routes_answer_every_problem_in_anthropics_shape(
         assert answer.anthropic_error()["type"] == anthropic_type(status), answer.body
 
 
+def test_a_body_too_slow_on_an_anthropic_route_is_anthropics_408(address: tuple[str, int]) -> None:
+    """The protocol's own deadline answer, on the Messages API's route."""
+    route = next(r for r in ROUTES if r.path == "/v1/messages")
+    head = request(route, Framing(False, [], False, False), "parity-slow")
+    with Connection(address) as conn:
+        conn.send(head[: len(head) - len(route.body) // 2])  # half of the body, then nothing
+        answer = conn.answer()  # once the gateway's body deadline passed
+        assert answer is not None and answer.status == 408, answer
+        assert answer.anthropic_error()["type"] == "invalid_request_error"
+        assert conn.closed()
+
+
 @SETTINGS
 @given(
     batch=st.lists(st.tuples(st.sampled_from(ROUTES), framings), min_size=1, max_size=4),
