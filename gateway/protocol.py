@@ -132,7 +132,7 @@ class _Flow(FlowControl):
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
-    """httptools protocol with head-size, head-time and body-time limits."""
+    """httptools protocol with head-size, head-time and body-time limits and a write deadline."""
 
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
