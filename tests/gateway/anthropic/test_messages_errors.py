@@ -144,3 +144,18 @@ async def test_no_worker_to_answer_is_anthropics_overloaded_503() -> None:
         with pytest.raises(anthropic.ServiceUnavailableError) as down:
             await sdk.messages.create(**BODY)
         assert down.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+
+
+async def test_an_upstream_timeout_is_anthropics_504() -> None:
+    async with serve_fake_worker(FakeWorker(delay_s=1.0)) as worker:
+        config = gateway_config([worker.url], server={"max_body_bytes": LIMIT})
+        config["pools"]["p"]["timeouts"] = {"connect_s": 1, "first_byte_s": 0.2, "total_s": 0.5}
+        async with running_gateway(config) as (app, _):
+            transport = httpx2.ASGITransport(app=app)
+            async with httpx2.AsyncClient(transport=transport, base_url="http://gateway") as http:
+                sdk = anthropic.AsyncAnthropic(
+                    base_url="http://gateway", api_key=API_KEY, http_client=http, max_retries=0
+                )
+                with pytest.raises(anthropic.GatewayTimeoutError) as late:
+                    await sdk.messages.create(**BODY)
+        assert late.value.body["error"]["type"] == "timeout_error"  # type: ignore[index]
