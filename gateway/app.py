@@ -48,7 +48,7 @@ from gateway.responsesapi.api import router as responses_router
 from gateway.responsesapi.conversations import ConversationStore
 from gateway.responsesapi.conversations import router as conversations_router
 from gateway.responsesapi.store import ResponseStore
-from gateway.routes import InferenceRoute, RouteTable
+from gateway.routes import ANTHROPIC, InferenceRoute, RouteTable
 from gateway.settings import Settings
 from gateway.sharedstate import connect_redis
 from gateway.speculation import SpeculationGate
@@ -80,12 +80,14 @@ class Gateway:
 
     ``state`` and ``router`` are the FastAPI app's (tests and tools reach the
     registry, store and metering through ``app.state``; the lifespan through
-    ``app.router.lifespan_context``).
+    ``app.router.lifespan_context``). ``route_table`` is the dispatcher's: the HTTP
+    protocol reads it to answer its own errors in a route's shape.
     """
 
     def __init__(self, api: GatewayApi, dispatcher: Dispatcher) -> None:
         self.api = api
         self.dispatcher = dispatcher
+        self.route_table = dispatcher.table
         self.state = api.state
         self.router = api.router
 
@@ -303,13 +305,13 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
                 MESSAGES_PATH,
                 anthropic.messages,
                 "Create a message (Anthropic's Messages API)",
-                api="anthropic",
+                api=ANTHROPIC,
             ),
             InferenceRoute(
                 COUNT_TOKENS_PATH,
                 anthropic.count_tokens,
                 "Count a message's input tokens (Anthropic's Messages API)",
-                api="anthropic",
+                api=ANTHROPIC,
             ),
         ]
     )

@@ -58,6 +58,13 @@ class ServerConfig(_Strict):
     body_read_timeout_s: float = Field(
         default=30.0, gt=0, le=3600, description="From the end of the headers to the body's end."
     )
+    client_write_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Longest time the gateway may be unable to write to a client that does "
+        "not read (its write buffer full); then the connection closes.",
+    )
     keep_alive_timeout_s: int = Field(default=5, ge=1, le=3600)
     drain_timeout_s: int = Field(
         default=30, ge=1, le=3600, description="After SIGTERM: longest wait for in-flight work."

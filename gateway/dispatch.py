@@ -25,8 +25,10 @@ So on every route: duplicate headers (400), then credentials (401/403), then
 the body's size (413), then the body. A request answered before its body was
 read closes its connection (:mod:`gateway.protocol`).
 
-Errors are rendered in OpenAI's shape and written by
-:func:`gateway.sending.send_response`, the one response writer.
+Errors are rendered in the shape of the route's API (``InferenceRoute.api``:
+Anthropic's on ``/v1/messages`` and ``/v1/messages/count_tokens``, OpenAI's
+everywhere else) and written by :func:`gateway.sending.send_response`, the one
+response writer.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.body import read_body
 from gateway.requestid import HEADER, RequestIds
 from gateway.responses import error_response
-from gateway.routes import Handler, RouteTable
+from gateway.routes import OPENAI, Handler, RouteTable
 from gateway.sending import send_response
 from tollway.errors import InvalidRequest, MethodNotAllowed, TollwayError
 
@@ -123,21 +125,23 @@ class Dispatcher:
         state = scope.get("state")
         if state is None:
             state = scope["state"] = {}
+        route = self.table.get(scope["path"])
         try:
             head = scan_headers(scope["headers"])
         except TollwayError as exc:
             rid = state["request_id"] = self.ids.new()
-            await send_response(error_response(exc, rid), receive, send)
+            api = route.api if route is not None else OPENAI
+            await send_response(error_response(exc, rid, api), receive, send)
             return
         rid = state["request_id"] = self.ids.of(head.single.get(HEADER))
-        route = self.table.get(scope["path"])
         if route is not None:
             if scope["method"] != route.method:
-                await send_response(error_response(_not_allowed(route.method), rid), receive, send)
+                refusal = error_response(_not_allowed(route.method), rid, route.api)
+                await send_response(refusal, receive, send)
                 return
             # The handler authenticates, then reads the body within the limit (413 for a
             # declared length over it before reading anything).
-            response = await answer(route.handler, rid, scope, receive)
+            response = await answer(route.handler, rid, scope, receive, route.api)
             await send_response(response, receive, send)
             return
         await self._other(scope, receive, send, head, rid)
@@ -206,16 +210,18 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return inner
 
 
-async def answer(handler: Handler, rid: str, scope: Scope, receive: Receive) -> Response:
-    """Run an inference route's handler and turn any error into OpenAI's shape."""
+async def answer(
+    handler: Handler, rid: str, scope: Scope, receive: Receive, api: str = OPENAI
+) -> Response:
+    """Run an inference route's handler and turn any error into its API's shape."""
     try:
         response = await handler(Request(scope, receive))
     except TollwayError as exc:
-        return error_response(exc, rid)
+        return error_response(exc, rid, api)
     except Exception:
         log.exception("request %s failed", rid)
         return error_response(
-            TollwayError("The server had an error while processing your request."), rid
+            TollwayError("The server had an error while processing your request."), rid, api
         )
     response.raw_headers.append((HEADER, rid.encode("ascii")))  # errors name it themselves
     return response

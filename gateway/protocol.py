@@ -12,7 +12,11 @@ dribbles a byte every few seconds holds a connection (and its memory) for ever.
   a later request on a keep-alive connection); else ``408`` and close (a
   connection that sent nothing at all is closed without an answer);
 * a body timeout: the whole body must arrive within ``body_read_timeout_s`` of
-  the end of the headers; else ``408`` and close.
+  the end of the headers; else ``408`` and close;
+* a write deadline (:class:`~gateway.writedeadline.WriteDeadline`): a client
+  that stops reading its response may keep writing paused for at most
+  ``client_write_timeout_s``; then the connection is reset and the request sees
+  a client that left.
 
 The deadlines do not run while the gateway itself stopped reading the
 connection (a pipelined request waits for the responses before it; a body is
@@ -21,8 +25,10 @@ time they had left. The head and body deadlines share one timer per
 connection, re-armed lazily.
 
 Every answer the protocol writes itself (431, 408, and 400 for input the HTTP
-parser rejects, which uvicorn answers in ``text/plain``) is an OpenAI-shaped
-JSON error with ``connection: close``. Such an answer never goes into another
+parser rejects, which uvicorn answers in ``text/plain``) is a JSON error with
+``connection: close``, in the shape of the request's route when its path is
+known (the app's ``route_table``: Anthropic's on the Messages API's routes),
+else OpenAI's. Such an answer never goes into another
 request's response: while an earlier request on the connection is still
 being answered, it waits until that response is complete (nothing more is
 read meanwhile), then it is written and the connection closes; if that
@@ -47,12 +53,15 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-import orjson
 import uvicorn
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from gateway.headholder import HeadHolder
+from gateway.responses import error_json
+from gateway.routes import OPENAI, RouteTable
+from gateway.writedeadline import WriteDeadline
+from tollway.errors import HeaderFieldsTooLarge, InvalidRequest, RequestTimeout, TollwayError
 
 log = logging.getLogger("tollway.http")
 
@@ -65,6 +74,7 @@ class ConnectionLimits:
     max_headers: int = 100
     header_read_timeout_s: float = 10.0
     body_read_timeout_s: float = 30.0
+    client_write_timeout_s: float = 30.0
 
 
 class GatewayServerConfig(uvicorn.Config):
@@ -79,18 +89,11 @@ class _HeadRefused(Exception):
     """Raised inside a parser callback to stop parsing a head that is too large."""
 
 
-def error_bytes(status: int, message: str, code: str) -> bytes:
-    """A whole HTTP/1.1 response carrying an OpenAI-shaped error; the connection closes."""
-    body = orjson.dumps(
-        {
-            "error": {
-                "message": message,
-                "type": "invalid_request_error",
-                "param": None,
-                "code": code,
-            }
-        }
-    )
+def error_bytes(exc: TollwayError, api: str = OPENAI) -> bytes:
+    """A whole HTTP/1.1 response carrying ``exc`` in the shape of ``api``; the connection
+    closes."""
+    body = error_json(exc, api)
+    status = exc.status_code
     head = (
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
         "content-type: application/json\r\n"
@@ -117,9 +120,19 @@ class _Flow(FlowControl):
             super().resume_reading()
             self.protocol.reading_resumed()
 
+    def pause_writing(self) -> None:
+        if not self.write_paused:
+            super().pause_writing()
+            self.protocol.write_deadline.start()
+
+    def resume_writing(self) -> None:
+        if self.write_paused:
+            super().resume_writing()
+            self.protocol.write_deadline.stop()
+
 
 class GatewayHttpProtocol(HttpToolsProtocol):
-    """httptools protocol with head-size, head-time and body-time limits."""
+    """httptools protocol with head-size, head-time and body-time limits and a write deadline."""
 
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
@@ -148,11 +161,15 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.write_deadline = WriteDeadline(
+            self.loop, transport, self.limits.client_write_timeout_s, self._peer
+        )
         self.flow = _Flow(transport, self)
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
+        self.write_deadline.stop()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -176,7 +193,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         """Answer input the parser refused: 431 for a head over the limits, else 400."""
         refusal = self._refusal or error_bytes(
-            400, "Invalid HTTP request received.", "invalid_http_request"
+            InvalidRequest("Invalid HTTP request received.", code="invalid_http_request"),
+            self._api(),
         )
         self._close_with(refusal, about=self.cycle if self._head_done else None)
 
@@ -245,7 +263,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         reason = why or f"request line and headers larger than {self.limits.max_header_bytes} bytes"
         log.warning("refused a request head from %s: %s", self._peer(), reason)
         self._refusal = error_bytes(
-            431, f"Request header fields too large: {reason}.", "request_header_fields_too_large"
+            HeaderFieldsTooLarge(f"Request header fields too large: {reason}."), self._api()
         )
 
     def _arm_head_timer(self) -> None:
@@ -313,10 +331,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         log.warning("request headers from %s not received in time", self._peer())
         self._close_with(
             error_bytes(
-                408,
-                "The request headers were not received within "
-                f"{self.limits.header_read_timeout_s:g} s.",
-                "request_timeout",
+                RequestTimeout(
+                    "The request headers were not received within "
+                    f"{self.limits.header_read_timeout_s:g} s."
+                ),
+                self._api(),
             )
         )
 
@@ -330,9 +349,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         log.warning("request body from %s not received in time", self._peer())
         self._close_with(
             error_bytes(
-                408,
-                f"The request body was not received within {self.limits.body_read_timeout_s:g} s.",
-                "request_timeout",
+                RequestTimeout(
+                    "The request body was not received within "
+                    f"{self.limits.body_read_timeout_s:g} s."
+                ),
+                self._api(),
             ),
             about=cycle,
         )
@@ -367,6 +388,16 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             about.message_event.set()
         self.transport.write(response)
         self.transport.close()
+
+    def _api(self) -> str:
+        """The API of the route of the request being read (its path is known once the
+        request line arrived), for the shape of the protocol's own answers."""
+        table = getattr(self.app, "route_table", None)
+        if not isinstance(table, RouteTable):
+            return OPENAI
+        url: bytes = getattr(self, "url", b"")  # set at the first request's first byte
+        path = url.split(b"?", 1)[0].decode("latin-1")
+        return table.api_of(path)
 
     def _peer(self) -> str:
         return f"{self.client[0]}:{self.client[1]}" if self.client else "unknown"

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.requestid import request_id_of
+from gateway.routes import ANTHROPIC, OPENAI
 from tollway.errors import (
     InvalidRequest,
     MethodNotAllowed,
@@ -29,13 +30,24 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(orjson.dumps(data), status_code=status, headers=headers, media_type=JSON)
 
 
-def error_response(exc: TollwayError, request_id: str | None = None) -> Response:
-    """The response for a Tollway error: its status, headers and OpenAI error body."""
+def error_json(exc: TollwayError, api: str = OPENAI) -> bytes:
+    """The error body of ``exc`` in the shape of ``api`` (a route's
+    :attr:`~gateway.routes.InferenceRoute.api`): OpenAI's, or Anthropic's."""
+    body = exc.to_anthropic_body() if api == ANTHROPIC else exc.to_body()
+    return orjson.dumps(body)
+
+
+def error_response(exc: TollwayError, request_id: str | None = None, api: str = OPENAI) -> Response:
+    """The response for a Tollway error: its status, headers and error body in the shape
+    of ``api``. On an Anthropic route the request id is also in ``request-id`` (the
+    header Anthropic's clients read)."""
     headers = dict(exc.headers)
     if request_id:
         headers["x-request-id"] = request_id
+        if api == ANTHROPIC:
+            headers["request-id"] = request_id
     return Response(
-        orjson.dumps(exc.to_body()), status_code=exc.status_code, headers=headers, media_type=JSON
+        error_json(exc, api), status_code=exc.status_code, headers=headers, media_type=JSON
     )
 
 

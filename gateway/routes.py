@@ -18,6 +18,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 Handler = Callable[[Request], Awaitable[Response]]
+#: The APIs a route may speak (``InferenceRoute.api``): OpenAI's unless it says otherwise.
+OPENAI = "openai"
+ANTHROPIC = "anthropic"
 _SCHEMAS = "#/components/schemas/"
 
 _ERROR_SCHEMA: dict[str, Any] = {
@@ -60,11 +63,11 @@ class InferenceRoute:
     handler: Handler
     summary: str
     method: str = "POST"
-    api: str = "openai"
+    api: str = OPENAI
 
     def operation(self) -> dict[str, Any]:
         """The route's OpenAPI operation (its API's request and response schemas apply)."""
-        anthropic = self.api == "anthropic"
+        anthropic = self.api == ANTHROPIC
         schema = "AnthropicError" if anthropic else "OpenAIError"
         error = {"content": {"application/json": {"schema": {"$ref": _SCHEMAS + schema}}}}
         security: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -103,6 +106,12 @@ class RouteTable:
         """The route at ``path`` (any method), or None."""
         return self.by_path.get(path)
 
+    def api_of(self, path: str) -> str:
+        """The API whose error shape answers a request for ``path`` (``openai`` for a
+        path that is no inference route)."""
+        route = self.by_path.get(path)
+        return route.api if route is not None else OPENAI
+
     def openapi_paths(self) -> dict[str, Any]:
         """The ``paths`` entries of these routes."""
         return {r.path: {r.method.lower(): r.operation()} for r in self.by_path.values()}
@@ -115,7 +124,7 @@ class RouteTable:
         schemes = components.setdefault("securitySchemes", {})
         schemas["OpenAIError"] = _ERROR_SCHEMA
         schemes["bearer"] = {"type": "http", "scheme": "bearer"}
-        if any(r.api == "anthropic" for r in self.by_path.values()):
+        if any(r.api == ANTHROPIC for r in self.by_path.values()):
             schemas["AnthropicError"] = _ANTHROPIC_ERROR_SCHEMA
             schemes["apiKey"] = {"type": "apiKey", "in": "header", "name": "x-api-key"}
         return schema

@@ -56,6 +56,7 @@ def uvicorn_config(
             max_headers=server.max_headers,
             header_read_timeout_s=server.header_read_timeout_s,
             body_read_timeout_s=server.body_read_timeout_s,
+            client_write_timeout_s=server.client_write_timeout_s,
         ),
         factory=True,
         host=host,

@@ -6,6 +6,12 @@ is about; the gateway maps them to JSON in exactly one exception handler::
 
     {"error": {"message": ..., "type": ..., "param": ..., "code": ...}}
 
+On the routes of Anthropic's Messages API the same error is rendered in
+Anthropic's shape (:meth:`TollwayError.to_anthropic_body`), its ``type`` read off
+the status as Anthropic's API documents it (:data:`ANTHROPIC_TYPES`)::
+
+    {"type": "error", "error": {"type": ..., "message": ...}}
+
 Foreign exceptions (aiohttp, redis, SQLAlchemy, litellm, stripe) are
 translated into these at the package boundary that calls the foreign library,
 with ``raise ... from exc``. Nothing ever picks a status by matching text.
@@ -24,6 +30,7 @@ with ``raise ... from exc``. Nothing ever picks a status by matching text.
     ├── MethodNotAllowed (405 invalid_request_error)
     ├── Conflict (409 invalid_request_error)
     ├── PayloadTooLarge (413 invalid_request_error, code request_too_large)
+    ├── HeaderFieldsTooLarge (431 invalid_request_error, code request_header_fields_too_large)
     ├── Unprocessable (422 invalid_request_error)
     ├── RateLimited (429 requests, code rate_limit_exceeded; Retry-After)
     │   ├── TokenRateLimited (429 tokens, code rate_limit_exceeded; a TPM limit)
@@ -50,6 +57,31 @@ the request until proven otherwise, so it is not repeated.
 from __future__ import annotations
 
 from typing import Any, ClassVar
+
+#: Anthropic's error ``type`` by HTTP status (its API's documented table); another 4xx
+#: is ``invalid_request_error``, another 5xx ``api_error``. 503 (the gateway or every
+#: worker busy or down) is Anthropic's ``overloaded_error``; the status stays 503.
+ANTHROPIC_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_type(status: int) -> str:
+    """Anthropic's error ``type`` for an error answered with ``status``."""
+    known = ANTHROPIC_TYPES.get(status)
+    if known is not None:
+        return known
+    return "invalid_request_error" if 400 <= status < 500 else "api_error"
 
 
 class TollwayError(Exception):
@@ -87,6 +119,13 @@ class TollwayError(Exception):
                 "param": self.param,
                 "code": self.code,
             }
+        }
+
+    def to_anthropic_body(self) -> dict[str, Any]:
+        """The Anthropic error object: ``{"type": "error", "error": {type, message}}``."""
+        return {
+            "type": "error",
+            "error": {"type": anthropic_type(self.status_code), "message": self.message},
         }
 
 
@@ -174,6 +213,14 @@ class PayloadTooLarge(TollwayError):
     status = 413
     error_type = "invalid_request_error"
     default_code = "request_too_large"
+
+
+class HeaderFieldsTooLarge(TollwayError):
+    """The request line and headers are over the configured limits (431)."""
+
+    status = 431
+    error_type = "invalid_request_error"
+    default_code = "request_header_fields_too_large"
 
 
 class Unprocessable(TollwayError):

@@ -22,8 +22,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import orjson
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -32,6 +30,7 @@ from gateway.database import translate_db_errors
 from gateway.responsesapi.config import ResponsesConfig
 from gateway.responsesapi.tables import stored_responses
 from tollway.errors import ServiceUnavailable
+from tollway.resp import RespClient, RespError
 
 log = logging.getLogger("tollway")
 
@@ -159,7 +158,7 @@ class SqlBackend:
         self,
         engine: AsyncEngine,
         retention_s: float,
-        redis: Redis | None = None,
+        redis: RespClient | None = None,
         redis_prefix: str = "tollway:",
         redis_ttl_s: int = 3600,
     ) -> None:
@@ -204,11 +203,11 @@ class SqlBackend:
                     )
         if cached:
             ttl = min(self.redis_ttl_s, int(retention_s))
-            await self._redis("set", self._key(tenant, rid), data, ex=max(1, ttl))
+            await self._redis("SET", self._key(tenant, rid), data, "EX", max(1, ttl))
 
     async def get(self, tenant: str, rid: str, *, cached: bool = True) -> bytes | None:
         if cached:
-            copy = await self._redis("get", self._key(tenant, rid))
+            copy = await self._redis("GET", self._key(tenant, rid))
             if isinstance(copy, bytes):
                 return copy
         query = select(stored_responses.c.record, stored_responses.c.expires_at).where(
@@ -226,7 +225,7 @@ class SqlBackend:
         data = str(row.record).encode()
         ttl = int(min(self.redis_ttl_s, left))
         if cached and ttl >= 1:
-            await self._redis("set", self._key(tenant, rid), data, ex=ttl)
+            await self._redis("SET", self._key(tenant, rid), data, "EX", ttl)
         return data
 
     async def update(self, tenant: str, rid: str, change: Change) -> bytes | None:
@@ -261,7 +260,7 @@ class SqlBackend:
         )
 
     async def delete(self, tenant: str, rid: str) -> bool:
-        await self._redis("delete", self._key(tenant, rid))
+        await self._redis("DEL", self._key(tenant, rid))
         query = delete(stored_responses).where(
             stored_responses.c.tenant_id == tenant,
             stored_responses.c.id == rid,
@@ -271,17 +270,17 @@ class SqlBackend:
             async with self.engine.begin() as conn:
                 deleted = (await conn.execute(query)).rowcount
         # Again after the row is gone: a read between the two may have copied it back.
-        await self._redis("delete", self._key(tenant, rid))
+        await self._redis("DEL", self._key(tenant, rid))
         return bool(deleted)
 
-    async def _redis(self, command: str, *args: Any, **kwargs: Any) -> Any:
+    async def _redis(self, *command: str | bytes | int) -> Any:
         """A Redis command, or None when there is no Redis or it failed (SQL answers)."""
         if self.redis is None:
             return None
         try:
-            return await getattr(self.redis, command)(*args, **kwargs)
-        except (RedisError, OSError) as exc:
-            log.warning("stored responses: Redis %s failed (%s); using SQL", command, exc)
+            return await self.redis.execute(*command)
+        except (RespError, OSError) as exc:
+            log.warning("stored responses: Redis %s failed (%s); using SQL", command[0], exc)
             return None
 
 
@@ -297,7 +296,7 @@ class ResponseStore:
         cls,
         config: ResponsesConfig,
         engine: AsyncEngine,
-        redis: Redis | None,
+        redis: RespClient | None,
         redis_prefix: str,
     ) -> ResponseStore:
         """The store the configuration asks for."""

@@ -132,6 +132,11 @@ def test_a_good_file_parses_into_a_frozen_config(tmp_path: Path) -> None:
             "limits.budget_resync_check_s",
             "0 (off) or at least 0.1",
         ),
+        (
+            with_change("server", {"client_write_timeout_s": 0}),
+            "server.client_write_timeout_s",
+            "greater than 0",
+        ),
     ],
 )
 def test_bad_files_name_the_key_and_the_reason(data: Any, path: str, reason: str) -> None:
@@ -153,6 +158,12 @@ def test_unreadable_and_invalid_yaml_files(tmp_path: Path) -> None:
     scalar.write_text("42\n")
     with pytest.raises(ConfigError, match="mapping at the top level"):
         load_config(scalar)
+
+
+def test_the_client_write_deadline_defaults_to_30_s() -> None:
+    assert parse_config(GOOD).server.client_write_timeout_s == 30.0
+    changed = parse_config(with_change("server", {"client_write_timeout_s": 2.5}))
+    assert changed.server.client_write_timeout_s == 2.5
 
 
 def test_an_empty_file_is_a_valid_empty_config(tmp_path: Path) -> None:

@@ -4,9 +4,11 @@ Every inference route and every other route give the same class of answer for
 the same framing problem (Content-Length and Transfer-Encoding together, a bad
 chunk, duplicate or oversized headers, a body over the limit, declared or
 chunked), whatever the framing of the rest (Content-Length or chunked with any
-chunk sizes, HTTP/1.0, ``Expect: 100-continue``); every error is OpenAI-shaped
-JSON; and well-formed requests pipelined on one connection each get their own
-answer, in order. Example counts are bounded (derandomized, no database).
+chunk sizes, HTTP/1.0, ``Expect: 100-continue``); every error is JSON in the route's
+API's shape (Anthropic's on the Messages API's routes, with the type its status
+gives, else OpenAI's with the code); and well-formed requests pipelined on one
+connection each get their own answer, in order. Example counts are bounded
+(derandomized, no database).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.e2e.processes import API_KEY, emulator, gateway, pool
+from tollway.errors import anthropic_type
 
 pytestmark = pytest.mark.e2e
 
@@ -50,6 +53,7 @@ class Route:
     path: str
     body: bytes
     ok: int
+    api: str = "openai"
 
     @property
     def key(self) -> str:
@@ -65,6 +69,20 @@ ROUTES = [
     ),
     Route("POST", "/v1/completions", b'{"model":"m","prompt":"hi","max_tokens":3}', 200),
     Route("POST", "/v1/responses", b'{"model":"m","input":"hi","max_output_tokens":3}', 200),
+    Route(
+        "POST",
+        "/v1/messages",
+        b'{"model":"m","max_tokens":3,"messages":[{"role":"user","content":"hi"}]}',
+        200,
+        "anthropic",
+    ),
+    Route(
+        "POST",
+        "/v1/messages/count_tokens",
+        b'{"model":"m","messages":[{"role":"user","content":"hi"}]}',
+        200,
+        "anthropic",
+    ),
     Route("POST", "/admin/v1/tenants", b'{"name":"parity"}', 201),
     Route("GET", "/v1/models", b"", 200),
     Route("GET", "/v1/usage", b"", 200),
@@ -170,9 +188,19 @@ class Answer:
     body: bytes
 
     def error(self) -> dict[str, Any]:
+        """The OpenAI error object."""
         assert self.headers.get("content-type") == "application/json", self.headers
         error: dict[str, Any] = json.loads(self.body)["error"]
         assert set(error) == {"message", "type", "param", "code"}, error
+        return error
+
+    def anthropic_error(self) -> dict[str, Any]:
+        """The Anthropic error object."""
+        assert self.headers.get("content-type") == "application/json", self.headers
+        body = json.loads(self.body)
+        assert set(body) == {"type", "error"} and body["type"] == "error", body
+        error: dict[str, Any] = body["error"]
+        assert set(error) == {"type", "message"}, error
         return error
 
 
@@ -226,6 +254,10 @@ def _check_ok(route: Route, answer: Answer | None, rid: str) -> None:
     assert answer.headers.get("x-request-id") == rid, (route.path, answer.headers)
     if route.path.endswith("completions"):
         assert json.loads(answer.body)["choices"], answer.body[:300]
+    elif route.path == "/v1/messages":
+        assert json.loads(answer.body)["type"] == "message", answer.body[:300]
+    elif route.path == "/v1/messages/count_tokens":
+        assert json.loads(answer.body)["input_tokens"] > 0, answer.body[:300]
 
 
 def _problem(route: Route, framing: Framing, problem: str, rid: str) -> bytes:
@@ -266,9 +298,40 @@ def test_every_route_answers_a_framing_problem_alike(
         answer = conn.answer()
         assert answer is not None, (route.path, problem)
         assert answer.status == status, (route.path, problem, answer.status, answer.body[:300])
-        assert answer.error()["code"] == code
+        if route.api == "anthropic":
+            assert answer.anthropic_error()["type"] == anthropic_type(status)
+        else:
+            assert answer.error()["code"] == code
         if problem != "duplicate_header":  # the connection cannot be trusted any further
             assert answer.headers.get("connection") == "close" and conn.closed()
+
+
+@pytest.mark.parametrize("problem", sorted(PROBLEMS))
+@pytest.mark.parametrize("route", [r for r in ROUTES if r.api == "anthropic"], ids=lambda r: r.path)
+def test_the_anthropic_routes_answer_every_problem_in_anthropics_shape(
+    address: tuple[str, int], route: Route, problem: str
+) -> None:
+    """Every problem on every Anthropic route, whoever answers it: the HTTP protocol
+    (framing, head limits), the dispatcher (a repeated header) or the handler (size)."""
+    status, _ = PROBLEMS[problem]
+    with Connection(address) as conn:
+        conn.send(_problem(route, Framing(False, [], False, False), problem, "parity-a"))
+        answer = conn.answer()
+        assert answer is not None, (route.path, problem)
+        assert answer.status == status, (route.path, problem, answer.status, answer.body[:300])
+        assert answer.anthropic_error()["type"] == anthropic_type(status), answer.body
+
+
+def test_a_body_too_slow_on_an_anthropic_route_is_anthropics_408(address: tuple[str, int]) -> None:
+    """The protocol's own deadline answer, on the Messages API's route."""
+    route = next(r for r in ROUTES if r.path == "/v1/messages")
+    head = request(route, Framing(False, [], False, False), "parity-slow")
+    with Connection(address) as conn:
+        conn.send(head[: len(head) - len(route.body) // 2])  # half of the body, then nothing
+        answer = conn.answer()  # once the gateway's body deadline passed
+        assert answer is not None and answer.status == 408, answer
+        assert answer.anthropic_error()["type"] == "invalid_request_error"
+        assert conn.closed()
 
 
 @SETTINGS

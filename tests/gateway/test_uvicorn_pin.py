@@ -41,7 +41,14 @@ CYCLE_STATE = [
     "disconnected",
     "message_event",
 ]
-FLOW_NAMES = ["read_paused", "pause_reading", "resume_reading"]
+FLOW_NAMES = [
+    "read_paused",
+    "pause_reading",
+    "resume_reading",
+    "write_paused",
+    "pause_writing",
+    "resume_writing",
+]
 
 
 def test_the_installed_uvicorn_is_inside_the_pin() -> None:

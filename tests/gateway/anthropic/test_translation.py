@@ -11,14 +11,16 @@ import pytest
 from anthropic.types import ErrorResponse, Message, RawMessageStreamEvent
 from pydantic import TypeAdapter
 
-from gateway.anthropic.errors import anthropic_error_type, error_body, error_from_openai
+from gateway.anthropic.errors import error_body, error_from_openai
 from gateway.anthropic.replies import to_message
 from gateway.anthropic.stream import MessageStream
 from gateway.anthropic.translate import to_chat
 from gateway.validation import validate_chat
 from tollway.errors import (
     AuthenticationFailed,
+    HeaderFieldsTooLarge,
     InvalidRequest,
+    MethodNotAllowed,
     ModelNotFound,
     PayloadTooLarge,
     PermissionDenied,
@@ -26,6 +28,8 @@ from tollway.errors import (
     RateLimited,
     ServiceUnavailable,
     TollwayError,
+    UpstreamError,
+    UpstreamRateLimited,
     UpstreamRejected,
     UpstreamStreamBroken,
     UpstreamTimeout,
@@ -180,8 +184,11 @@ def test_count_tokens_bodies_need_no_max_tokens() -> None:
     ("exc", "kind"),
     [
         (InvalidRequest("x"), "invalid_request_error"),
-        (PayloadTooLarge("x"), "invalid_request_error"),
+        (PayloadTooLarge("x"), "request_too_large"),
+        (UpstreamRejected("x", upstream_status=413), "request_too_large"),
         (UpstreamRejected("x", upstream_status=422), "invalid_request_error"),
+        (HeaderFieldsTooLarge("x"), "invalid_request_error"),
+        (MethodNotAllowed("x"), "invalid_request_error"),
         (AuthenticationFailed("x"), "authentication_error"),
         (PermissionDenied("x"), "permission_error"),
         (ModelNotFound("x"), "not_found_error"),
@@ -191,20 +198,30 @@ def test_count_tokens_bodies_need_no_max_tokens() -> None:
         (UpstreamUnavailable("x"), "overloaded_error"),
         (UpstreamTimeout("x"), "timeout_error"),
         (UpstreamStreamBroken("x"), "api_error"),
+        (UpstreamError("x"), "api_error"),
+        (UpstreamRateLimited("x"), "rate_limit_error"),
         (TollwayError("x"), "api_error"),
     ],
 )
 def test_every_gateway_error_maps_to_an_anthropic_type(exc: TollwayError, kind: str) -> None:
-    assert anthropic_error_type(exc) == kind
-    ErrorResponse.model_validate(error_body(exc))
+    assert anthropic_type_of(exc) == kind
+    body = error_body(exc)
+    assert body == {"type": "error", "error": {"type": kind, "message": "x"}}
+    if kind != "request_too_large":  # Anthropic's documented 413 type; not in the SDK's union
+        ErrorResponse.model_validate(body)
+
+
+def anthropic_type_of(exc: TollwayError) -> str:
+    kind: str = error_body(exc)["error"]["type"]
+    return kind
 
 
 def test_openai_error_bodies_map_back() -> None:
     limited = {"error": {"message": "slow", "type": "requests", "code": "rate_limited"}}
-    assert anthropic_error_type(error_from_openai(limited, 429)) == "rate_limit_error"
+    assert anthropic_type_of(error_from_openai(limited, 429)) == "rate_limit_error"
     refused = error_from_openai({"error": {"message": "bad"}}, 400)
-    assert refused.status_code == 400 and anthropic_error_type(refused) == "invalid_request_error"
-    assert anthropic_error_type(error_from_openai("junk", 500)) == "api_error"
+    assert refused.status_code == 400 and anthropic_type_of(refused) == "invalid_request_error"
+    assert anthropic_type_of(error_from_openai("junk", 500)) == "api_error"
 
 
 def test_a_tool_call_message_with_unparsable_arguments_keeps_them() -> None:

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.database import migrate
@@ -21,13 +20,14 @@ from gateway.responsesapi.store import MemoryBackend, ResponseStore, SqlBackend,
 from gateway.sharedstate import connect_redis
 from tollway.database import create_engine
 from tollway.errors import NotFound
+from tollway.resp import RespClient
 
 RETENTION = 3600
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = connect_redis(redis_url, timeout_s=2.0, max_connections=4)
+async def redis(redis_url: str) -> AsyncIterator[RespClient]:
+    client = connect_redis(redis_url, timeout_s=2.0)
     yield client
     await client.aclose()
 
@@ -51,7 +51,9 @@ async def _put(store: ResponseStore, tenant: str, rid: str, text: str, at: float
     await store.put(tenant, rid, data, at)
 
 
-async def test_sql_with_a_redis_copy(engine: AsyncEngine, redis: Redis, redis_prefix: str) -> None:
+async def test_sql_with_a_redis_copy(
+    engine: AsyncEngine, redis: RespClient, redis_prefix: str
+) -> None:
     backend = SqlBackend(engine, RETENTION, redis, redis_prefix, redis_ttl_s=60)
     store = ResponseStore(backend, max_bytes=10_000)
     await _put(store, "t1", "resp_a", "hello", time.time())
@@ -63,17 +65,17 @@ async def test_sql_with_a_redis_copy(engine: AsyncEngine, redis: Redis, redis_pr
     assert not await store.delete("t2", "resp_a")
     # The Redis copy expires (or Redis restarts): SQL answers, and the copy is back.
     key = backend._key("t1", "resp_a")
-    assert 0 < await redis.ttl(key) <= 60
-    await redis.delete(key)
+    assert 0 < await redis.execute("TTL", key) <= 60
+    await redis.execute("DEL", key)
     assert (await store.get("t1", "resp_a")) is not None
-    assert await redis.exists(key)
+    assert await redis.execute("EXISTS", key)
     # Deleting removes the row and the copy.
     assert await store.delete("t1", "resp_a")
-    assert not await redis.exists(key)
+    assert not await redis.execute("EXISTS", key)
     assert await store.get("t1", "resp_a") is None
     # Past its retention a record is gone, though its row has not been purged yet.
     await _put(store, "t1", "resp_old", "old", time.time() - RETENTION - 1)
-    await redis.delete(backend._key("t1", "resp_old"))
+    await redis.execute("DEL", backend._key("t1", "resp_old"))
     assert await store.get("t1", "resp_old") is None
 
 
