@@ -51,6 +51,7 @@ from gateway.translation import Translation
 from gateway.validation import validate_chat, validate_completion
 from policies.tokens import EstimateCounter, TokenCounter
 from tollway.errors import RateLimited, TollwayError, UpstreamError, UpstreamRejected
+from tollway.token_estimate import estimate_json_tokens
 
 log = logging.getLogger("tollway.request")
 
@@ -281,7 +282,7 @@ class InferencePipeline:
         prompt_estimate = (
             record.tokens_after_compression
             if record.tokens_after_compression is not None
-            else len(raw) // 4
+            else estimate_json_tokens(raw)
         )
         output = (max_tokens or self.default_output_tokens) * n
         chain = self.registry.routes_for(

@@ -23,6 +23,7 @@ from backends.sglang.prefix import previous_prompt_tokens
 from backends.sglang.worker import Worker
 from tests.backends.test_pool_reliability import Scripted, eventually, running_pool, serve
 from tests.gateway.harness import closed_port_url
+from tollway.token_estimate import estimate_json_tokens
 
 SYSTEM = "You are the airline's agent. " + "Follow the policy to the letter. " * 60
 
@@ -61,7 +62,7 @@ def turn(affinity: str, *, stream: bool = False, output: int = 32) -> UpstreamRe
         stream=stream,
         request_id="req_turn",
         affinity=affinity,
-        kv_tokens=len(raw) // 4 + output,
+        kv_tokens=estimate_json_tokens(raw) + output,
         payload=body,
     )
 
