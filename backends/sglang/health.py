@@ -23,6 +23,7 @@ JSON where JSON is expected) counts as no answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -33,6 +34,7 @@ from backends import http1
 from backends.sglang.capacity import Deployment, kv_pool
 from backends.sglang.catalog import GPUS, MODELS
 from backends.sglang.config import HealthConfig, PoolConfig
+from backends.sglang.transport import probe_client
 from backends.sglang.worker import Worker
 
 log = logging.getLogger("tollway.health")
@@ -170,3 +172,62 @@ async def run_health_checks(
             )
         )
         on_change()
+
+
+class HealthChecks:
+    """A pool's health checks: each worker's probe client, the first round at
+    :meth:`start` (probe, then capacity discovery), then :func:`run_health_checks`
+    in a task until :meth:`stop`, which also closes the clients."""
+
+    def __init__(
+        self,
+        name: str,
+        workers: Sequence[Worker],
+        config: PoolConfig,
+        *,
+        on_change: Callable[[], None],
+        on_probe: ProbeHook,
+    ) -> None:
+        self.name = name
+        self.workers = workers
+        self.config = config
+        self.on_change = on_change
+        self.on_probe = on_probe
+        #: KV tokens per worker when a worker does not report its capacity.
+        self.capacity_fallback = modelled_capacity(config)
+        self._clients: dict[str, http1.Http1Pool] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Open the probe clients, probe every worker, learn capacities, start the loop."""
+        clients = {w.url: probe_client(w.url, self.config) for w in self.workers}
+        self._clients = clients
+        cfg = self.config.health
+        await probe_all(clients, self.workers, cfg, initial=True)
+        await asyncio.gather(
+            *(
+                discover_capacity(clients[w.url], w, cfg.timeout_s, self.capacity_fallback)
+                for w in self.workers
+            )
+        )
+        self._task = asyncio.create_task(
+            run_health_checks(
+                clients,
+                self.workers,
+                cfg,
+                on_change=self.on_change,
+                capacity_fallback=self.capacity_fallback,
+                on_probe=self.on_probe,
+            ),
+            name=f"health:{self.name}",
+        )
+
+    async def stop(self) -> None:
+        """Stop the loop and close the probe clients."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await asyncio.gather(*(client.close() for client in self._clients.values()))
+        self._clients = {}

@@ -33,7 +33,6 @@ Reliability, per request:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -46,19 +45,13 @@ from backends.retry import is_retryable, retry_call
 from backends.sglang.admission import KvAdmission, KvNeed, Reservation
 from backends.sglang.circuit import CircuitBreaker, CircuitState
 from backends.sglang.config import PoolConfig
-from backends.sglang.health import (
-    discover_capacity,
-    modelled_capacity,
-    probe_all,
-    run_health_checks,
-)
+from backends.sglang.health import HealthChecks
 from backends.sglang.picking import make_picker
 from backends.sglang.prefix import previous_prompt_tokens
 from backends.sglang.transport import (
     ConnectFailed,
     error_from_upstream,
     iter_chunks,
-    probe_client,
     request_client,
     translate_errors,
 )
@@ -120,17 +113,17 @@ class SGLangPool:
             quantum_tokens=a.quantum_tokens,
             home_wait_s=a.home_wait_s,
         )
-        self.capacity_fallback = modelled_capacity(config)
         self.rate_limiter = (
             UpstreamRateLimiter(name, config.max_requests_per_s, max_wait_s=config.max_wait_s)
             if config.max_requests_per_s is not None
             else None
         )
-        self._health_task: asyncio.Task[None] | None = None
+        #: Probes, load scrapes and capacity discovery, over connections of their own.
+        self.health = HealthChecks(
+            name, self.workers, config, on_change=self.admission.wake, on_probe=self._probed
+        )
         #: Each worker's request connections, by URL (one keep-alive pool per worker).
         self._clients: dict[str, Http1Pool] = {}
-        #: Each worker's health-check connections, by URL (same client, its own pool).
-        self._probe_clients: dict[str, Http1Pool] = {}
 
     def _make_breaker(self, worker: Worker) -> CircuitBreaker:
         def changed(old: CircuitState, new: CircuitState) -> None:
@@ -165,38 +158,13 @@ class SGLangPool:
             ", ".join(f"{wid}={url}" for url, wid in self.worker_ids.items()),
         )
         self._clients = {w.url: request_client(w.url, self.config) for w in self.workers}
-        probes = {w.url: probe_client(w.url, self.config) for w in self.workers}
-        self._probe_clients = probes
-        cfg = self.config.health
-        await probe_all(probes, self.workers, cfg, initial=True)
-        await asyncio.gather(
-            *(
-                discover_capacity(probes[w.url], w, cfg.timeout_s, self.capacity_fallback)
-                for w in self.workers
-            )
-        )
-        self._health_task = asyncio.create_task(
-            run_health_checks(
-                probes,
-                self.workers,
-                cfg,
-                on_change=self.admission.wake,
-                capacity_fallback=self.capacity_fallback,
-                on_probe=self._probed,
-            ),
-            name=f"health:{self.name}",
-        )
+        await self.health.start()
 
     async def stop(self) -> None:
         """Stop health checks and close the connections this pool opened."""
-        if self._health_task is not None:
-            self._health_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health_task
-            self._health_task = None
-        clients = [*self._clients.values(), *self._probe_clients.values()]
-        await asyncio.gather(*(client.close() for client in clients))
-        self._clients, self._probe_clients = {}, {}
+        await self.health.stop()
+        await asyncio.gather(*(client.close() for client in self._clients.values()))
+        self._clients = {}
 
     def is_ready(self) -> bool:
         return any(w.healthy for w in self.workers)
