@@ -31,11 +31,11 @@ from typing import Any
 import orjson
 
 from backends import http1
-from backends.sglang.capacity import Deployment, kv_pool
-from backends.sglang.catalog import GPUS, MODELS
 from backends.sglang.config import HealthConfig, PoolConfig
 from backends.sglang.transport import probe_client
 from backends.sglang.worker import Worker
+from gpu_catalog.capacity import Deployment, kv_pool
+from gpu_catalog.specs import GPUS, MODELS
 
 log = logging.getLogger("tollway.health")
 
