@@ -27,6 +27,7 @@ COPY backends ./backends
 COPY billing ./billing
 COPY policies ./policies
 COPY simulator ./simulator
+COPY gpu_catalog ./gpu_catalog
 
 # Every dependency ships manylinux wheels for CPython 3.11 (amd64 and arm64),
 # so no compiler is needed, here or in the final image.

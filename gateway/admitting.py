@@ -6,6 +6,10 @@ maximum cost; settles with the real tokens and cost once the request ends,
 in the background so the response never waits for it. With a
 :class:`~gateway.speculation.SpeculationGate`, :meth:`Admitter.speculate` starts
 an admission without waiting for it, so the caller can dispatch meanwhile.
+
+The pipeline's admission stage is :meth:`Admitter.admit_request`; a
+speculative admission is then answered by :meth:`Admitter.conclude` (or by
+:meth:`Admitter.answer` when the upstream call failed, or :meth:`Admitter.abandon`).
 """
 
 from __future__ import annotations
@@ -16,15 +20,17 @@ import logging
 from decimal import Decimal
 from typing import Any
 
+from backends.base import UpstreamResponse
 from billing.money import usd_to_micros
 from gateway.auth import Principal
-from gateway.config import AgentLimitsConfig
+from gateway.config import AgentLimitsConfig, AgentTypeConfig
 from gateway.limits import AdmissionRequest, BudgetSpec, LimitSpec, Ticket
 from gateway.limits.admission import Admission
 from gateway.metering import Metering
 from gateway.outcome import RequestRecord
 from gateway.speculation import SpeculationGate
 from gateway.tenancy.schemas import Budgets, Limits
+from gateway.tracing import Tracer
 from tollway.eager import start_eagerly
 from tollway.errors import TollwayError
 
@@ -117,6 +123,60 @@ class Admitter:
         if self.metering is None:
             return 0
         return self.metering.max_cost(record, prompt, output)
+
+    async def admit_request(
+        self,
+        record: RequestRecord,
+        principal: Principal,
+        profile: AgentTypeConfig | None,
+        pools_only: bool,
+        prompt: int,
+        output: int,
+        tracer: Tracer,
+    ) -> Pending | None:
+        """The pipeline's admission stage: the key's and tenant's limits and budgets
+        (``record.ticket``), then the agent type's (``record.agent_ticket``).
+
+        Speculative when allowed, and only when every route is a self-hosted pool
+        (``pools_only``: a hosted provider may bill a request we then drop) and the
+        agent type sets no limits: then returns the admission still in flight, for
+        :meth:`conclude` once the upstream answered.
+        """
+        pending: Pending | None = None
+        if pools_only and (profile is None or profile.limits is None):
+            pending = self.speculate(record, principal, prompt, output)
+        if pending is None:
+            with tracer.span("tollway.admit"):
+                record.ticket = await self.admit(record, principal, prompt, output)
+        if profile is not None and profile.limits is not None:
+            record.agent_ticket = await self.admit_agent_type(
+                record, principal.tenant_id, profile.limits, prompt + output
+            )
+        return pending
+
+    async def answer(self, pending: Pending, record: RequestRecord) -> Ticket | None:
+        """A speculative admission's ticket (or its refusal). Shielded: a client that goes
+        away must not cancel an admission Redis may already have applied; its ticket
+        then goes to :meth:`abandon`, which settles it when it arrives."""
+        if pending.done():
+            return pending.result()
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            self.abandon(pending, record)
+            raise
+
+    async def conclude(
+        self, pending: Pending, upstream: UpstreamResponse, record: RequestRecord
+    ) -> None:
+        """Wait for a speculative admission (``record.ticket``); on a refusal drop the
+        upstream's answer (its connection and KV reservation released) and raise it."""
+        try:
+            record.ticket = await self.answer(pending, record)
+        except BaseException:
+            upstream.gpu_seconds()
+            await upstream.aclose()
+            raise
 
     async def admit(
         self, record: RequestRecord, principal: Principal, prompt: int, output: int

@@ -1,15 +1,14 @@
 """The application factory: ``create_app(config)`` builds everything.
 
-No module-level state: the app owns its registry, authenticator and pipeline,
-and its lifespan opens and closes upstream connections and health checks.
+No module-level state: the parts are built by :func:`gateway.services.build_services`,
+whose lifespan opens and closes connections and background tasks; here they
+are put behind the FastAPI app (:func:`build_api`) and the dispatcher, with the
+inference routes' table (:func:`inference_routes`).
 """
 
 from __future__ import annotations
 
-import gc
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -19,23 +18,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.accesslog import AccessLog
-from gateway.admitting import Admitter
-from gateway.agents import AgentResolver
 from gateway.anthropic.api import COUNT_TOKENS_PATH, MESSAGES_PATH, MessagesApi
 from gateway.api import admin, health, openai, usage
-from gateway.auth import Authenticator, OpenAuthenticator, StaticKeys
-from gateway.compressing import Compressor
 from gateway.config import TollwayConfig
-from gateway.database import create_engine, default_database_url, migrate
 from gateway.dispatch import Dispatcher
-from gateway.idempotency import build_idempotency
-from gateway.limits import BudgetResync, build_admission
-from gateway.metering import Metering
-from gateway.metrics import CONTENT_TYPE, Metrics
-from gateway.outcome import RequestRecord
-from gateway.pipeline import InferencePipeline
-from gateway.registry import ModelRegistry
+from gateway.metrics import CONTENT_TYPE
 from gateway.requestid import RequestIds, request_id_of
 from gateway.responses import (
     error_response,
@@ -45,16 +32,10 @@ from gateway.responses import (
 )
 from gateway.responsesapi.api import RESPONSES_PATH, ResponsesApi
 from gateway.responsesapi.api import router as responses_router
-from gateway.responsesapi.conversations import ConversationStore
 from gateway.responsesapi.conversations import router as conversations_router
-from gateway.responsesapi.store import ResponseStore
 from gateway.routes import ANTHROPIC, InferenceRoute, RouteTable
+from gateway.services import Services, build_services
 from gateway.settings import Settings
-from gateway.sharedstate import connect_redis
-from gateway.speculation import SpeculationGate
-from gateway.tenancy.keycache import KeyAuthenticator
-from gateway.tenancy.store import TenantStore
-from gateway.tracing import OtelTracer, build_tracer
 from tollway.errors import InvalidRequest, TollwayError
 
 log = logging.getLogger("tollway")
@@ -99,18 +80,6 @@ class Gateway:
         return self.api.openapi()
 
 
-def tune_gc() -> None:
-    """Take start-up objects out of the collector's reach; collect young objects less often.
-
-    Measured under load: full collections over every module and config object
-    paused all in-flight requests for 60-100 ms every second or so; frozen,
-    they cost almost nothing (docs/benchmarks.md).
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 20, 20)
-
-
 def admin_token_of(config: TollwayConfig, settings: Settings) -> str | None:
     """The admin token: ``TOLLWAY_ADMIN_TOKEN`` overrides the config's, with a warning."""
     env, file = settings.admin_token, config.admin_token
@@ -133,140 +102,28 @@ async def _handle_validation(request: Request, exc: Exception) -> Response:
     return error_response(err, request_id_of(request.scope))
 
 
-def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gateway:
-    """Build the gateway's ASGI app from a validated configuration."""
-    settings = settings or Settings()
-    redis = (
-        connect_redis(settings.redis_url, timeout_s=config.limits.redis_timeout_s)
-        if settings.redis_url
-        else None
-    )
-    engine = create_engine(settings.database_url or default_database_url(settings.data_dir))
-    metering = Metering(
-        engine=engine,
-        data_dir=settings.data_dir,
-        redis=redis,
-        pricing_path=config.pricing,
-        redis_prefix=config.limits.key_prefix,
-        gpu_hour_usd={name: pool.gpu_hour_usd for name, pool in config.pools.items()},
-        durable_before_response=config.metering.durable_before_response,
-        claim_idle_ms=config.metering.claim_idle_ms,
-        writer_linger_s=config.metering.writer_linger_ms / 1000,
-        run_writer=config.metering.writer == "inline",
-        journal=config.metering.journal,
-        provisional_grace_s=config.metering.provisional_grace_s,
-    )
-    registry = ModelRegistry(config, share_meter=metering.accountant)
-    metering.provider_cost = registry.provider_cost_micros
-    store = TenantStore(engine)
-    keys = KeyAuthenticator(store, StaticKeys(config.auth.keys), store.version)
-    auth: Authenticator = keys
-    if config.auth.mode == "none":
-        log.warning("authentication is switched off (auth.mode: none)")
-        auth = OpenAuthenticator()
-    max_body = settings.max_body_bytes or config.server.max_body_bytes
-    agents = AgentResolver(config.agent_types, config.routing, frozenset(config.models))
-    speculation = (
-        SpeculationGate(
-            headroom=config.limits.speculate_headroom,
-            max_age_s=config.limits.speculate_max_age_s,
-            cooldown_s=config.limits.speculate_cooldown_s,
-        )
-        if redis is not None and config.limits.speculate
-        else None
-    )
-    metrics = Metrics(
-        lambda: registry.backends.values(),
-        metering,
-        tenant_labels=config.metrics.tenant_labels,
-        speculation=speculation,
-    )
-    access = AccessLog(config.server.access_log)
-
-    def finish(record: RequestRecord) -> None:
-        metrics.observe(record)
-        access.write(record)
-
-    admission = build_admission(
-        config.limits,
-        redis,
-        on_redis_error=lambda where, exc: metrics.redis_errors.inc(),
-    )
-    admitter = Admitter(admission, metering, speculation=speculation)
-    budget_resync = BudgetResync.build(
-        config.limits,
-        admission,
-        engine,
-        redis,
-        on_round=lambda outcome: metrics.budget_resyncs.labels(outcome).inc(),
-    )
-    idempotency = build_idempotency(config.idempotency, redis)
-    compressor = Compressor(
-        config, registry, redis, prefix=config.limits.key_prefix, metering=metering
-    )
-    tracer = build_tracer(config.tracing)
-    stored_responses = ResponseStore.build(
-        config.responses, engine, redis, config.limits.key_prefix
-    )
-    conversations = ConversationStore(stored_responses)
-    pipeline = InferencePipeline(
-        auth=auth,
-        registry=registry,
-        agents=agents,
-        max_body_bytes=max_body,
-        finish=finish,
-        max_json_depth=config.server.max_json_depth,
-        max_event_bytes=config.server.max_upstream_event_bytes,
-        max_messages=config.server.max_messages,
-        metering=metering,
-        admitter=admitter,
-        idempotency=idempotency if config.idempotency.enabled else None,
-        compressor=compressor,
-        tracer=tracer,
-    )
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await migrate(engine)
-        await keys.start()
-        await metering.start()
-        await registry.start()
-        await budget_resync.start()
-        if settings.gc_tuning:
-            tune_gc()
-        try:
-            yield
-        finally:
-            await budget_resync.stop()
-            await registry.stop()
-            await admitter.drain()
-            await idempotency.aclose()
-            await metering.stop()
-            if isinstance(tracer, OtelTracer):
-                tracer.shutdown()
-            await keys.stop()
-            await engine.dispose()
-            if redis is not None:
-                await redis.aclose()
-
+def build_api(config: TollwayConfig, services: Services, admin_token: str | None) -> GatewayApi:
+    """The FastAPI app: admin, usage, model list, health and metrics routes, the error
+    handlers, and ``app.state`` (what tests and tools reach)."""
+    s = services
     app = GatewayApi(
         title="Tollway",
         version="0.1.0",
         description="OpenAI-compatible inference gateway for AI-agent traffic.",
-        lifespan=lifespan,
+        lifespan=s.lifespan,
         docs_url="/docs",
         redoc_url=None,
     )
-    admin_token = admin_token_of(config, settings)
     app.include_router(
-        admin.router(store, admin_token, keys.invalidate, frozenset(config.compression))
+        admin.router(s.store, admin_token, s.keys.invalidate, frozenset(config.compression))
     )
-    app.include_router(usage.admin_router(engine, admin_token))
-    app.include_router(usage.tenant_router(engine, auth))
-    app.include_router(responses_router(stored_responses, auth))
-    app.include_router(conversations_router(conversations, auth))
-    app.router.routes.extend(openai.routes(registry, auth))
-    app.router.routes.extend(health.routes(registry.is_ready))
+    app.include_router(usage.admin_router(s.engine, admin_token))
+    app.include_router(usage.tenant_router(s.engine, s.auth))
+    app.include_router(responses_router(s.stored_responses, s.auth))
+    app.include_router(conversations_router(s.conversations, s.auth))
+    app.router.routes.extend(openai.routes(s.registry, s.auth))
+    app.router.routes.extend(health.routes(s.registry.is_ready))
+    metrics = s.metrics
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
@@ -282,17 +139,23 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
     app.add_exception_handler(HTTPException, handle_http_exception)
     app.add_exception_handler(RequestValidationError, _handle_validation)
     app.add_exception_handler(Exception, handle_unexpected)
-    app.state.registry = registry
-    app.state.pipeline = pipeline
-    app.state.store = store
-    app.state.metrics = metrics
-    app.state.metering = metering
-    app.state.budget_resync = budget_resync
-    app.state.tracer = tracer
-    app.state.stored_responses = stored_responses
+    app.state.registry = s.registry
+    app.state.pipeline = s.pipeline
+    app.state.store = s.store
+    app.state.metrics = s.metrics
+    app.state.metering = s.metering
+    app.state.budget_resync = s.budget_resync
+    app.state.tracer = s.tracer
+    app.state.stored_responses = s.stored_responses
+    return app
+
+
+def inference_routes(services: Services) -> RouteTable:
+    """The one route table of the inference routes (the dispatcher serves them)."""
+    pipeline = services.pipeline
     anthropic = MessagesApi(pipeline)
-    responses_api = ResponsesApi(pipeline, stored_responses, conversations)
-    table = RouteTable(
+    responses_api = ResponsesApi(pipeline, services.stored_responses, services.conversations)
+    return RouteTable(
         [
             InferenceRoute(
                 "/v1/chat/completions", pipeline.chat, "Create a chat completion (OpenAI's API)"
@@ -315,14 +178,28 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
             ),
         ]
     )
+
+
+def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gateway:
+    """Build the gateway's ASGI app from a validated configuration.
+
+    Three steps: the parts (:func:`build_services`), the FastAPI app of every
+    route but the inference ones (:func:`build_api`), and the dispatcher in
+    front, with the inference routes' table (:func:`inference_routes`).
+    """
+    settings = settings or Settings()
+    services = build_services(config, settings)
+    admin_token = admin_token_of(config, settings)
+    app = build_api(config, services, admin_token)
+    table = inference_routes(services)
     app.route_table = table
     dispatcher = Dispatcher(
         app,
         table,
         RequestIds(config.server.max_request_id_length),
-        max_body_bytes=max_body,
+        max_body_bytes=settings.max_body_bytes or config.server.max_body_bytes,
         admin_check=admin.admin_guard(admin_token),
-        authenticate=auth.authenticate,
+        authenticate=services.auth.authenticate,
         admin_paths=("/admin/", "/metrics") if config.metrics.require_admin_token else ("/admin/",),
     )
     return Gateway(app, dispatcher)

@@ -36,6 +36,7 @@ from policies.summary import Summarizer, summary_request
 from policies.summary_store import InMemorySummaryStore, SummaryStore
 from tollway.errors import UpstreamError
 from tollway.resp import RespClient
+from tollway.token_estimate import estimate_json_tokens
 
 SUMMARIZER = "summarizer"
 _CHAT_PATH = "/v1/chat/completions"
@@ -100,7 +101,7 @@ class RoutedSummarizer:
                     stream=False,
                     request_id=call.request_id if call is not None else "summary",
                     tenant=(call.tenant_id or "") if call is not None else "tollway-summarizer",
-                    kv_tokens=len(orjson.dumps(messages)) // 4 + 600,
+                    kv_tokens=estimate_json_tokens(orjson.dumps(messages)) + 600,
                     payload=body,
                 )
             )

@@ -1,6 +1,12 @@
 """Context compression for agent conversations: policies, token counting, validity.
 
-Pure with respect to the gateway: nothing here imports ``gateway``. The
+Owns: the compression policies and their configuration, the token counters
+(:mod:`policies.tokens`), conversation validity, rolling summaries and their
+store interface.
+
+May import: :mod:`tollway` only (pure: no Redis client; the Redis summary store
+is a listed exception of ``tests/test_import_rules.py``). Nothing here imports
+``gateway``. The
 gateway builds the configured policies once (:func:`build_policies`) and
 calls :meth:`CompressionPolicy.compress` per request; the result
 (:class:`CompressionResult`) says what was sent upstream and what each step

@@ -22,6 +22,12 @@ per message, 1 more for a ``name``, the text of the content, for each tool
 call 3 tokens plus its function name and its JSON arguments, and 3 tokens
 priming the reply. Image parts count 85 tokens (low detail).
 
+Where only a size is needed on the hot path (admission, KV reservations),
+the gateway does not count: it divides the request's JSON bytes by four,
+:func:`tollway.token_estimate.estimate_json_tokens` (calibrated against
+``cl100k_base`` on the same tau-bench trajectories; its docstring has the
+figures).
+
 Counting very large inputs with the exact counter takes tens of
 milliseconds, so :meth:`TokenCounter.count_each_async` moves it to a worker
 thread above ``offload_chars`` characters.

@@ -18,7 +18,7 @@ import typer
 import uvicorn
 from starlette.applications import Starlette
 
-from backends.sglang.catalog import MODELS
+from gpu_catalog.specs import MODELS
 from simulator.app import create_emulator_app
 from simulator.config import EmulatorConfig, FaultConfig
 from simulator.timings import ApiTimings

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from backends.sglang.steptime import DEFAULT_TUNING, PerfTuning
+from gpu_catalog.steptime import DEFAULT_TUNING, PerfTuning
 from simulator.errors import ErrorStyle
 from simulator.timings import ApiTimings
 
@@ -46,7 +46,7 @@ class EmulatorConfig:
 
     ``mem_fraction_static``, ``max_running_requests`` and ``chunked_prefill_size``
     default to SGLang's own choices for the GPU (see
-    :mod:`backends.sglang.server_defaults`; a chunk size of 0 or less disables
+    :mod:`gpu_catalog.server_defaults`; a chunk size of 0 or less disables
     chunked prefill, as ``--chunked-prefill-size -1`` does). ``enable_mixed_chunk``
     is SGLang's ``--enable-mixed-chunk`` (off by default there too).
     ``max_total_tokens`` overrides the KV pool the capacity model computes (as

@@ -15,15 +15,15 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
-from backends.sglang.capacity import Deployment, KvPool, kv_pool
-from backends.sglang.catalog import GpuSpec, ModelSpec, get_gpu, get_model
-from backends.sglang.server_defaults import (
+from gpu_catalog.capacity import Deployment, KvPool, kv_pool
+from gpu_catalog.server_defaults import (
     DECODE_LOG_INTERVAL,
     IDLE_METRICS_INTERVAL_S,
     default_max_running_requests,
     server_defaults,
 )
-from backends.sglang.steptime import step_seconds
+from gpu_catalog.specs import GpuSpec, ModelSpec, get_gpu, get_model
+from gpu_catalog.steptime import step_seconds
 from simulator.clock import Clock, InstantClock, ScaledClock
 from simulator.config import EmulatorConfig
 from simulator.generation import OutputPlan

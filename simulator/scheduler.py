@@ -45,7 +45,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from backends.sglang.server_defaults import (
+from gpu_catalog.server_defaults import (
     CLIP_MAX_NEW_TOKENS,
     DEFAULT_MAX_PREFILL_TOKENS,
     INIT_NEW_TOKEN_RATIO,
@@ -53,7 +53,7 @@ from backends.sglang.server_defaults import (
     NEW_TOKEN_RATIO_DECAY_STEPS,
     RETRACT_DECODE_STEPS,
 )
-from backends.sglang.steptime import StepShape
+from gpu_catalog.steptime import StepShape
 from simulator.radix_cache import RadixCache
 from simulator.sequence import SequenceState, StepResult
 
@@ -79,7 +79,7 @@ class SchedulerStats:
 class Scheduler:
     """Continuous-batching scheduler over a KV pool of ``capacity`` token slots.
 
-    ``step_time(shape)`` gives a step's duration (see :mod:`backends.sglang.steptime`).
+    ``step_time(shape)`` gives a step's duration (see :mod:`gpu_catalog.steptime`).
     ``chunked_prefill_size`` of ``None`` disables chunking; ``enable_mixed_chunk``
     (off by default, as in SGLang) lets the running requests decode inside
     prefill steps, their tokens taken from the step's chunk budget.

@@ -4,14 +4,20 @@ The layers, bottom up:
 
 * ``tollway`` (the error hierarchy and shared helpers) imports no other package,
   except ``tollway.cli``, the one module at the top that composes the command line;
-* ``backends``, ``billing`` and ``policies`` import ``tollway`` only: never
-  ``gateway``, never one another, never ``simulator``;
+* ``gpu_catalog`` (the GPU and model catalog and the performance model) imports
+  ``tollway`` only;
+* ``backends`` imports ``gpu_catalog`` and ``tollway``; ``billing`` and ``policies``
+  import ``tollway`` only: never ``gateway``, never one another, never ``simulator``;
 * ``policies`` are pure: no Redis client (stores are injected);
-* ``simulator`` imports the one performance model it shares with the pools
-  (``backends.sglang.capacity``, ``catalog``, ``steptime``, ``server_defaults``) and
-  ``tollway``, nothing else of the product;
-* ``gateway`` imports ``policies``, ``backends``, ``billing`` and ``tollway``, never
-  ``simulator`` and never ``tollway.cli``.
+* ``simulator`` imports ``gpu_catalog`` (the one performance model it shares with the
+  pools) and ``tollway``, nothing else of the product but the listed exceptions (the
+  planner's reuse of the pools' picking and admission);
+* ``gateway`` imports ``policies``, ``backends``, ``billing``, ``gpu_catalog`` and
+  ``tollway``, never ``simulator`` and never ``tollway.cli``.
+
+Each package's ``__init__`` docstring says what it owns and what it may import,
+naming every package :data:`ALLOWED` lets it import
+(:func:`test_each_package_says_what_it_owns_and_may_import`).
 
 Every import counts, including the ones inside a function (a lazy import is still
 a dependency). Where today's code breaks a rule and cannot yet be fixed, the
@@ -29,7 +35,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("tollway", "gateway", "backends", "billing", "policies", "simulator")
+PACKAGES = ("tollway", "gpu_catalog", "gateway", "backends", "billing", "policies", "simulator")
 
 #: (importing module, imported module or a prefix of it) -> why it is allowed for now.
 EXCEPTIONS: dict[tuple[str, str], str] = {
@@ -49,27 +55,22 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
         "loader belongs in a package both may import (tollway)"
     ),
     ("simulator.planner.schema", "backends.sglang.config"): (
-        "the planner's input names the pool's GPU, dtype and policy types; they belong "
-        "with the GPU catalog in a package both import"
+        "the planner's input names the pools' picking policies (PolicyName), which are "
+        "the pools' own (the GPU and dtype names come from gpu_catalog)"
     ),
 }
 
 #: package -> the packages (or module prefixes) it may import; itself always allowed.
 ALLOWED: dict[str, tuple[str, ...]] = {
     "tollway": (),
-    "backends": ("tollway",),
+    "gpu_catalog": ("tollway",),
+    "backends": ("tollway", "gpu_catalog"),
     "billing": ("tollway",),
     "policies": ("tollway",),
-    "simulator": (
-        "tollway",
-        # The one performance model the pools and the emulator share: the GPU and model
-        # catalog, KV sizing, step time and SGLang's launch defaults.
-        "backends.sglang.capacity",
-        "backends.sglang.catalog",
-        "backends.sglang.steptime",
-        "backends.sglang.server_defaults",
-    ),
-    "gateway": ("tollway", "policies", "backends", "billing"),
+    # gpu_catalog: the one performance model the pools and the emulator share (the GPU
+    # and model catalog, KV sizing, step time and SGLang's launch defaults).
+    "simulator": ("tollway", "gpu_catalog"),
+    "gateway": ("tollway", "policies", "backends", "billing", "gpu_catalog"),
 }
 #: Modules no product module may import (the top of the graph), whatever ALLOWED says.
 TOP = ("tollway.cli",)
@@ -145,6 +146,21 @@ def breaches(imports: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     return sorted(set(found))
 
 
+def may_import_paragraph(package: str) -> str:
+    """The text of ``package``'s ``__init__`` docstring from "May import:" on ("" if none)."""
+    doc = ast.get_docstring(ast.parse((ROOT / package / "__init__.py").read_text())) or ""
+    _, found, rest = doc.partition("May import:")
+    return rest if found and "Owns:" in doc else ""
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_each_package_says_what_it_owns_and_may_import(package: str) -> None:
+    paragraph = may_import_paragraph(package)
+    assert paragraph, f"{package}/__init__.py: say what it owns ('Owns:') and may import"
+    for allowed in ALLOWED[package]:
+        assert f"`{allowed}`" in paragraph, f"{package}/__init__.py does not name {allowed}"
+
+
 def test_imports_flow_one_way() -> None:
     assert breaches(all_imports()) == []
 
@@ -180,7 +196,10 @@ def test_the_checker_sees_lazy_and_relative_imports() -> None:
         ("policies.tokens", "redis.asyncio", True),
         ("policies.summary_store", "redis.asyncio", True),
         ("policies.summary_store", "tollway.resp", True),
-        ("simulator.engine", "backends.sglang.capacity.KvPool", False),
+        ("simulator.engine", "gpu_catalog.capacity.KvPool", False),
+        ("backends.sglang.health", "gpu_catalog.capacity", False),
+        ("gpu_catalog.steptime", "backends.sglang.config", True),
+        ("gpu_catalog.capacity", "simulator.engine", True),
         ("simulator.engine", "backends.sglang.pool", True),
         ("simulator.engine", "gateway.config", True),
         ("tollway.errors", "gateway.config", True),

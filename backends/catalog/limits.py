@@ -5,16 +5,16 @@ burst over the limit queues for a moment instead of tripping the provider's
 429; a request that would wait longer than ``max_queue_s`` fails at once with a
 retryable 429, so the gateway can fall back to another route.
 
-Tokens are estimated before the call (about four bytes of body per prompt
-token, plus the effective output limit of :mod:`tollway.output_tokens`), as
-providers themselves do for their token limits. The limits are per gateway replica: set them to the
+Tokens are estimated before the call (the body's bytes as prompt tokens by
+:func:`tollway.token_estimate.estimate_json_tokens`, plus the effective output
+limit of :mod:`tollway.output_tokens`), as providers themselves do for their
+token limits. The limits are per gateway replica: set them to the
 provider's limit divided by the number of replicas.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,13 +22,12 @@ from aiolimiter import AsyncLimiter
 
 from tollway.errors import UpstreamRateLimited
 from tollway.output_tokens import effective_max_tokens
-
-_BYTES_PER_TOKEN = 4
+from tollway.token_estimate import estimate_json_tokens
 
 
 def estimate_tokens(body: bytes, payload: Mapping[str, Any] | None) -> int:
     """A cheap upper-ish estimate of the tokens one request will use."""
-    tokens = math.ceil(len(body) / _BYTES_PER_TOKEN)
+    tokens = estimate_json_tokens(body)
     if payload is not None:
         return tokens + (effective_max_tokens(payload) or 0)
     return tokens

@@ -14,10 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from backends.retry import RetryPolicy
 from backends.sglang.circuit import CircuitConfig
+from gpu_catalog.specs import GpuName, KvDtype, WeightsDtype
 
-WeightsDtype = Literal["fp16", "bf16", "fp8", "int8", "int4"]
-KvDtype = Literal["fp16", "bf16", "fp8"]
-GpuName = Literal["h100", "h200", "a100", "l4"]
 PolicyName = Literal["round_robin", "least_load", "power_of_two", "cache_aware"]
 
 

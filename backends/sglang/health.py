@@ -10,22 +10,32 @@ worker's KV capacity comes from ``/server_info`` (``max_total_num_tokens``;
 ``/get_server_info`` only for servers older than SGLang 0.5, which lack it:
 0.5.x logs a deprecation warning for every call of the old path), else from
 the pool's configuration or the capacity model (:func:`modelled_capacity`).
+
+Probes go over the same HTTP client as requests (:class:`backends.http1.Http1Pool`),
+each worker's in a small connection pool of its own (see
+:func:`backends.sglang.transport.probe_client`), so a worker whose request
+connections are all busy is still probed at once rather than after them.
+Each call is bounded as a whole by its timeout (connecting and reading the
+body included); any failure (refused, timed out, not HTTP, not 200, not
+JSON where JSON is expected) counts as no answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import aiohttp
 import orjson
 
-from backends.sglang.capacity import Deployment, kv_pool
-from backends.sglang.catalog import GPUS, MODELS
+from backends import http1
 from backends.sglang.config import HealthConfig, PoolConfig
+from backends.sglang.transport import probe_client
 from backends.sglang.worker import Worker
+from gpu_catalog.capacity import Deployment, kv_pool
+from gpu_catalog.specs import GPUS, MODELS
 
 log = logging.getLogger("tollway.health")
 
@@ -33,31 +43,43 @@ log = logging.getLogger("tollway.health")
 ProbeHook = Callable[[Worker, bool], None]
 
 
-async def _get_json(session: aiohttp.ClientSession, url: str, timeout_s: float) -> Any:
+#: Each worker's probe client, by the worker's URL.
+ProbeClients = Mapping[str, http1.Http1Pool]
+
+
+async def _get(client: http1.Http1Pool, path: str, timeout_s: float) -> tuple[int, bytes] | None:
+    """``GET path``: the status and body, or ``None`` on any failure within ``timeout_s``."""
     try:
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
-            if resp.status != 200:
-                return None
-            return orjson.loads(await resp.read())
-    except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError):
+        async with asyncio.timeout(timeout_s):
+            resp = await client.request(
+                "GET", path, (), b"", first_byte_timeout_s=timeout_s, total_timeout_s=timeout_s
+            )
+            async with resp:
+                return resp.status, await resp.read()
+    except (http1.Http1Error, TimeoutError, OSError):
         return None
 
 
-async def probe(session: aiohttp.ClientSession, worker: Worker, cfg: HealthConfig) -> bool:
-    """One probe: True when the worker answered its health path with 200."""
+async def _get_json(client: http1.Http1Pool, path: str, timeout_s: float) -> Any:
+    """The JSON body of a 200 answer to ``GET path``, else ``None``."""
+    answer = await _get(client, path, timeout_s)
+    if answer is None or answer[0] != 200:
+        return None
     try:
-        async with session.get(
-            worker.url + cfg.path, timeout=aiohttp.ClientTimeout(total=cfg.timeout_s)
-        ) as resp:
-            await resp.read()
-            return resp.status == 200
-    except (aiohttp.ClientError, TimeoutError):
-        return False
+        return orjson.loads(answer[1])
+    except orjson.JSONDecodeError:
+        return None
 
 
-async def scrape_load(session: aiohttp.ClientSession, worker: Worker, timeout_s: float) -> None:
+async def probe(client: http1.Http1Pool, cfg: HealthConfig) -> bool:
+    """One probe: True when the worker answered its health path with 200."""
+    answer = await _get(client, cfg.path, cfg.timeout_s)
+    return answer is not None and answer[0] == 200
+
+
+async def scrape_load(client: http1.Http1Pool, worker: Worker, timeout_s: float) -> None:
     """Update the worker's reported load from ``/get_load`` (summed over DP ranks)."""
-    data = await _get_json(session, worker.url + "/get_load", timeout_s)
+    data = await _get_json(client, "/get_load", timeout_s)
     ranks = data if isinstance(data, list) else [data] if isinstance(data, dict) else []
     requests = tokens = 0
     for rank in ranks:
@@ -88,12 +110,12 @@ SERVER_INFO_PATHS = ("/server_info", "/get_server_info")
 
 
 async def discover_capacity(
-    session: aiohttp.ClientSession, worker: Worker, timeout_s: float, fallback: int | None
+    client: http1.Http1Pool, worker: Worker, timeout_s: float, fallback: int | None
 ) -> None:
     """Set the worker's KV capacity from ``/server_info`` (else the old path), else ``fallback``."""
     reported = None
     for path in SERVER_INFO_PATHS:
-        info = await _get_json(session, worker.url + path, timeout_s)
+        info = await _get_json(client, path, timeout_s)
         if isinstance(info, dict):
             reported = info.get("max_total_num_tokens")
             break
@@ -104,7 +126,7 @@ async def discover_capacity(
 
 
 async def probe_all(
-    session: aiohttp.ClientSession,
+    clients: ProbeClients,
     workers: Sequence[Worker],
     cfg: HealthConfig,
     *,
@@ -115,7 +137,7 @@ async def probe_all(
 
     ``on_probe`` hears every result except the ``initial`` probe's.
     """
-    results = await asyncio.gather(*(probe(session, w, cfg) for w in workers))
+    results = await asyncio.gather(*(probe(clients[w.url], cfg) for w in workers))
     for worker, ok in zip(workers, results, strict=True):
         was = worker.healthy
         worker.record_probe(ok, initial=initial)
@@ -126,7 +148,7 @@ async def probe_all(
 
 
 async def run_health_checks(
-    session: aiohttp.ClientSession,
+    clients: ProbeClients,
     workers: Sequence[Worker],
     cfg: HealthConfig,
     on_change: Callable[[], None],
@@ -138,15 +160,74 @@ async def run_health_checks(
         await asyncio.sleep(cfg.interval_s)
         live = [w for w in workers if w.healthy]
         await asyncio.gather(
-            probe_all(session, workers, cfg, on_probe=on_probe),
-            *(scrape_load(session, w, cfg.timeout_s) for w in live),
+            probe_all(clients, workers, cfg, on_probe=on_probe),
+            *(scrape_load(clients[w.url], w, cfg.timeout_s) for w in live),
         )
         live = [w for w in workers if w.healthy]
         await asyncio.gather(
             *(
-                discover_capacity(session, w, cfg.timeout_s, capacity_fallback)
+                discover_capacity(clients[w.url], w, cfg.timeout_s, capacity_fallback)
                 for w in live
                 if w.capacity_tokens is None
             )
         )
         on_change()
+
+
+class HealthChecks:
+    """A pool's health checks: each worker's probe client, the first round at
+    :meth:`start` (probe, then capacity discovery), then :func:`run_health_checks`
+    in a task until :meth:`stop`, which also closes the clients."""
+
+    def __init__(
+        self,
+        name: str,
+        workers: Sequence[Worker],
+        config: PoolConfig,
+        *,
+        on_change: Callable[[], None],
+        on_probe: ProbeHook,
+    ) -> None:
+        self.name = name
+        self.workers = workers
+        self.config = config
+        self.on_change = on_change
+        self.on_probe = on_probe
+        #: KV tokens per worker when a worker does not report its capacity.
+        self.capacity_fallback = modelled_capacity(config)
+        self._clients: dict[str, http1.Http1Pool] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Open the probe clients, probe every worker, learn capacities, start the loop."""
+        clients = {w.url: probe_client(w.url, self.config) for w in self.workers}
+        self._clients = clients
+        cfg = self.config.health
+        await probe_all(clients, self.workers, cfg, initial=True)
+        await asyncio.gather(
+            *(
+                discover_capacity(clients[w.url], w, cfg.timeout_s, self.capacity_fallback)
+                for w in self.workers
+            )
+        )
+        self._task = asyncio.create_task(
+            run_health_checks(
+                clients,
+                self.workers,
+                cfg,
+                on_change=self.on_change,
+                capacity_fallback=self.capacity_fallback,
+                on_probe=self.on_probe,
+            ),
+            name=f"health:{self.name}",
+        )
+
+    async def stop(self) -> None:
+        """Stop the loop and close the probe clients."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await asyncio.gather(*(client.close() for client in self._clients.values()))
+        self._clients = {}

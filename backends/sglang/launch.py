@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from backends.sglang.capacity import default_mem_fraction_static
-from backends.sglang.catalog import get_gpu, get_model
 from backends.sglang.config import PoolConfig
+from gpu_catalog.capacity import default_mem_fraction_static
+from gpu_catalog.specs import get_gpu, get_model
 from tollway.errors import ConfigError
 
 #: Port every SGLang worker listens on inside its pod.

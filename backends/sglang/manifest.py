@@ -19,10 +19,10 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from backends.sglang.capacity import weights_bytes_per_gpu
-from backends.sglang.catalog import get_model
 from backends.sglang.config import PoolConfig
 from backends.sglang.launch import SGLANG_PORT, LaunchOptions, emulate_command, launch_command
+from gpu_catalog.capacity import weights_bytes_per_gpu
+from gpu_catalog.specs import get_model
 from tollway.errors import ConfigError
 
 #: The pool image built from ``infra/pool/Dockerfile`` (SGLang's published image, pinned).

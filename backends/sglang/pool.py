@@ -4,9 +4,9 @@ For each request the pool's policy orders the usable workers (healthy, and
 their circuit breaker admits traffic; cache-aware by default), KV admission
 takes the first with room under the ceiling (or lets the request wait briefly
 for its session's home worker, or queues it fairly), and the request is
-forwarded over a pooled keep-alive connection. The KV tokens reserved on the
-worker are given back exactly once, when the response ends or the attempt
-fails.
+forwarded over a pooled keep-alive connection (:mod:`backends.sglang.transport`).
+The KV tokens reserved on the worker are given back exactly once, when the
+response ends or the attempt fails.
 
 Reliability, per request:
 
@@ -33,13 +33,10 @@ Reliability, per request:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
 from dataclasses import dataclass, field
-
-import aiohttp
 
 from backends.base import ShareClock, ShareMeter, UpstreamRequest, UpstreamResponse
 from backends.http1 import Http1Pool
@@ -48,19 +45,14 @@ from backends.retry import is_retryable, retry_call
 from backends.sglang.admission import KvAdmission, KvNeed, Reservation
 from backends.sglang.circuit import CircuitBreaker, CircuitState
 from backends.sglang.config import PoolConfig
-from backends.sglang.health import (
-    discover_capacity,
-    modelled_capacity,
-    probe_all,
-    run_health_checks,
-)
+from backends.sglang.health import HealthChecks
 from backends.sglang.picking import make_picker
 from backends.sglang.prefix import previous_prompt_tokens
 from backends.sglang.transport import (
     ConnectFailed,
     error_from_upstream,
     iter_chunks,
-    make_session,
+    request_client,
     translate_errors,
 )
 from backends.sglang.verdict import Verdict, watched
@@ -98,7 +90,6 @@ class SGLangPool:
         self,
         name: str,
         config: PoolConfig,
-        session: aiohttp.ClientSession | None = None,
         share_meter: ShareMeter | None = None,
     ) -> None:
         self.name = name
@@ -122,17 +113,16 @@ class SGLangPool:
             quantum_tokens=a.quantum_tokens,
             home_wait_s=a.home_wait_s,
         )
-        self.capacity_fallback = modelled_capacity(config)
         self.rate_limiter = (
             UpstreamRateLimiter(name, config.max_requests_per_s, max_wait_s=config.max_wait_s)
             if config.max_requests_per_s is not None
             else None
         )
-        self._session = session
-        self._owns_session = session is None
-        self._health_task: asyncio.Task[None] | None = None
-        #: Upstream request connections, one keep-alive pool per worker (health checks
-        #: use the aiohttp session).
+        #: Probes, load scrapes and capacity discovery, over connections of their own.
+        self.health = HealthChecks(
+            name, self.workers, config, on_change=self.admission.wake, on_probe=self._probed
+        )
+        #: Each worker's request connections, by URL (one keep-alive pool per worker).
         self._clients: dict[str, Http1Pool] = {}
 
     def _make_breaker(self, worker: Worker) -> CircuitBreaker:
@@ -160,65 +150,21 @@ class SGLangPool:
     def _probed(self, worker: Worker, ok: bool) -> None:
         self.breakers[worker.url].record_probe(ok)
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError(f"pool {self.name} is not started")
-        return self._session
-
     async def start(self) -> None:
-        """Open the connection pool, probe every worker, learn capacities, start checks."""
-        if self._session is None:
-            self._session = make_session(self.config.max_connections_per_worker)
+        """Open the connection pools, probe every worker, learn capacities, start checks."""
         log.info(
             "pool %s workers: %s",
             self.name,
             ", ".join(f"{wid}={url}" for url, wid in self.worker_ids.items()),
         )
-        t, limits = self.config.timeouts, self.config.response_limits
-        self._clients = {
-            w.url: Http1Pool(
-                w.url,
-                max_connections=self.config.max_connections_per_worker,
-                connect_timeout_s=t.connect_s,
-                max_head_bytes=limits.max_head_bytes,
-                max_headers=limits.max_headers,
-                max_body_bytes=limits.max_body_bytes,
-            )
-            for w in self.workers
-        }
-        cfg = self.config.health
-        await probe_all(self.session, self.workers, cfg, initial=True)
-        await asyncio.gather(
-            *(
-                discover_capacity(self.session, w, cfg.timeout_s, self.capacity_fallback)
-                for w in self.workers
-            )
-        )
-        self._health_task = asyncio.create_task(
-            run_health_checks(
-                self.session,
-                self.workers,
-                cfg,
-                on_change=self.admission.wake,
-                capacity_fallback=self.capacity_fallback,
-                on_probe=self._probed,
-            ),
-            name=f"health:{self.name}",
-        )
+        self._clients = {w.url: request_client(w.url, self.config) for w in self.workers}
+        await self.health.start()
 
     async def stop(self) -> None:
         """Stop health checks and close the connections this pool opened."""
-        if self._health_task is not None:
-            self._health_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health_task
-            self._health_task = None
+        await self.health.stop()
         await asyncio.gather(*(client.close() for client in self._clients.values()))
         self._clients = {}
-        if self._session is not None and self._owns_session:
-            await self._session.close()
-            self._session = None
 
     def is_ready(self) -> bool:
         return any(w.healthy for w in self.workers)

@@ -8,7 +8,8 @@ still there for this turn. The assistant message itself is not counted: a
 client may send back something other than what the model produced (an edited
 or recorded reply, a different tool-call rendering), and then it misses.
 
-Sizes are estimated like the gateway's prompt estimate: bytes of JSON / 4.
+Sizes are estimated like the gateway's prompt estimate, with
+:func:`tollway.token_estimate.estimate_json_tokens`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from typing import Any
 
 import orjson
 
-#: Bytes of JSON per token, as in the gateway's prompt estimate.
-BYTES_PER_TOKEN = 4
+from tollway.token_estimate import estimate_json_tokens
 
 
 def previous_prompt_tokens(payload: dict[str, Any] | None) -> int:
@@ -36,4 +36,4 @@ def previous_prompt_tokens(payload: dict[str, Any] | None) -> int:
             break
     if last <= 0:
         return 0
-    return len(orjson.dumps(messages[:last])) // BYTES_PER_TOKEN
+    return estimate_json_tokens(orjson.dumps(messages[:last]))

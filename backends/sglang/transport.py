@@ -1,9 +1,13 @@
-"""HTTP to the workers: pooled keep-alive connections (aiohttp) and error translation.
+"""HTTP to the workers: the pool's clients and error translation.
 
-aiohttp was chosen over httpx by measurement (docs/benchmarks.md). Every aiohttp
-exception, and every :mod:`backends.http1` exception (the gateway's own client),
-is translated into :mod:`tollway.errors` here, in :func:`translate_errors`, and
-nowhere else; a worker's non-2xx answer likewise, in :func:`error_from_upstream`.
+One HTTP client, :class:`backends.http1.Http1Pool` (keep-alive connections to
+one origin), carries everything a pool sends a worker: requests over
+:func:`request_client`, health probes, load scrapes and capacity discovery over
+:func:`probe_client` (a second, small connection pool of the same client, so
+probes never queue behind busy request connections). Every
+:mod:`backends.http1` exception a request meets is translated into
+:mod:`tollway.errors` here, in :func:`translate_errors`, and nowhere else; a
+worker's non-2xx answer likewise, in :func:`error_from_upstream`.
 The tables both use are :mod:`backends.upstream_errors`' (shared with the
 catalog); this module gives them the worker's wording and logs the worker's URL.
 Messages meant for clients never name a worker: its URL goes to the log.
@@ -15,10 +19,8 @@ import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 
-import aiohttp
-import orjson
-
 from backends import http1
+from backends.sglang.config import PoolConfig
 from backends.upstream_errors import (
     Wording,
     error_for_exception,
@@ -60,7 +62,7 @@ WORKER_WORDING = Wording(
 
 @contextmanager
 def translate_errors(worker: str, *, streaming: bool = False) -> Iterator[None]:
-    """Translate aiohttp, HTTP/1.1 client and timeout errors raised inside into Tollway's.
+    """Translate HTTP/1.1 client and timeout errors raised inside into Tollway's.
 
     The messages a client may read never name the worker (``worker``, its URL,
     goes to the log with the cause).
@@ -103,17 +105,35 @@ async def iter_chunks(response: http1.Http1Response, worker: str) -> AsyncIterat
             yield block
 
 
-def make_session(limit_per_host: int) -> aiohttp.ClientSession:
-    """A pooled keep-alive session for one pool's workers."""
-    connector = aiohttp.TCPConnector(
-        limit=0,
-        limit_per_host=limit_per_host,
-        keepalive_timeout=60,
-        ttl_dns_cache=300,
+#: Connections a worker's probe client may open: a health probe and a load scrape run at once.
+PROBE_CONNECTIONS = 2
+
+
+def request_client(url: str, config: PoolConfig) -> http1.Http1Pool:
+    """The keep-alive connections a pool's requests to one worker go over."""
+    limits = config.response_limits
+    return http1.Http1Pool(
+        url,
+        max_connections=config.max_connections_per_worker,
+        connect_timeout_s=config.timeouts.connect_s,
+        max_head_bytes=limits.max_head_bytes,
+        max_headers=limits.max_headers,
+        max_body_bytes=limits.max_body_bytes,
     )
-    return aiohttp.ClientSession(
-        connector=connector,
-        auto_decompress=False,
-        skip_auto_headers=("User-Agent", "Accept-Encoding"),
-        json_serialize=lambda obj: orjson.dumps(obj).decode(),
+
+
+def probe_client(url: str, config: PoolConfig) -> http1.Http1Pool:
+    """The connections a pool's health checks of one worker go over (see the docstring).
+
+    A probe's connect is bounded by its own timeout (``health.timeout_s``),
+    as the whole probe is.
+    """
+    limits = config.response_limits
+    return http1.Http1Pool(
+        url,
+        max_connections=PROBE_CONNECTIONS,
+        connect_timeout_s=config.health.timeout_s,
+        max_head_bytes=limits.max_head_bytes,
+        max_headers=limits.max_headers,
+        max_body_bytes=limits.max_body_bytes,
     )

@@ -15,7 +15,6 @@ import orjson
 
 from backends.base import UpstreamRequest
 from backends.catalog import CatalogBackend
-from backends.sglang.transport import make_session
 from bench.catalog.measure import (
     Call,
     Timing,
@@ -61,7 +60,11 @@ async def measure(args: argparse.Namespace, base: str) -> tuple[dict[str, list[T
         "bench-direct", catalog_entry(base, "direct_openai"), api_key="k"
     )
     await direct_backend.start()
-    session = make_session(256)
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=60),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent", "Accept-Encoding"),
+    )
     t = direct_backend.config.timeouts
     timeout = aiohttp.ClientTimeout(total=t.total_s, sock_connect=t.connect_s, sock_read=t.read_s)
     paths: dict[str, Call] = {

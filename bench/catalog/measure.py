@@ -1,9 +1,10 @@
 """The three ways of reaching the same upstream, and the timing of each.
 
-- **pool path** (baseline): an aiohttp POST of the request body over the SGLang
-  pool's own session (:func:`backends.sglang.transport.make_session`) with the
-  same timeouts as the catalog entry, as :class:`backends.sglang.pool.SGLangPool`
-  sends it; a stream is read block by block to its end.
+- **pool path** (baseline): an aiohttp POST of the request body over a pooled
+  keep-alive session with the same timeouts as the catalog entry (how
+  :class:`backends.sglang.pool.SGLangPool` sent requests when this benchmark
+  was written; it now uses :mod:`backends.http1`); a stream is read block by
+  block to its end.
 - **catalog, direct_openai**: :class:`backends.catalog.CatalogBackend` with
   the ``direct_openai`` transport (rate limiter off).
 - **catalog, litellm**: the same backend with the ``litellm`` transport:

@@ -15,10 +15,10 @@ from array import array
 from dataclasses import dataclass
 from functools import partial
 
-from backends.sglang.capacity import Deployment, kv_pool
-from backends.sglang.catalog import get_gpu, get_model
-from backends.sglang.server_defaults import default_max_running_requests, server_defaults
-from backends.sglang.steptime import (
+from gpu_catalog.capacity import Deployment, kv_pool
+from gpu_catalog.server_defaults import default_max_running_requests, server_defaults
+from gpu_catalog.specs import get_gpu, get_model
+from gpu_catalog.steptime import (
     DEFAULT_TUNING,
     PerfTuning,
     decode_step_seconds,

@@ -14,7 +14,7 @@ gateway and the emulator use:
   does) and is shed when the queue is full or after ``max_queue_wait_s``;
 * **serving**: one :class:`simulator.scheduler.Scheduler` per worker, the
   emulator's continuous-batching scheduler with its radix prefix cache, timed
-  by :mod:`backends.sglang.capacity` (roofline decode, FLOP-bound prefill).
+  by :mod:`gpu_catalog.capacity` (roofline decode, FLOP-bound prefill).
 
 Time is simulated: a heap of ``(time, sequence number, kind, subject)`` events,
 nothing sleeps. Ties are broken by the sequence number and every random draw
@@ -31,7 +31,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from backends.sglang.steptime import DEFAULT_TUNING, PerfTuning
+from gpu_catalog.steptime import DEFAULT_TUNING, PerfTuning
 from simulator.planner.results import PlanResult, summarize
 from simulator.planner.schema import PoolsFile, Workload
 from simulator.planner.sessions import Session, TokenIds, draw_plan

@@ -20,8 +20,8 @@ from typing import Annotated, Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from backends.sglang.catalog import get_model
-from backends.sglang.config import GpuName, KvDtype, PolicyName, WeightsDtype
+from backends.sglang.config import PolicyName
+from gpu_catalog.specs import GpuName, KvDtype, WeightsDtype, get_model
 from tollway.errors import ConfigError
 
 

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from backends.sglang.capacity import smallest_tp_that_fits
-from backends.sglang.catalog import get_gpu, get_model
+from gpu_catalog.capacity import smallest_tp_that_fits
+from gpu_catalog.specs import get_gpu, get_model
 from simulator.planner.des import simulate
 from simulator.planner.results import PoolResult
 from simulator.planner.schema import Pool, PoolsFile, Targets, Workload

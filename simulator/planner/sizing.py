@@ -5,7 +5,7 @@ The arithmetic (per GPU of a tensor-parallel group)::
     weights_per_gpu   = params * bytes(weights_dtype) / tp
     kv_per_token      = 2 (K, V) * layers * kv_heads * head_dim * bytes(kv_dtype)   # whole model
     kv_per_request    = kv_per_token * context_tokens
-    pool_tokens       = SGLang's max_total_num_tokens (see backends.sglang.capacity)
+    pool_tokens       = SGLang's max_total_num_tokens (see gpu_catalog.capacity)
     concurrency       = pool_tokens // context_tokens
     headroom_ceiling  = floor(headroom * pool_tokens) // context_tokens
 
@@ -20,14 +20,14 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from backends.sglang.capacity import (
+from gpu_catalog.capacity import (
     Deployment,
     kv_bytes_per_token_per_gpu,
     kv_pool,
     smallest_tp_that_fits,
     weights_bytes_per_gpu,
 )
-from backends.sglang.catalog import GIB, GPUS, get_gpu, get_model
+from gpu_catalog.specs import GIB, GPUS, get_gpu, get_model
 
 GB = 1e9
 

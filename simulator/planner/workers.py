@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from functools import partial
 
 from backends.sglang.admission import KvAdmission
-from backends.sglang.capacity import Deployment, kv_pool
-from backends.sglang.catalog import get_gpu, get_model
 from backends.sglang.config import HealthConfig
 from backends.sglang.picking import Picker, PowerOfTwo, make_picker
-from backends.sglang.server_defaults import default_max_running_requests, server_defaults
-from backends.sglang.steptime import PerfTuning, step_seconds
 from backends.sglang.worker import Worker
+from gpu_catalog.capacity import Deployment, kv_pool
+from gpu_catalog.server_defaults import default_max_running_requests, server_defaults
+from gpu_catalog.specs import get_gpu, get_model
+from gpu_catalog.steptime import PerfTuning, step_seconds
 from simulator.planner.results import PoolStats
 from simulator.planner.schema import Pool
 from simulator.planner.sessions import Session

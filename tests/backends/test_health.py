@@ -5,14 +5,24 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import aiohttp
 import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
+from backends.http1 import Http1Pool
 from backends.sglang.config import HealthConfig
 from backends.sglang.health import discover_capacity, probe
 from backends.sglang.worker import Worker
+
+
+@asynccontextmanager
+async def client(url: str) -> AsyncIterator[Http1Pool]:
+    """A worker's probe client, closed on the way out."""
+    pool = Http1Pool(url, max_connections=2)
+    try:
+        yield pool
+    finally:
+        await pool.close()
 
 
 @asynccontextmanager
@@ -54,9 +64,9 @@ async def test_server_info_is_asked_first_and_get_server_info_never_on_a_new_ser
         "/server_info": web.json_response({"max_total_num_tokens": 1234}),
         "/get_server_info": web.json_response({"max_total_num_tokens": 999}),
     }
-    async with serve(routes, asked) as url, aiohttp.ClientSession() as session:
+    async with serve(routes, asked) as url, client(url) as http:
         worker = Worker(url=url, health=HealthConfig())
-        await discover_capacity(session, worker, 2.0, fallback=7)
+        await discover_capacity(http, worker, 2.0, fallback=7)
     assert worker.capacity_tokens == 1234
     assert asked == ["/server_info"]
 
@@ -64,23 +74,23 @@ async def test_server_info_is_asked_first_and_get_server_info_never_on_a_new_ser
 async def test_an_older_server_is_asked_the_old_path() -> None:
     asked: list[str] = []
     routes = {"/get_server_info": web.json_response({"max_total_num_tokens": 999})}
-    async with serve(routes, asked) as url, aiohttp.ClientSession() as session:
+    async with serve(routes, asked) as url, client(url) as http:
         worker = Worker(url=url, health=HealthConfig())
-        await discover_capacity(session, worker, 2.0, fallback=7)
+        await discover_capacity(http, worker, 2.0, fallback=7)
         assert worker.capacity_tokens == 999
         assert asked == ["/server_info", "/get_server_info"]
-    async with serve({}, asked) as url, aiohttp.ClientSession() as session:
+    async with serve({}, asked) as url, client(url) as http:
         empty = Worker(url=url, health=HealthConfig())
-        await discover_capacity(session, empty, 2.0, fallback=7)
+        await discover_capacity(http, empty, 2.0, fallback=7)
     assert empty.capacity_tokens == 7
 
 
 async def test_a_starting_server_fails_the_probe() -> None:
     """``http_server.py`` ``health_generate``: 503 while ``ServerStatus.Starting``."""
     asked: list[str] = []
-    async with serve({"/health": web.Response(status=503)}, asked) as url:
-        async with aiohttp.ClientSession() as session:
-            assert not await probe(session, Worker(url=url, health=HealthConfig()), HealthConfig())
+    async with serve({"/health": web.Response(status=503)}, asked) as url, client(url) as http:
+        assert not await probe(http, HealthConfig())
+    assert asked == ["/health"]
 
 
 def test_pool_manifests_set_what_the_health_checks_rely_on() -> None:
@@ -105,3 +115,12 @@ def test_pool_manifests_set_what_the_health_checks_rely_on() -> None:
         if not emulated:
             env = {e["name"]: e.get("value") for e in container["env"]}
             assert env["SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION"] == "true"
+
+
+async def test_a_ready_server_passes_the_probe_and_a_closed_port_fails_it() -> None:
+    asked: list[str] = []
+    async with serve({"/livez": web.Response(status=200)}, asked) as url, client(url) as http:
+        assert await probe(http, HealthConfig(path="/livez", timeout_s=2.0))
+    assert asked == ["/livez"]
+    async with client(url) as http:  # the server is gone: nothing listens there now
+        assert not await probe(http, HealthConfig(path="/livez", timeout_s=2.0))

@@ -11,11 +11,11 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 
 from backends.base import UpstreamRequest
+from backends.http1 import Http1Pool
 from backends.sglang.config import HealthConfig
 from backends.sglang.health import scrape_load
 from backends.sglang.pool import SGLangPool
@@ -23,6 +23,7 @@ from backends.sglang.prefix import previous_prompt_tokens
 from backends.sglang.worker import Worker
 from tests.backends.test_pool_reliability import Scripted, eventually, running_pool, serve
 from tests.gateway.harness import closed_port_url
+from tollway.token_estimate import estimate_json_tokens
 
 SYSTEM = "You are the airline's agent. " + "Follow the policy to the letter. " * 60
 
@@ -61,7 +62,7 @@ def turn(affinity: str, *, stream: bool = False, output: int = 32) -> UpstreamRe
         stream=stream,
         request_id="req_turn",
         affinity=affinity,
-        kv_tokens=len(raw) // 4 + output,
+        kv_tokens=estimate_json_tokens(raw) + output,
         payload=body,
     )
 
@@ -192,8 +193,11 @@ async def test_a_scraped_report_counts_only_what_is_beyond_our_own_reservations(
         url = f"http://127.0.0.1:{runner.addresses[0][1]}"
         w = Worker(url=url, health=HealthConfig(), capacity_tokens=2000)
         w.in_flight, w.projected_tokens = 3, 1200  # ours, as the worker counts them too
-        async with aiohttp.ClientSession() as session:
-            await scrape_load(session, w, 1.0)
+        http = Http1Pool(url, max_connections=2)
+        try:
+            await scrape_load(http, w, 1.0)
+        finally:
+            await http.close()
         assert (w.others_requests, w.others_tokens) == (2, 300)
         w.in_flight, w.projected_tokens = 0, 0  # ours ended; the report is stale now
         assert (w.load, w.kv_used_tokens) == (2, 300)

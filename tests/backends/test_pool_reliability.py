@@ -18,6 +18,7 @@ from backends.sglang.circuit import CircuitState
 from backends.sglang.config import PoolConfig
 from backends.sglang.pool import SGLangPool
 from tests.gateway.harness import API_KEY, closed_port_url, gateway_config, running_gateway
+from tests.waiting import until
 from tollway.errors import (
     UpstreamError,
     UpstreamRateLimited,
@@ -400,3 +401,48 @@ async def test_what_a_client_sees() -> None:
 def test_upstream_errors_are_upstream_errors() -> None:
     assert issubclass(UpstreamRateLimited, UpstreamError)
     assert issubclass(UpstreamServerError, UpstreamError)
+
+
+async def test_probes_do_not_wait_for_busy_request_connections() -> None:
+    """A worker whose every request connection holds a stream is still probed (and stays up).
+
+    Probes use the same HTTP client as requests but connections of their own:
+    sharing the request connections, this probe would queue behind the stream
+    until its timeout and count as a failure.
+    """
+    release = asyncio.Event()
+    probes: list[str] = []
+
+    async def held_stream(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(EVENTS[0])
+        await release.wait()
+        await resp.write(EVENTS[1])
+        return resp
+
+    async def healthz(request: web.Request) -> web.Response:
+        probes.append(request.path)
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", held_stream)
+    app.router.add_get("/health", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        health = {"interval_s": 0.05, "timeout_s": 30, "unhealthy_threshold": 1}
+        async with running_pool([url], health=health, max_connections_per_worker=1) as pool:
+            assert probes == ["/health"]  # the initial probe
+            response = await pool.send(chat(stream=True))  # holds the one request connection
+            try:
+                await until(lambda: len(probes) >= 3, what="periodic probes during the stream")
+                assert pool.workers[0].healthy
+            finally:
+                release.set()
+                await response.aclose()
+    finally:
+        await runner.cleanup()

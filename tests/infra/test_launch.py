@@ -6,8 +6,6 @@ from typing import Any
 
 import pytest
 
-from backends.sglang.capacity import default_mem_fraction_static
-from backends.sglang.catalog import get_gpu
 from backends.sglang.config import PoolConfig
 from backends.sglang.launch import (
     FP8_KV_CACHE_DTYPE,
@@ -24,6 +22,8 @@ from backends.sglang.manifest import (
     render_pool_scaled_object,
     worker_url_problems,
 )
+from gpu_catalog.capacity import default_mem_fraction_static
+from gpu_catalog.specs import get_gpu
 from tollway.errors import ConfigError
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
 
 from policies.conversation import Message
@@ -16,6 +17,7 @@ from policies.tokens import (
     TiktokenCounter,
 )
 from tests.policies.conftest import tool_block
+from tollway.token_estimate import estimate_json_tokens
 
 
 def test_shipped_file_is_used(cl100k: TiktokenCounter) -> None:
@@ -63,6 +65,24 @@ def test_estimate_is_calibrated_on_tau_bench(
     assert abs(approx - exact) / exact < 0.03
     assert errors[len(errors) // 2] < 0.08
     assert errors[int(len(errors) * 0.9)] < 0.2
+
+
+def test_the_json_bytes_estimate_overestimates_as_documented(
+    cl100k: TiktokenCounter, tau_trajectories: list[list[Message]]
+) -> None:
+    """:mod:`tollway.token_estimate`'s docstring: 12% over ``cl100k_base`` in total."""
+    estimated = exact = 0
+    ratios: list[float] = []
+    for messages in tau_trajectories:
+        body = orjson.dumps({"model": "m", "messages": messages})
+        tokens = cl100k.count_messages(messages)
+        estimated += estimate_json_tokens(body)
+        exact += tokens
+        ratios.append(estimate_json_tokens(body) / tokens)
+    ratios.sort()
+    assert 1.10 < estimated / exact < 1.14
+    assert ratios[0] > 0.9  # under by 7% at most
+    assert ratios[len(ratios) // 10] > 1.0  # over for nine bodies in ten
 
 
 def test_estimate_edge_cases(estimate: EstimateCounter) -> None:

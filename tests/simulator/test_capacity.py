@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backends.sglang.capacity import (
+from gpu_catalog.capacity import (
     Deployment,
     default_mem_fraction_static,
     fits,
@@ -14,8 +14,8 @@ from backends.sglang.capacity import (
     smallest_tp_that_fits,
     weights_bytes_per_gpu,
 )
-from backends.sglang.catalog import get_gpu, get_model
-from backends.sglang.server_defaults import default_max_running_requests, server_defaults
+from gpu_catalog.server_defaults import default_max_running_requests, server_defaults
+from gpu_catalog.specs import get_gpu, get_model
 
 GIB = 2**30
 H100_TOTAL_GIB = 81559 / 1024 - 0.5  # driver MiB, less the CUDA context

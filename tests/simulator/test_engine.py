@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from backends.sglang.steptime import StepShape
+from gpu_catalog.steptime import StepShape
 from simulator.app import running_emulator
 from simulator.config import EmulatorConfig
 from simulator.radix_cache import RadixCache

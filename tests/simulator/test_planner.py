@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from backends.sglang.capacity import Deployment
-from backends.sglang.catalog import get_gpu, get_model
-from backends.sglang.steptime import (
+from gpu_catalog.capacity import Deployment
+from gpu_catalog.specs import get_gpu, get_model
+from gpu_catalog.steptime import (
     StepShape,
     decode_step_seconds,
     prefill_seconds,

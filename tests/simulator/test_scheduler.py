@@ -11,7 +11,7 @@ import itertools
 
 import pytest
 
-from backends.sglang.steptime import StepShape
+from gpu_catalog.steptime import StepShape
 from simulator.scheduler import Scheduler
 from simulator.sequence import SequenceState, StepResult
 

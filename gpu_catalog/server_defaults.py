@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from backends.sglang.catalog import GpuSpec
+from gpu_catalog.specs import GpuSpec
 
 #: ``--max-prefill-tokens``: the token budget of one prefill batch.
 DEFAULT_MAX_PREFILL_TOKENS = 16384

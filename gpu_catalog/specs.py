@@ -1,6 +1,6 @@
 """GPU and model catalogs: the facts the performance model computes from.
 
-Units, chosen once and used everywhere in :mod:`backends.sglang.capacity`:
+Units, chosen once and used everywhere in :mod:`gpu_catalog.capacity`:
 
 * **GPU memory** is stored as ``memory_mib``, the total the CUDA driver
   reports (``nvidia-smi --query-gpu=memory.total``, MiB = 2**20 bytes). SGLang
@@ -23,6 +23,10 @@ from types import MappingProxyType
 from typing import Literal
 
 Dtype = Literal["fp32", "fp16", "bf16", "fp8", "int8", "int4"]
+#: The dtypes a pool's weights and KV cache may be stored in, and the GPUs a pool may name.
+WeightsDtype = Literal["fp16", "bf16", "fp8", "int8", "int4"]
+KvDtype = Literal["fp16", "bf16", "fp8"]
+GpuName = Literal["h100", "h200", "a100", "l4"]
 
 #: Bytes per element of each storage dtype (int4 packs two values per byte).
 DTYPE_BYTES: MappingProxyType[str, float] = MappingProxyType(

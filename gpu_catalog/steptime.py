@@ -35,9 +35,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from backends.sglang.capacity import Deployment, embedding_dtype, kv_bytes_per_token_per_gpu
-from backends.sglang.catalog import ModelSpec, dtype_bytes
-from backends.sglang.server_defaults import server_defaults
+from gpu_catalog.capacity import Deployment, embedding_dtype, kv_bytes_per_token_per_gpu
+from gpu_catalog.server_defaults import server_defaults
+from gpu_catalog.specs import ModelSpec, dtype_bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,9 @@
 """The GPU / model memory model: weights, KV-pool size, what fits.
 
-Pure functions over the catalogs in :mod:`backends.sglang.catalog`; no I/O,
+Pure functions over the catalogs in :mod:`gpu_catalog.specs`; no I/O,
 no state. Used by the gateway's KV admission, ``tollway capacity``, the
 SGLang worker emulator and the discrete-event simulator. Step times are in
-:mod:`backends.sglang.steptime`.
+:mod:`gpu_catalog.steptime`.
 
 Memory (per GPU, following SGLang's ``ModelRunner.profile_max_num_token``)::
 
@@ -17,7 +17,7 @@ Memory (per GPU, following SGLang's ``ModelRunner.profile_max_num_token``)::
 the tensor-parallel degree exceeds the KV-head count. Quantized checkpoints
 (FP8, INT8, INT4) quantize the transformer layers only: the input embedding
 and the output layer stay in BF16. The default ``mem_fraction_static`` is
-SGLang 0.5.6's (:func:`backends.sglang.server_defaults.server_defaults`): it
+SGLang 0.5.6's (:func:`gpu_catalog.server_defaults.server_defaults`): it
 keeps the activations of one prefill chunk, the CUDA-graph buffers and
 per-rank constants outside the pool, at least 10 GiB on GPUs above 60 GiB.
 SGLang refuses to start when ``max_total_num_tokens <= 0``.
@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from backends.sglang.catalog import GIB, GpuSpec, ModelSpec, dtype_bytes
-from backends.sglang.server_defaults import server_defaults
+from gpu_catalog.server_defaults import server_defaults
+from gpu_catalog.specs import GIB, GpuSpec, ModelSpec, dtype_bytes
 
 #: GiB the CUDA context, NCCL and torch's allocator hold before weights load.
 DEFAULT_RUNTIME_OVERHEAD_GIB = 0.5
@@ -107,7 +107,7 @@ def default_mem_fraction_static(gpu: GpuSpec, tp: int) -> float:
     """SGLang's default ``--mem-fraction-static`` for this GPU and TP degree.
 
     0.835 on an H100 at TP1, 0.907 on an H200 (see
-    :mod:`backends.sglang.server_defaults` for the rule).
+    :mod:`gpu_catalog.server_defaults` for the rule).
     """
     return server_defaults(gpu, tp).mem_fraction_static
 
