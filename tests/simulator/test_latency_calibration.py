@@ -19,6 +19,7 @@ from backends.sglang.catalog import get_gpu, get_model
 from backends.sglang.steptime import decode_step_seconds, prefill_seconds
 from simulator.planner.latency import LatencyRow, closed_loop_benchmark, latency_rows
 from simulator.planner.published import NIM_LATENCY, PublishedLatency
+from simulator.planner.render import latency_markdown
 
 METRICS = ("ttft", "itl", "throughput")
 
@@ -192,4 +193,13 @@ def test_more_users_than_the_pool_holds_queue_for_their_first_token() -> None:
     assert many.mean_ttft_s > 5 * few.mean_ttft_s
     assert many.output_tokens_per_s == pytest.approx(
         max(few.output_tokens_per_s, many.output_tokens_per_s), rel=0.5
+    )
+
+
+def test_the_latency_table_shows_each_figure_with_its_error() -> None:
+    p = NIM_LATENCY[0]
+    row = LatencyRow(p, p.ttft_ms * 1.5, p.itl_ms, p.throughput * 0.9, 1)
+    line = latency_markdown([row]).splitlines()[2]
+    assert f"| {p.concurrency} | 407 / 610 (+50%) | 18.6 / 18.6 (+0%) | 52 / 47 (-10%) | 1 |" in (
+        line
     )
