@@ -65,9 +65,9 @@ TRTLLM_NUM_REQUESTS: dict[tuple[int, int], int] = {
 }  # fmt: skip
 
 #: Requests simulated for the 30,000-request 128/128 rows: within 0.7 % of the
-#: figure at 30,000 for all four rows (H200 8B 32,065 vs 32,201; H100 8B 32,030
-#: vs 32,145; H200 70B 3,486 vs 3,507; H100 TP2 70B 6,191 vs 6,233) in a tenth of
-#: the time; 3,000 requests would be 1.2-3.2 % low. See docs/capacity.md.
+#: figure at 30,000 for all four rows (H200 8B 27,635 vs 27,736; H100 8B 27,609
+#: vs 27,694; H200 70B 3,426 vs 3,447; H100 TP2 70B 6,005 vs 6,044) in a fraction
+#: of the time; 3,000 requests would be 1.2-3.2 % low. See docs/capacity.md.
 SIMULATED_REQUESTS_128_128 = 10_000
 
 #: Total output tokens/s, FP8 ModelOpt checkpoints, PyTorch backend: (H200, H100) per row.
