@@ -12,6 +12,7 @@ in parallel::
     comm    = 2 * layers * (allreduce_latency + 2 (tp-1)/tp * tokens * hidden * 2 B
                             / (link bandwidth * link_efficiency))          (tp > 1)
     step    = max(max(memory, compute) + comm, launch) + step_overhead
+              + sequence_overhead * (decode sequences + prompts that end)
 
 * Weights: the transformer layers at the checkpoint's dtype, the output layer
   in BF16 for quantized checkpoints (the embedding is only indexed). A
@@ -53,6 +54,8 @@ class PerfTuning:
     * ``eager_layer_s``: CPU time to launch one layer's kernels without a CUDA graph.
     * ``allreduce_latency_s``: fixed cost of one all-reduce across the TP group.
     * ``link_efficiency``: fraction of the GPU-to-GPU link bandwidth an all-reduce reaches.
+    * ``sequence_overhead_s``: host time per sequence that yields a token in the step
+      (its sampling and output processing), not hidden behind the GPU.
     """
 
     hbm_efficiency: float = 0.8
@@ -61,6 +64,7 @@ class PerfTuning:
     eager_layer_s: float = 150e-6
     allreduce_latency_s: float = 10e-6
     link_efficiency: float = 0.7
+    sequence_overhead_s: float = 5e-6
 
 
 DEFAULT_TUNING = PerfTuning()
@@ -168,7 +172,10 @@ def step_seconds(
     )
     graphed = shape.extend_tokens == 0 and shape.decode_seqs <= graph_bs
     launch = 0.0 if graphed else d.model.num_layers * tuning.eager_layer_s
-    return max(gpu, launch) + tuning.step_overhead_s
+    host = tuning.step_overhead_s + tuning.sequence_overhead_s * (
+        shape.decode_seqs + shape.prompt_ends
+    )
+    return max(gpu, launch) + host
 
 
 def decode_step_seconds(

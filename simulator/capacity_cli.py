@@ -160,14 +160,25 @@ def _plot_capacity(reports: list[Any], path: Path) -> None:
 def _calibrate(as_json: bool) -> None:
     from simulator.planner import render
     from simulator.planner.calibration import calibration_rows, h200_speedups
+    from simulator.planner.latency import latency_rows
 
     rows = calibration_rows()
+    latency = latency_rows()
     speedups = h200_speedups()
     if as_json:
         _emit_json(
             {
                 "calibration": [
                     {**asdict(r.published), "modelled": r.modelled, "error": r.error} for r in rows
+                ],
+                "latency": [
+                    {
+                        **asdict(r.published),
+                        "modelled_ttft_ms": r.ttft_ms,
+                        "modelled_itl_ms": r.itl_ms,
+                        "modelled_throughput": r.throughput,
+                    }
+                    for r in latency
                 ],
                 "h200_vs_h100": [
                     {"case": s.label, "h100": s.h100, "h200": s.h200, "speedup": s.ratio}
@@ -177,6 +188,8 @@ def _calibrate(as_json: bool) -> None:
         )
         return
     typer.echo(render.calibration_markdown(rows, speedups))
+    typer.echo("")
+    typer.echo(render.latency_markdown(latency))
 
 
 def plan(

@@ -8,7 +8,9 @@
   on pools (:mod:`simulator.planner.workers`) of emulated SGLang workers
   (``tollway plan``); :mod:`simulator.planner.results` - what it measures.
 * :mod:`simulator.planner.search` - the cheapest pool mix that meets the targets.
-* :mod:`simulator.planner.calibration` - the model against published figures.
+* :mod:`simulator.planner.calibration` - the model against published offline
+  throughput figures; :mod:`simulator.planner.latency` - against published
+  closed-loop latency tables; :mod:`simulator.planner.published` - the figures.
 * :mod:`simulator.planner.render`, :mod:`simulator.planner.charts`,
   :mod:`simulator.planner.runner` - tables, PNG charts, the ``plan`` command's flow.
 

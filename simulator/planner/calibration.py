@@ -4,9 +4,13 @@
 that SGLang (``bench_serving`` / ``bench_offline_throughput``) and TensorRT-LLM
 (``trtllm-bench throughput``) publish: every request is queued at time zero,
 prompts share no prefix, each request produces exactly its output length, and
-the figure is output tokens divided by the time the last one finishes.
-:data:`PUBLISHED` lists the figures the model is compared with in
-``docs/capacity.md``; :func:`calibration_rows` computes the comparison.
+the figure is output tokens divided by the time the last one finishes. It
+runs the emulator's scheduler with SGLang 0.5.6's launch defaults; for a
+TensorRT-LLM figure the running requests also decode inside prefill steps, as
+TensorRT-LLM's in-flight batching does (:attr:`Published.mixes_prefill`).
+:data:`~simulator.planner.published.PUBLISHED` lists the figures the model is
+compared with in ``docs/capacity.md``; :func:`calibration_rows` computes the
+comparison. Closed-loop latency benchmarks are in :mod:`simulator.planner.latency`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from gpu_catalog.steptime import (
     decode_step_seconds,
     step_seconds,
 )
+from simulator.planner.published import PUBLISHED, Published
 from simulator.radix_cache import RadixCache
 from simulator.scheduler import Scheduler
 from simulator.sequence import SequenceState
@@ -40,25 +45,22 @@ class OfflineResult:
     max_batch: int
 
 
-def offline_benchmark(
+def build_scheduler(
     deployment: Deployment,
     *,
-    input_len: int,
-    output_len: int,
-    num_requests: int,
     max_running_requests: int | None = None,
     tuning: PerfTuning = DEFAULT_TUNING,
-) -> OfflineResult:
-    """Queue ``num_requests`` unique prompts at once on one worker; run them to the end."""
+    enable_mixed_chunk: bool = False,
+) -> Scheduler:
+    """A scheduler for one worker of ``deployment`` with SGLang 0.5.6's launch defaults.
+
+    ``enable_mixed_chunk`` (SGLang's ``--enable-mixed-chunk``, off by default)
+    lets the running requests decode inside prefill steps.
+    """
     capacity = kv_pool(deployment).max_total_num_tokens
-    if capacity < input_len + output_len:
-        raise ValueError(
-            f"{deployment.model.name} ({deployment.weights_dtype}) on tp={deployment.tp} x "
-            f"{deployment.gpu.name} cannot hold one {input_len + output_len}-token request"
-        )
     defaults = server_defaults(deployment.gpu, deployment.tp)
     context = deployment.model.context_length
-    scheduler = Scheduler(
+    return Scheduler(
         capacity=capacity,
         step_time=partial(
             step_seconds, deployment, tuning=tuning, cuda_graph_max_bs=defaults.cuda_graph_max_bs
@@ -68,18 +70,53 @@ def offline_benchmark(
         or default_max_running_requests(capacity, context),
         max_prefill_tokens=defaults.max_prefill_tokens,
         chunked_prefill_size=defaults.chunked_prefill_size,
+        enable_mixed_chunk=enable_mixed_chunk,
         cache=RadixCache(),
+    )
+
+
+def unique_request(index: int, input_len: int, output_len: int, arrival: float) -> SequenceState:
+    """Request ``index`` of a benchmark: a prompt sharing no prefix with any other."""
+    start = 1 + index * input_len
+    return SequenceState(
+        rid=str(index),
+        prompt_ids=array("q", range(start, start + input_len)),
+        output_len=output_len,
+        arrival_time=arrival,
+        max_new_tokens=output_len,
+    )
+
+
+def check_fits(deployment: Deployment, input_len: int, output_len: int) -> None:
+    """``ValueError`` unless one request of this size fits the deployment's KV pool."""
+    if kv_pool(deployment).max_total_num_tokens < input_len + output_len:
+        raise ValueError(
+            f"{deployment.model.name} ({deployment.weights_dtype}) on tp={deployment.tp} x "
+            f"{deployment.gpu.name} cannot hold one {input_len + output_len}-token request"
+        )
+
+
+def offline_benchmark(
+    deployment: Deployment,
+    *,
+    input_len: int,
+    output_len: int,
+    num_requests: int,
+    max_running_requests: int | None = None,
+    tuning: PerfTuning = DEFAULT_TUNING,
+    enable_mixed_chunk: bool = False,
+) -> OfflineResult:
+    """Queue ``num_requests`` unique prompts at once on one worker; run them to the end."""
+    check_fits(deployment, input_len, output_len)
+    scheduler = build_scheduler(
+        deployment,
+        max_running_requests=max_running_requests,
+        tuning=tuning,
+        enable_mixed_chunk=enable_mixed_chunk,
     )
     seqs = []
     for i in range(num_requests):
-        start = 1 + i * input_len
-        seq = SequenceState(
-            rid=str(i),
-            prompt_ids=array("q", range(start, start + input_len)),
-            output_len=output_len,
-            arrival_time=0.0,
-            max_new_tokens=output_len,
-        )
+        seq = unique_request(i, input_len, output_len, 0.0)
         scheduler.submit(seq)
         seqs.append(seq)
     now = 0.0
@@ -101,85 +138,6 @@ def offline_benchmark(
 
 
 @dataclass(frozen=True, slots=True)
-class Published:
-    """One published offline-throughput figure and the set-up that produced it."""
-
-    source: str
-    engine: str
-    gpu: str
-    model: str
-    weights_dtype: str
-    kv_dtype: str
-    tp: int
-    input_len: int
-    output_len: int
-    metric: str  # "output" or "input" tokens per second, all GPUs of the TP group
-    value: float
-    max_running_requests: int | None = None
-    num_requests: int = 1200
-
-
-TRTLLM_PERF = (
-    "TensorRT-LLM perf overview (nvidia.github.io/TensorRT-LLM/performance/perf-overview.html)"
-)
-TRTLLM_H200 = "TensorRT-LLM H200 launch blog (TensorRT-LLM docs/source/blogs/H200launch.md)"
-SGLANG_1060 = "SGLang PR #1060 benchmark (github.com/sgl-project/sglang/pull/1060)"
-TRTLLM_DERIVED = (
-    "TensorRT-LLM perf overview, figure recovered from the model/published ratio a review "
-    "quoted, over the previous model's figure at 3,000 requests (see docs/capacity.md)"
-)
-
-
-def _trt(
-    gpu: str, model: str, tp: int, isl: int, osl: int, value: float, requests: int = 1200
-) -> Published:
-    return Published(
-        TRTLLM_PERF, "TensorRT-LLM", gpu, model, "fp8", "fp8", tp, isl, osl, "output", value,
-        num_requests=requests,
-    )  # fmt: skip
-
-
-def _derived(gpu: str, model: str, tp: int, isl: int, osl: int, value: float) -> Published:
-    return Published(
-        TRTLLM_DERIVED, "TensorRT-LLM*", gpu, model, "fp8", "fp8", tp, isl, osl, "output",
-        value, num_requests=3000,
-    )  # fmt: skip
-
-
-#: Published figures the model is compared with (see docs/capacity.md for the caveats).
-PUBLISHED: tuple[Published, ...] = (
-    _trt("h100", "llama-3.1-8b-instruct", 1, 128, 2048, 22_714),
-    _trt("h100", "llama-3.1-8b-instruct", 1, 1000, 1000, 15_220),
-    _trt("h100", "llama-3.1-8b-instruct", 1, 2048, 128, 3_450),
-    _trt("h200", "llama-3.1-8b-instruct", 1, 128, 2048, 26_221),
-    _trt("h200", "llama-3.1-8b-instruct", 1, 1000, 1000, 17_744),
-    _trt("h200", "llama-3.1-8b-instruct", 1, 2048, 128, 3_538),
-    _trt("h200", "llama-3.3-70b-instruct", 1, 128, 2048, 4_336),
-    _trt("h200", "llama-3.3-70b-instruct", 1, 1000, 1000, 2_909),
-    _trt("h200", "llama-3.3-70b-instruct", 1, 2048, 128, 442),
-    _trt("h100", "llama-3.3-70b-instruct", 2, 128, 2048, 6_651),
-    _trt("h100", "llama-3.3-70b-instruct", 2, 1000, 1000, 4_205),
-    _trt("h100", "llama-3.3-70b-instruct", 2, 2048, 128, 762),
-    _trt("h100", "llama-3.1-8b-instruct", 1, 128, 128, 28_312, requests=3000),
-    # Figures recovered as (previous model at 3,000 requests) / (ratio the review quoted);
-    # the line above is the one published figure at hand, and checks the method (44,118 / 1.56).
-    _derived("h200", "llama-3.1-8b-instruct", 1, 128, 128, 47_711 / 1.71),
-    _derived("h200", "llama-3.3-70b-instruct", 1, 128, 128, 6_085 / 1.60),
-    _derived("h100", "llama-3.3-70b-instruct", 2, 128, 128, 11_457 / 1.80),
-    _derived("h200", "llama-3.1-8b-instruct", 1, 500, 2000, 28_467 / 1.32),
-    _derived("h100", "llama-3.3-70b-instruct", 2, 500, 2000, 6_686 / 1.26),
-    Published(
-        TRTLLM_H200, "TensorRT-LLM v0.5", "h200", "llama-2-70b", "fp8", "fp8", 1, 2048, 128,
-        "output", 303, max_running_requests=32,
-    ),
-    Published(
-        SGLANG_1060, "SGLang", "h100", "llama-3.1-8b-instruct", "bf16", "bf16", 1, 8192, 8,
-        "input", 27_670,
-    ),
-)  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
 class CalibrationRow:
     """A published figure next to the model's and the relative error."""
 
@@ -198,8 +156,14 @@ def calibration_rows(
     *,
     max_requests: int | None = None,
     tuning: PerfTuning = DEFAULT_TUNING,
+    enable_mixed_chunk: bool | None = None,
 ) -> list[CalibrationRow]:
-    """Simulate each published set-up (``max_requests`` overrides each point's request count)."""
+    """Simulate each published set-up (``max_requests`` overrides each point's request count;
+    otherwise it is :attr:`Published.simulated_requests` where set, else the published count).
+
+    Each point runs with the measured engine's batching (:attr:`Published.mixes_prefill`)
+    unless ``enable_mixed_chunk`` says otherwise.
+    """
     rows = []
     for p in published:
         d = Deployment(get_gpu(p.gpu), get_model(p.model), p.tp, p.weights_dtype, p.kv_dtype)
@@ -207,9 +171,12 @@ def calibration_rows(
             d,
             input_len=p.input_len,
             output_len=p.output_len,
-            num_requests=max_requests or p.num_requests,
+            num_requests=max_requests or p.simulated_requests or p.num_requests,
             max_running_requests=p.max_running_requests,
             tuning=tuning,
+            enable_mixed_chunk=p.mixes_prefill
+            if enable_mixed_chunk is None
+            else enable_mixed_chunk,
         )
         value = r.output_tokens_per_s if p.metric == "output" else r.input_tokens_per_s
         rows.append(CalibrationRow(p, value, r.max_batch))

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from rich.table import Table
 
 from simulator.planner.calibration import CalibrationRow, Speedup
+from simulator.planner.latency import LatencyRow
 from simulator.planner.results import PlanResult
 from simulator.planner.search import SearchResult
 from simulator.planner.sizing import CapacityReport
@@ -193,5 +194,24 @@ def calibration_markdown(rows: Sequence[CalibrationRow], speedups: Sequence[Spee
         out.append(
             f"| {s.label} | {s.h100:,.0f} ({s.h100_batch}) | {s.h200:,.0f} ({s.h200_batch}) | "
             f"{s.ratio:.2f}x |"
+        )
+    return "\n".join(out)
+
+
+def latency_markdown(rows: Sequence[LatencyRow]) -> str:
+    """The closed-loop latency comparison (TTFT, ITL, throughput) as a Markdown table."""
+    out = [
+        "| GPU | model | TP | in/out | c | TTFT ms pub / model | ITL ms pub / model "
+        "| tok/s pub / model | batch |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        p, q = row.published, row.ratios()
+        out.append(
+            f"| {p.gpu.upper()} | {p.model} | {p.tp} | {p.input_len}/{p.output_len} | "
+            f"{p.concurrency} | {p.ttft_ms:,.0f} / {row.ttft_ms:,.0f} ({q['ttft'] - 1:+.0%}) | "
+            f"{p.itl_ms:.1f} / {row.itl_ms:.1f} ({q['itl'] - 1:+.0%}) | "
+            f"{p.throughput:,.0f} / {row.throughput:,.0f} ({q['throughput'] - 1:+.0%}) | "
+            f"{row.max_batch} |"
         )
     return "\n".join(out)

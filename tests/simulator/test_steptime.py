@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from gpu_catalog.capacity import Deployment
@@ -24,7 +26,7 @@ def test_small_decode_batches_are_bandwidth_bound() -> None:
     d = Deployment(get_gpu("h100"), get_model("llama-3.1-8b-instruct"))
     # layers and lm_head read once (the embedding is only indexed) + 1000 tokens of KV
     weights = (8.03e9 - 2 * EMB_8B) * 2 + EMB_8B * 2
-    expected = (weights + 1000 * 131_072) / BW_H100 + 0.002
+    expected = (weights + 1000 * 131_072) / BW_H100 + 0.002 + 5e-6
     assert decode_step_seconds(d, 1, 1000) == pytest.approx(expected)
     assert decode_step_seconds(d, 64, 64 * 4000) > decode_step_seconds(d, 1, 1000)
     faster = Deployment(get_gpu("h200"), get_model("llama-3.1-8b-instruct"))
@@ -45,7 +47,7 @@ def test_large_decode_batches_are_compute_bound() -> None:
     ) / 0.5
     assert compute > 2 * memory
     step = decode_step_seconds(d, 2048, 409_600)
-    assert step == pytest.approx(compute + 0.002)
+    assert step == pytest.approx(compute + 0.002 + 2048 * 5e-6)
     # a memory-only roofline (the old model) would have been more than twice as fast
     assert step > 2 * (memory + 0.002)
 
@@ -71,6 +73,20 @@ def test_tensor_parallel_steps_pay_two_all_reduces_per_layer() -> None:
     )
 
 
+def test_every_sequence_that_yields_a_token_costs_host_time() -> None:
+    # 5 us per decode sequence and per prompt that ends in the step (sampling, output
+    # processing): 3 decodes and 2 finished prompts of a mixed step cost 25 us more than
+    # without the term; a chunk that does not end its prompt costs nothing extra.
+    d = Deployment(get_gpu("h100"), get_model("llama-3.1-8b-instruct"), 1, "fp8", "fp8")
+    none = replace(DEFAULT_TUNING, sequence_overhead_s=0.0)
+    mixed = StepShape.build(3, 3000, [(0, 500, True), (0, 400, True), (0, 100, False)])
+    extra = step_seconds(d, mixed) - step_seconds(d, mixed, none)
+    assert extra == pytest.approx(5 * 5e-6)
+    assert decode_step_seconds(d, 1000, 100_000) - decode_step_seconds(
+        d, 1000, 100_000, none
+    ) == pytest.approx(1000 * 5e-6)
+
+
 def test_batches_beyond_the_cuda_graph_limit_run_eagerly() -> None:
     # Qwen2.5 7B FP8 on an H200: ~4 ms of GPU time for 257 sequences, but without a CUDA
     # graph the CPU needs 28 layers x 150 us = 4.2 ms to launch it. SGLang captures graphs
@@ -78,7 +94,7 @@ def test_batches_beyond_the_cuda_graph_limit_run_eagerly() -> None:
     d = Deployment(get_gpu("h200"), get_model("qwen2.5-7b-instruct"), 1, "fp8", "fp8")
     graphed = decode_step_seconds(d, 256, 256 * 100)
     eager = decode_step_seconds(d, 257, 257 * 100)
-    assert eager == pytest.approx(28 * 150e-6 + 0.002)
+    assert eager == pytest.approx(28 * 150e-6 + 0.002 + 257 * 5e-6)
     assert graphed < eager
     assert step_seconds(d, StepShape(257, 25_700), cuda_graph_max_bs=512) < eager
 
@@ -89,7 +105,7 @@ def test_prefill_counts_uncached_tokens_and_attention_to_the_prefix() -> None:
     # 1000 tokens: layers 2 x 6.98e9 x 1000, one logit row, attention over 1000 x 500.5 pairs
     body = 8.03e9 - 2 * EMB_8B
     flops = 2 * body * 1000 + 2 * EMB_8B + 4 * 32 * 32 * 128 * 1000 * 500.5
-    assert prefill_seconds(d, 1000) == pytest.approx(flops / (989e12 * 0.5) + 0.002)
+    assert prefill_seconds(d, 1000) == pytest.approx(flops / (989e12 * 0.5) + 0.002 + 5e-6)
     fp8 = Deployment(get_gpu("h100"), get_model("llama-3.1-8b-instruct"), 1, "fp8")
     assert prefill_seconds(fp8, 1000) < prefill_seconds(d, 1000)
     # the third 8K chunk of a long prompt attends to the 16K before it: it costs more
