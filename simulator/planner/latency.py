@@ -35,9 +35,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from backends.sglang.capacity import Deployment
-from backends.sglang.catalog import get_gpu, get_model
-from backends.sglang.steptime import (
+from gpu_catalog.capacity import Deployment
+from gpu_catalog.specs import get_gpu, get_model
+from gpu_catalog.steptime import (
     DEFAULT_TUNING,
     PerfTuning,
     decode_step_seconds,

@@ -14,9 +14,9 @@ from functools import cache
 
 import pytest
 
-from backends.sglang.capacity import Deployment
-from backends.sglang.catalog import get_gpu, get_model
-from backends.sglang.steptime import decode_step_seconds, prefill_seconds
+from gpu_catalog.capacity import Deployment
+from gpu_catalog.specs import get_gpu, get_model
+from gpu_catalog.steptime import decode_step_seconds, prefill_seconds
 from simulator.planner.latency import LatencyRow, closed_loop_benchmark, latency_rows
 from simulator.planner.published import NIM_LATENCY, PublishedLatency
 from simulator.planner.render import latency_markdown
