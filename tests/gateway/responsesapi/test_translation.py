@@ -246,3 +246,38 @@ def test_bad_requests_name_their_parameter(body: dict[str, Any], param: str) -> 
     with pytest.raises(InvalidRequest) as error:
         to_chat(parse(body))
     assert error.value.param == param
+
+
+def test_an_output_that_answers_no_call_is_context_in_a_system_message() -> None:
+    """Codex sends its goal's objective as a ``function_call_output`` with a ``name``
+    and a ``namespace`` but no ``call_id``, after the call that set the goal."""
+    items = input_items(
+        [
+            {"role": "user", "content": "hi"},
+            {"type": "function_call", "call_id": "c1", "name": "create_goal", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "{}"},
+            {
+                "type": "function_call_output",
+                "id": "fco_2",
+                "name": "goal_objective",
+                "namespace": "agent",
+                "output": "ship it",
+            },
+        ]
+    )
+    assert items[-1] == {
+        "id": "fco_2",
+        "type": "function_call_output",
+        "name": "goal_objective",
+        "namespace": "agent",
+        "output": "ship it",
+        "status": "completed",
+    }
+    messages = to_messages(items)
+    assert messages[-2:] == [
+        {"role": "tool", "tool_call_id": "c1", "content": "{}"},
+        {"role": "system", "content": "ship it"},
+    ]
+    validate_chat({"model": "m", "messages": messages})
+    with pytest.raises(InvalidRequest):  # neither a call's answer nor named: malformed
+        input_items([{"type": "function_call_output", "output": "x"}])
