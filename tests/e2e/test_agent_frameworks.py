@@ -24,6 +24,9 @@ from agents import (
     set_default_openai_client,
     set_tracing_disabled,
 )
+from langchain_anthropic import ChatAnthropic
+from langchain_core.messages import AIMessage
+from langchain_openai import ChatOpenAI
 from openai import AsyncOpenAI
 
 from tests.e2e.processes import API_KEY, emulator, gateway, pool
@@ -107,3 +110,28 @@ async def test_openai_agents_sdk_runs_a_function_tool_round_trip(
     assert usage.requests == 2
     assert sum(r["prompt_tokens"] for r in rows) == usage.input_tokens
     assert sum(r["completion_tokens"] for r in rows) == usage.output_tokens
+
+
+def _one_turn(answer: Any, data_dir: Path) -> None:
+    assert isinstance(answer, AIMessage) and answer.text
+    usage = answer.usage_metadata
+    assert usage is not None
+    (row,) = _billed(data_dir, 1)
+    assert row["prompt_tokens"] == usage["input_tokens"] > 0
+    assert row["completion_tokens"] == usage["output_tokens"]
+
+
+async def test_langchain_chat_openai_on_the_responses_api(served: tuple[str, Path]) -> None:
+    base, data_dir = served
+    chat = ChatOpenAI(model=MODEL, base_url=f"{base}/v1", api_key=API_KEY, use_responses_api=True)
+    answer = await chat.ainvoke("Say hello.")
+    assert answer.response_metadata["id"].startswith("resp_")  # served by /v1/responses
+    _one_turn(answer, data_dir)
+
+
+async def test_langchain_chat_anthropic_on_messages(served: tuple[str, Path]) -> None:
+    base, data_dir = served
+    chat = ChatAnthropic(model_name=MODEL, base_url=base, api_key=API_KEY, max_tokens=64)
+    answer = await chat.ainvoke("Say hello.")
+    assert answer.response_metadata["id"].startswith("msg_")  # served by /v1/messages
+    _one_turn(answer, data_dir)
