@@ -20,7 +20,7 @@ $(CLIENTS_STAMP): $(CLIENTS)/package.json $(CLIENTS)/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \
 		cd $(CLIENTS) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
 	else \
-		echo "npm not found: skipping $(CLIENTS) (the Claude Code test will skip)"; \
+		echo "npm not found: skipping $(CLIENTS) (the Claude Code and Codex tests will skip)"; \
 	fi
 
 install: $(STAMP) $(CLIENTS_STAMP)
