@@ -1,6 +1,7 @@
 """A Messages request body translated to a chat completions body.
 
-``system`` becomes a system message; ``text`` and ``image`` blocks become content
+``system`` becomes a system message, and so does a ``system`` turn inside
+``messages`` (where it stands); ``text`` and ``image`` blocks become content
 parts; an assistant's ``tool_use`` blocks become its ``tool_calls``; a user's
 ``tool_result`` blocks become ``tool`` messages (before the rest of that turn; an
 image in a tool result goes with the rest of that turn, as a chat tool message holds
@@ -23,6 +24,7 @@ from tollway.errors import InvalidRequest
 #: Sampling fields with the same name and meaning in both APIs.
 _SAME = ("model", "max_tokens", "temperature", "top_p", "top_k", "stream")
 _DROPPED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
+_ROLES = ("user", "assistant", "system")
 
 
 def _invalid(message: str, param: str | None = None) -> InvalidRequest:
@@ -88,9 +90,12 @@ def _system(system: Any) -> list[dict[str, Any]]:
 
 
 def _message(message: Any, param: str) -> list[dict[str, Any]]:
-    if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-        raise _invalid(f"{param}.role: `user` or `assistant`", f"{param}.role")
+    if not isinstance(message, dict) or message.get("role") not in _ROLES:
+        raise _invalid(f"{param}.role: `user`, `assistant` or `system`", f"{param}.role")
     role, content = message["role"], message.get("content")
+    if role == "system":  # a system turn inside the conversation (Claude Code sends them)
+        text = _text_of(content, f"{param}.content")
+        return [{"role": "system", "content": text}] if text else []
     if isinstance(content, str):
         return [{"role": role, "content": content}]
     if not isinstance(content, list):

@@ -89,7 +89,8 @@ class ResponsesApi:
                 self._check_size(turn, asked, "conversation")
                 return
             if asked.previous_response_id is None:
-                asked.session = turn.response_id  # the chain's session: its first response
+                # The chain's session: the client's prompt_cache_key, else its first response.
+                asked.session = asked.prompt_cache_key or turn.response_id
                 return
             previous = await self.store.get(tenant, asked.previous_response_id)
             if previous is None:

@@ -12,7 +12,10 @@ items (stored or not) into chat messages:
   sent as ``system`` (the role a pool's chat template knows);
 - ``function_call``: a ``tool_calls`` entry of an assistant message (consecutive
   calls, and an assistant message right before them, make one message);
-- ``function_call_output``: a ``tool`` message;
+- ``function_call_output``: a ``tool`` message; one that answers no call (no
+  ``call_id``, a ``name`` instead: Codex sends its goal's objective so, with
+  ``namespace: agent``) is context from the client, not a tool's answer: a
+  ``system`` message (as a ``developer`` message is) holding its output;
 - ``reasoning``: dropped (a chat template has no place for another model's
   reasoning); kept in the stored items.
 
@@ -101,18 +104,17 @@ def _item(item: Any, param: str) -> dict[str, Any]:
             "status": "completed",
         }
     if kind == "function_call_output":
-        if not isinstance(item.get("call_id"), str):
-            raise invalid(f"{param}.call_id: a string", f"{param}.call_id")
         output = item.get("output")
         if not isinstance(output, (str, list)):
             raise invalid(f"{param}.output: a string or a list of parts", f"{param}.output")
-        return {
-            "id": _str_id(item) or new_id("fco"),
-            "type": "function_call_output",
-            "call_id": item["call_id"],
-            "output": output,
-            "status": "completed",
-        }
+        stored = {"id": _str_id(item) or new_id("fco"), "type": "function_call_output"}
+        if item.get("call_id") is None and isinstance(item.get("name"), str):
+            # An output that answers no call: context the client adds (see above).
+            named = {k: item[k] for k in ("name", "namespace") if isinstance(item.get(k), str)}
+            return {**stored, **named, "output": output, "status": "completed"}
+        if not isinstance(item.get("call_id"), str):
+            raise invalid(f"{param}.call_id: a string", f"{param}.call_id")
+        return {**stored, "call_id": item["call_id"], "output": output, "status": "completed"}
     if kind in _DROPPED:
         return {**item, "id": _str_id(item) or new_id("rs")}
     raise invalid(f"{param}.type: items of type `{kind}` are not supported", f"{param}.type")
@@ -163,6 +165,8 @@ def to_messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 last["content"] = last["content"] or None
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output" and "call_id" not in item:
+            messages.append({"role": "system", "content": _output(item)})
         elif kind == "function_call_output":
             messages.append(
                 {"role": "tool", "tool_call_id": item["call_id"], "content": _output(item)}

@@ -12,9 +12,12 @@ as on a chat completion.
 
 ``conversation`` (an id, or ``{"id": …}``) names a conversation whose items are
 prepended (:mod:`gateway.responsesapi.conversations`); it excludes
-``previous_response_id``. Built-in tools (``web_search``, ``file_search``,
-``computer_use``, MCP …), ``background``, ``prompt`` templates and
-``item_reference`` items are refused with 400 naming the parameter.
+``previous_response_id``. Tools of any other type than ``function`` (built-in
+tools such as ``web_search``, ``file_search``, MCP; ``namespace``, ``custom``,
+``local_shell``) have no chat form: they are left out of what the model is offered,
+so it never calls them (Codex sends ``web_search`` and a ``namespace`` on every
+turn); a ``tool_choice`` that names one is a 400. ``background``, ``prompt``
+templates and ``item_reference`` items are refused with 400 naming the parameter.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ class Request:
     conversation: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     session: str | None = None
+    #: The client's ``prompt_cache_key`` (Codex sends its thread id): a new chain's session.
+    prompt_cache_key: str | None = None
 
 
 def parse(body: dict[str, Any]) -> Request:
@@ -73,6 +78,9 @@ def parse(body: dict[str, Any]) -> Request:
     for name in ("store", "stream"):
         if body.get(name) is not None and not isinstance(body[name], bool):
             raise invalid(f"{name}: a boolean", name)
+    cache_key = body.get("prompt_cache_key")
+    if cache_key is not None and not isinstance(cache_key, str):
+        raise invalid("prompt_cache_key: a string", "prompt_cache_key")
     return Request(
         body=body,
         items=input_items(body["input"]),
@@ -80,6 +88,7 @@ def parse(body: dict[str, Any]) -> Request:
         stream=bool(body.get("stream")),
         previous_response_id=previous,
         conversation=conversation,
+        prompt_cache_key=cache_key or None,
     )
 
 
@@ -118,10 +127,13 @@ def to_chat(request: Request) -> dict[str, Any]:
     if tools is not None:
         if not isinstance(tools, list):
             raise invalid("tools: a list", "tools")
-        if tools:
-            chat["tools"] = [_tool(t, f"tools[{i}]") for i, t in enumerate(tools)]
+        offered = [_tool(t, f"tools[{i}]") for i, t in enumerate(tools) if _is_function(t)]
+        if offered:
+            chat["tools"] = offered
     if body.get("tool_choice") is not None:
-        chat["tool_choice"] = _tool_choice(body["tool_choice"])
+        choice = _tool_choice(body["tool_choice"])
+        if "tools" in chat or choice not in ("auto", "none"):
+            chat["tool_choice"] = choice  # without tools, `auto` and `none` say nothing
     text = body.get("text")
     if text is not None:
         chat.update(_text_format(text))
@@ -131,13 +143,18 @@ def to_chat(request: Request) -> dict[str, Any]:
     return chat
 
 
+def _is_function(tool: Any) -> bool:
+    """Whether ``tool`` is a function tool; any other typed tool is left out (not offered)."""
+    if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
+        return True  # malformed: _tool answers 400 naming it
+    return bool(tool["type"] == "function")
+
+
 def _tool(tool: Any, param: str) -> dict[str, Any]:
-    kind = tool.get("type") if isinstance(tool, dict) else None
-    if kind != "function":
-        raise invalid(
-            f"{param}.type: only `function` tools are supported (built-in tool `{kind}` is not)",
-            f"{param}.type",
-        )
+    if not isinstance(tool, dict):
+        raise invalid(f"{param}: an object", param)
+    if tool.get("type") != "function":
+        raise invalid(f"{param}.type: a tool type (a string)", f"{param}.type")
     if not isinstance(tool.get("name"), str) or not tool["name"]:
         raise invalid(f"{param}.name: Field required", f"{param}.name")
     function: dict[str, Any] = {"name": tool["name"]}

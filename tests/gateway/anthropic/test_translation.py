@@ -143,7 +143,7 @@ def test_an_image_becomes_a_data_url_part() -> None:
         ({"model": "m", "max_tokens": "9", "messages": []}, "max_tokens"),
         ({"model": "m", "max_tokens": 1}, "messages"),
         (
-            {"model": "m", "max_tokens": 1, "messages": [{"role": "system", "content": "x"}]},
+            {"model": "m", "max_tokens": 1, "messages": [{"role": "tool", "content": "x"}]},
             "messages.0.role",
         ),
         (
@@ -395,3 +395,28 @@ def test_an_assistant_turn_of_thinking_alone_stays_a_valid_chat_message() -> Non
     chat = to_chat({"model": "m", "max_tokens": 5, "messages": messages})
     assert chat["messages"][1] == {"role": "assistant", "content": ""}
     validate_chat(chat, max_messages=10)
+
+
+def test_a_system_turn_inside_the_conversation_stays_where_it_is() -> None:
+    # Claude Code sends its environment as a `system` turn after the first user turn.
+    chat = to_chat(
+        {
+            "model": "m",
+            "max_tokens": 8,
+            "messages": [
+                {"role": "user", "content": "Hi"},
+                {"role": "system", "content": [{"type": "text", "text": "# Environment"}]},
+                {"role": "system", "content": ""},
+                {"role": "user", "content": "Go"},
+            ],
+        }
+    )
+    assert chat["messages"] == [
+        {"role": "user", "content": "Hi"},
+        {"role": "system", "content": "# Environment"},
+        {"role": "user", "content": "Go"},
+    ]
+    validate_chat(chat)
+    with pytest.raises(InvalidRequest) as bad:
+        to_chat({"model": "m", "max_tokens": 8, "messages": [{"role": "tool", "content": "x"}]})
+    assert bad.value.param == "messages.0.role"

@@ -247,7 +247,8 @@ async def test_stored_responses_are_read_listed_and_deleted_by_their_tenant_only
 @pytest.mark.parametrize(
     ("extra", "param"),
     [
-        ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
+        ({"tools": [{"type": 5, "name": "f"}]}, "tools[0].type"),
+        ({"prompt_cache_key": 5}, "prompt_cache_key"),
         ({"background": True}, "background"),
         ({"conversation": "conv_1", "previous_response_id": "resp_1"}, "conversation"),
         ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0].type"),

@@ -148,6 +148,45 @@ def test_fields_map_to_their_chat_counterparts() -> None:
     assert asked.store is False
 
 
+def test_tools_without_a_chat_form_are_not_offered_and_codex_fields_are_ignored() -> None:
+    """What Codex sends on every turn: hosted and namespaced tools beside its function
+    tools, ``prompt_cache_key``, ``client_metadata``, ``reasoning`` and ``include``."""
+    function = {"type": "function", "name": "exec_command", "parameters": {"type": "object"}}
+    body = {
+        "model": "m",
+        "input": "hi",
+        "tools": [
+            function,
+            {"type": "namespace", "name": "multi_agent_v1", "tools": [function]},
+            {"type": "web_search", "external_web_access": False},
+            {"type": "custom", "name": "apply_patch", "format": {"type": "text"}},
+            {"type": "local_shell"},
+        ],
+        "tool_choice": "auto",
+        "store": False,
+        "include": ["reasoning.encrypted_content"],
+        "reasoning": {"summary": "auto"},
+        "prompt_cache_key": "thread-1",
+        "client_metadata": {"thread_id": "thread-1"},
+    }
+    chat = to_chat(parse(body))
+    assert chat == {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [
+            {
+                "type": "function",
+                "function": {"name": "exec_command", "parameters": {"type": "object"}},
+            }
+        ],
+        "tool_choice": "auto",
+    }
+    only_hosted = to_chat(parse({**body, "tools": [{"type": "web_search"}]}))
+    assert "tools" not in only_hosted and "tool_choice" not in only_hosted
+    with pytest.raises(InvalidRequest):  # a tool the model is not offered cannot be forced
+        to_chat(parse({**body, "tool_choice": {"type": "web_search"}}))
+
+
 def test_a_chain_prepends_its_items_and_not_its_instructions() -> None:
     asked = parse({"model": "m", "input": "again", "instructions": "New rules."})
     asked.history = input_items("first") + [
@@ -207,3 +246,38 @@ def test_bad_requests_name_their_parameter(body: dict[str, Any], param: str) -> 
     with pytest.raises(InvalidRequest) as error:
         to_chat(parse(body))
     assert error.value.param == param
+
+
+def test_an_output_that_answers_no_call_is_context_in_a_system_message() -> None:
+    """Codex sends its goal's objective as a ``function_call_output`` with a ``name``
+    and a ``namespace`` but no ``call_id``, after the call that set the goal."""
+    items = input_items(
+        [
+            {"role": "user", "content": "hi"},
+            {"type": "function_call", "call_id": "c1", "name": "create_goal", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "{}"},
+            {
+                "type": "function_call_output",
+                "id": "fco_2",
+                "name": "goal_objective",
+                "namespace": "agent",
+                "output": "ship it",
+            },
+        ]
+    )
+    assert items[-1] == {
+        "id": "fco_2",
+        "type": "function_call_output",
+        "name": "goal_objective",
+        "namespace": "agent",
+        "output": "ship it",
+        "status": "completed",
+    }
+    messages = to_messages(items)
+    assert messages[-2:] == [
+        {"role": "tool", "tool_call_id": "c1", "content": "{}"},
+        {"role": "system", "content": "ship it"},
+    ]
+    validate_chat({"model": "m", "messages": messages})
+    with pytest.raises(InvalidRequest):  # neither a call's answer nor named: malformed
+        input_items([{"type": "function_call_output", "output": "x"}])
