@@ -71,6 +71,7 @@ class Journal:
         self._counter = 0
         self._sealed: list[_Segment] = []
         self._queued: list[tuple[_Segment, bytes]] = []  # written, to ship this turn
+        self._later: list[Callable[[], bytes | None]] = []  # to write at this turn's end
         self._ship_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._replayer: asyncio.Task[None] | None = None
@@ -102,17 +103,29 @@ class Journal:
         Returns once the bytes are in the kernel (no ``fsync``): the record survives
         this process being killed from here on.
         """
+        self._write([payload])
+        self._schedule_ship()
+
+    def record_later(self, build: Callable[[], bytes | None]) -> None:
+        """Write the record ``build()`` serializes (``None``: none) at the end of this
+        turn of the event loop, with this turn's other such records in one ``write``,
+        and ship it with this turn's batch. ``build`` must not raise.
+
+        For a record that may turn out unneeded within the turn (a stream's
+        provisional record, when its final one comes first), at less cost per record.
+        """
+        self._later.append(build)
+        self._schedule_ship()
+
+    def _write(self, payloads: list[bytes]) -> None:
         segment = self._active
         if segment is None:
             raise RuntimeError("the usage journal is not open")
-        data = frame(payload)
+        data = frame(payloads[0]) if len(payloads) == 1 else b"".join(map(frame, payloads))
         os.write(segment.fd, data)
         segment.size += len(data)
-        segment.unshipped += 1
-        self._queued.append((segment, payload))
-        if not self._ship_scheduled:
-            self._ship_scheduled = True
-            asyncio.get_running_loop().call_soon(self._ship_queued)
+        segment.unshipped += len(payloads)
+        self._queued.extend([(segment, payload) for payload in payloads])
         if (
             segment.size >= self.segment_bytes
             or time.monotonic() - self._opened_at >= self.segment_age_s
@@ -120,9 +133,26 @@ class Journal:
             self._seal(segment)
             self._active = self._new_segment()
 
+    def _schedule_ship(self) -> None:
+        if not self._ship_scheduled:
+            self._ship_scheduled = True
+            asyncio.get_running_loop().call_soon(self._ship_queued)
+
+    def _write_later(self) -> None:
+        builders, self._later = self._later, []
+        payloads = [p for p in (build() for build in builders) if p is not None]
+        if payloads:
+            try:
+                self._write(payloads)
+            except (OSError, RuntimeError) as exc:  # not on the request path: say so
+                log.error("%d usage records could not be journaled: %s", len(payloads), exc)
+
     def _ship_queued(self) -> None:
-        """Ship what this turn of the event loop wrote, as one batch."""
+        """Write the records of :meth:`record_later`, then ship what this turn of the
+        event loop wrote, as one batch."""
         self._ship_scheduled = False
+        if self._later:
+            self._write_later()
         batch, self._queued = self._queued, []
         if batch:
             task = asyncio.get_running_loop().create_task(self._ship(batch))
