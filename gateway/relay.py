@@ -102,7 +102,8 @@ def _has_usage(block: bytes) -> bool:
     count = block.count(_USAGE)
     if not count:
         return False
-    return count != block.count(_NULL_USAGE[0]) + block.count(_NULL_USAGE[1])
+    nulls = block.count(_NULL_USAGE[0])  # SGLang: ``"usage":null`` in every chunk
+    return nulls != count and count != nulls + block.count(_NULL_USAGE[1])
 
 
 def without_null_delta_fields(ready: bytes) -> bytes:
@@ -335,7 +336,19 @@ class StreamRelay:
             return ready, b""  # the usual block: content events, sent as they came
         before: list[bytes] = []
         after: list[bytes] = []
-        for event in ready.split(b"\n\n"):
+        # The events before the first that mentions usage, [DONE] or an error need
+        # nothing: they go as they came, in one piece (a stream's last block is
+        # usually its content, then the usage event and [DONE]).
+        cut = 0
+        if not outcome.finished:
+            size = len(ready) + 1  # not found (-1) sorts last
+            first = min(ready.find(_USAGE) % size, ready.find(_DONE) % size)
+            if errors:
+                first = min(first, ready.find(_ERROR) % size)
+            cut = ready.rfind(b"\n\n", 0, first) + 2
+            if cut > 2:
+                before.append(ready[: cut - 2])
+        for event in ready[cut:].split(b"\n\n") if cut > 2 else ready.split(b"\n\n"):
             if not event.strip():
                 continue
             if event.startswith(_DONE) or outcome.finished:
