@@ -103,7 +103,8 @@ class Journal:
         Returns once the bytes are in the kernel (no ``fsync``): the record survives
         this process being killed from here on.
         """
-        self._write([payload])
+        segment = self._write(frame(payload), 1)
+        self._queued.append((segment, payload))
         self._schedule_ship()
 
     def record_later(self, build: Callable[[], bytes | None]) -> None:
@@ -117,21 +118,22 @@ class Journal:
         self._later.append(build)
         self._schedule_ship()
 
-    def _write(self, payloads: list[bytes]) -> None:
+    def _write(self, data: bytes, records: int) -> _Segment:
+        """Write ``records`` framed records (``data``) to the active segment; returns
+        that segment (sealed if it is full or old: the next write opens another)."""
         segment = self._active
         if segment is None:
             raise RuntimeError("the usage journal is not open")
-        data = frame(payloads[0]) if len(payloads) == 1 else b"".join(map(frame, payloads))
         os.write(segment.fd, data)
         segment.size += len(data)
-        segment.unshipped += len(payloads)
-        self._queued.extend([(segment, payload) for payload in payloads])
+        segment.unshipped += records
         if (
             segment.size >= self.segment_bytes
             or time.monotonic() - self._opened_at >= self.segment_age_s
         ):
             self._seal(segment)
             self._active = self._new_segment()
+        return segment
 
     def _schedule_ship(self) -> None:
         if not self._ship_scheduled:
@@ -140,12 +142,19 @@ class Journal:
 
     def _write_later(self) -> None:
         builders, self._later = self._later, []
-        payloads = [p for p in (build() for build in builders) if p is not None]
-        if payloads:
-            try:
-                self._write(payloads)
-            except (OSError, RuntimeError) as exc:  # not on the request path: say so
-                log.error("%d usage records could not be journaled: %s", len(payloads), exc)
+        payloads = []
+        for build in builders:
+            payload = build()
+            if payload is not None:
+                payloads.append(payload)
+        if not payloads:
+            return
+        try:
+            segment = self._write(b"".join(map(frame, payloads)), len(payloads))
+        except (OSError, RuntimeError) as exc:  # not on the request path: say so
+            log.error("%d usage records could not be journaled: %s", len(payloads), exc)
+            return
+        self._queued.extend([(segment, payload) for payload in payloads])
 
     def _ship_queued(self) -> None:
         """Write the records of :meth:`record_later`, then ship what this turn of the
