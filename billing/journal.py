@@ -71,6 +71,7 @@ class Journal:
         self._counter = 0
         self._sealed: list[_Segment] = []
         self._queued: list[tuple[_Segment, bytes]] = []  # written, to ship this turn
+        self._later: list[Callable[[], bytes | None]] = []  # to write at this turn's end
         self._ship_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._replayer: asyncio.Task[None] | None = None
@@ -102,27 +103,65 @@ class Journal:
         Returns once the bytes are in the kernel (no ``fsync``): the record survives
         this process being killed from here on.
         """
+        segment = self._write(frame(payload), 1)
+        self._queued.append((segment, payload))
+        self._schedule_ship()
+
+    def record_later(self, build: Callable[[], bytes | None]) -> None:
+        """Write the record ``build()`` serializes (``None``: none) at the end of this
+        turn of the event loop, with this turn's other such records in one ``write``,
+        and ship it with this turn's batch. ``build`` must not raise.
+
+        For a record that may turn out unneeded within the turn (a stream's
+        provisional record, when its final one comes first), at less cost per record.
+        """
+        self._later.append(build)
+        self._schedule_ship()
+
+    def _write(self, data: bytes, records: int) -> _Segment:
+        """Write ``records`` framed records (``data``) to the active segment; returns
+        that segment (sealed if it is full or old: the next write opens another)."""
         segment = self._active
         if segment is None:
             raise RuntimeError("the usage journal is not open")
-        data = frame(payload)
         os.write(segment.fd, data)
         segment.size += len(data)
-        segment.unshipped += 1
-        self._queued.append((segment, payload))
-        if not self._ship_scheduled:
-            self._ship_scheduled = True
-            asyncio.get_running_loop().call_soon(self._ship_queued)
+        segment.unshipped += records
         if (
             segment.size >= self.segment_bytes
             or time.monotonic() - self._opened_at >= self.segment_age_s
         ):
             self._seal(segment)
             self._active = self._new_segment()
+        return segment
+
+    def _schedule_ship(self) -> None:
+        if not self._ship_scheduled:
+            self._ship_scheduled = True
+            asyncio.get_running_loop().call_soon(self._ship_queued)
+
+    def _write_later(self) -> None:
+        builders, self._later = self._later, []
+        payloads = []
+        for build in builders:
+            payload = build()
+            if payload is not None:
+                payloads.append(payload)
+        if not payloads:
+            return
+        try:
+            segment = self._write(b"".join(map(frame, payloads)), len(payloads))
+        except (OSError, RuntimeError) as exc:  # not on the request path: say so
+            log.error("%d usage records could not be journaled: %s", len(payloads), exc)
+            return
+        self._queued.extend([(segment, payload) for payload in payloads])
 
     def _ship_queued(self) -> None:
-        """Ship what this turn of the event loop wrote, as one batch."""
+        """Write the records of :meth:`record_later`, then ship what this turn of the
+        event loop wrote, as one batch."""
         self._ship_scheduled = False
+        if self._later:
+            self._write_later()
         batch, self._queued = self._queued, []
         if batch:
             task = asyncio.get_running_loop().create_task(self._ship(batch))

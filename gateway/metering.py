@@ -310,18 +310,39 @@ class Metering:
     def provisional(self, record: RequestRecord, prompt_tokens: Callable[[], int]) -> None:
         """Journal a stream's provisional record; called at its first byte.
 
-        The record is built and written right after the current turn of the event
+        The record is built and written at the end of the current turn of the event
         loop, so the first byte leaves first; it carries what is known then (the
         prompt tokens ``prompt_tokens()`` estimates, no completion tokens, priced as
         ``interrupted``) and goes through the same path as final records, without
-        waiting. The stream's final record supersedes it in the ledger, whatever
-        that says (see the module docstring).
+        waiting. With the journal, the provisional records of one turn share one
+        ``write`` and leave with that turn's batch (:meth:`Journal.record_later`);
+        none is written for a stream whose final record came first. The stream's
+        final record supersedes it in the ledger, whatever that says (see the module
+        docstring).
         """
-        asyncio.get_running_loop().call_soon(self._journal_provisional, record, prompt_tokens)
+        if self.journal is not None:
+            self.journal.record_later(lambda: self._provisional_bytes(record, prompt_tokens))
+        else:
+            asyncio.get_running_loop().call_soon(self._submit_provisional, record, prompt_tokens)
 
-    def _journal_provisional(self, record: RequestRecord, estimate: Callable[[], int]) -> None:
+    def _provisional_bytes(
+        self, record: RequestRecord, estimate: Callable[[], int]
+    ) -> bytes | None:
+        usage = self._provisional(record, estimate)
+        return usage.to_bytes() if usage is not None else None
+
+    def _submit_provisional(self, record: RequestRecord, estimate: Callable[[], int]) -> None:
+        usage = self._provisional(record, estimate)
+        if usage is not None:
+            self.buffer.submit(usage)
+
+    def _provisional(
+        self, record: RequestRecord, estimate: Callable[[], int]
+    ) -> UsageRecord | None:
+        """The provisional record of ``record`` (None once its final record is on its
+        way, or if it cannot be built: metering must never break the stream)."""
         if record.metered:
-            return  # the final record is already on its way
+            return None
         try:
             prompt_tokens = estimate()
             book = self.book
@@ -331,7 +352,7 @@ class Metering:
                 quote = CostQuote(0, None, book.version if book is not None else 0)
             # Built directly (not usage_record() then replace()): this runs once per
             # stream on the request path, and is half the cost that way.
-            usage = UsageRecord(
+            return UsageRecord(
                 **_request_fields(record, _pool_of(record.route)),
                 prompt_tokens=prompt_tokens,
                 latency_ms=record.latency_s * 1000,
@@ -341,12 +362,9 @@ class Metering:
                 rate_id=quote.rate_id,
                 cost_micros=quote.cost_micros,
             )
-            if self.journal is not None:
-                self.journal.record(usage.to_bytes())
-            else:
-                self.buffer.submit(usage)
         except Exception:  # noqa: BLE001 - metering must never break the stream
-            log.exception("journaling the provisional record of %s failed", record.request_id)
+            log.exception("building the provisional record of %s failed", record.request_id)
+            return None
 
 
 def _request_fields(record: RequestRecord, pool: str | None) -> dict[str, Any]:

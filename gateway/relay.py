@@ -4,7 +4,12 @@ Blocks are forwarded as they arrive, cut at event boundaries
 (:class:`~gateway.sseframing.EventFramer`: linear time, no event over
 ``max_event_bytes``); only events that carry a ``usage`` object, an ``error``
 object or the ``[DONE]`` marker are parsed, so ordinary content chunks are never
-re-encoded. The gateway always asks the upstream for usage; the usage event is
+re-encoded. SGLang's null delta members (``role``, ``content``,
+``reasoning_content``, ``tool_calls``: it sends all four in every delta) are
+dropped, as OpenAI omits them (:func:`without_null_delta_fields`: a few byte
+replacements per block). Tool calls are counted by their distinct indexes; only
+events that carry tool-call deltas are parsed for that. The gateway always asks
+the upstream for usage; the usage event is
 dropped here when the client did not ask for it (``on_usage`` may add fields to
 it first, such as the cost). ``before_done`` is awaited before ``[DONE]`` is
 sent (metering makes the usage record durable there, so a client that saw a
@@ -19,7 +24,8 @@ shape, the upstream's ``[DONE]`` after it is not passed on, and the failure is
 reported to the backend (:meth:`UpstreamResponse.failed`: a pool's breaker).
 An error that is the stream's first event is found before the response is
 committed (:func:`read_opening`), so the pipeline treats it like the same error
-answered up front (fallback, or the client's 4xx).
+answered up front (fallback, or the client's 4xx); the events it read, and the
+framer holding what followed them, go to the relay as they are (framed once).
 
 Ownership: :class:`StreamRelay` is an object with its own ``aclose()``, not a
 bare async generator, and its release (the upstream connection, the worker's
@@ -56,8 +62,21 @@ _USAGE = b'"usage"'
 _NULL_USAGE = (b'"usage":null', b'"usage": null')
 _CONTENT = b'"content":"'
 _EMPTY_CONTENT = b'"content":""'
-_TOOL_CALL = b'"type":"function"'
+_TOOL_CALLS_KEY = b'"tool_calls":'
+_TOOL_CALLS = b'"tool_calls":['
 _ERROR = b'"error"'
+#: SGLang's stream deltas carry every ``DeltaMessage`` key, unset ones ``null``
+#: (``{"role":null,"content":"Hi","reasoning_content":null,"tool_calls":null}``);
+#: OpenAI's omit them, and strict clients refuse a null ``role`` or ``tool_calls``.
+#: A block without a ``"tool_calls":`` key has no SGLang delta: it is not searched.
+#: SGLang writes compact JSON with the delta's ``role`` first: the other null members
+#: are ``,"<key>":null``, and once they are gone a null role is ``{"role":null,`` or
+#: ``{"role":null}``. Inside a JSON string a quote is escaped, so none of these can
+#: match text.
+_NULL_ROLE = (b'{"role":null,', b'{"role":null}')
+_NULL_CONTENT = b',"content":null'
+_NULL_REASONING = b',"reasoning_content":null'
+_NULL_TOOL_CALLS = b',"tool_calls":null'
 
 #: The default limit on one SSE event from an upstream. A streamed tool call
 #: usually arrives in small deltas, but some parsers send a call's whole
@@ -74,7 +93,7 @@ class StreamOutcome:
     finished: bool = False
     first_byte_at: float | None = None
     error: TollwayError | None = None
-    #: Events with non-empty content, and tool calls begun, as delivered so far.
+    #: Events with non-empty content, and distinct tool calls begun, as delivered so far.
     content_events: int = 0
     tool_calls: int = 0
 
@@ -83,7 +102,46 @@ def _has_usage(block: bytes) -> bool:
     count = block.count(_USAGE)
     if not count:
         return False
-    return count != sum(block.count(n) for n in _NULL_USAGE)
+    nulls = block.count(_NULL_USAGE[0])  # SGLang: ``"usage":null`` in every chunk
+    return nulls != count and count != nulls + block.count(_NULL_USAGE[1])
+
+
+def without_null_delta_fields(ready: bytes) -> bytes:
+    """``ready`` (whole SSE events) without the ``null`` ``role``, ``content``,
+    ``reasoning_content`` and ``tool_calls`` members SGLang puts in every delta."""
+    return (
+        ready.replace(_NULL_CONTENT, b"")
+        .replace(_NULL_REASONING, b"")
+        .replace(_NULL_TOOL_CALLS, b"")
+        .replace(_NULL_ROLE[0], b"{")
+        .replace(_NULL_ROLE[1], b"{}")
+    )
+
+
+def tool_call_keys(ready: bytes) -> set[tuple[object, object]]:
+    """The (choice index, tool-call index) of every tool-call delta in ``ready``.
+
+    A call's deltas all carry its ``index`` (SGLang repeats ``"type":"function"`` in
+    each, and a call's arguments may hold any text), so distinct indexes count calls.
+    Only events that mention ``"tool_calls":[`` are parsed.
+    """
+    keys: set[tuple[object, object]] = set()
+    for event in ready.split(b"\n\n"):
+        if _TOOL_CALLS not in event:
+            continue
+        try:
+            payload = orjson.loads(event[event.find(b"{") :])
+        except orjson.JSONDecodeError:
+            continue
+        choices = payload.get("choices") if isinstance(payload, dict) else None
+        for choice in choices if isinstance(choices, list) else ():
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            calls = delta.get("tool_calls") if isinstance(delta, dict) else None
+            for call in calls if isinstance(calls, list) else ():
+                if isinstance(call, dict):
+                    index = call.get("index")
+                    keys.add((choice.get("index"), index if index is not None else call.get("id")))
+    return keys
 
 
 def error_event(exc: TollwayError) -> bytes:
@@ -118,9 +176,11 @@ def stream_error(event: bytes, worker: str) -> UpstreamError | None:
 
 @dataclass(slots=True)
 class Opening:
-    """What was read of a stream before its response was committed."""
+    """What was read of a stream before its response was committed: its first whole
+    events (``data``, framed) and the framer holding whatever followed them."""
 
-    data: bytes = b""
+    data: bytes
+    framer: EventFramer
     first_byte_at: float | None = None
 
 
@@ -133,19 +193,18 @@ async def read_opening(upstream: UpstreamResponse, max_event_bytes: int) -> Open
     (fall back, or relay the client's 4xx) before any byte reached the client.
     """
     framer = EventFramer(max_event_bytes)
-    opening = Opening()
-    read: list[bytes] = []
+    first_byte_at: float | None = None
     try:
         async for block in upstream.chunks():
-            if opening.first_byte_at is None:
-                opening.first_byte_at = time.perf_counter()
-            read.append(block)
+            if first_byte_at is None:
+                first_byte_at = time.perf_counter()
             ready = framer.feed(block)
             if ready:
-                exc = stream_error(ready[: ready.find(b"\n\n")], upstream.worker)
-                if exc is not None:
-                    raise exc
-                break
+                if _ERROR in ready:
+                    exc = stream_error(ready[: ready.find(b"\n\n")], upstream.worker)
+                    if exc is not None:
+                        raise exc
+                return Opening(ready, framer, first_byte_at)
     except TollwayError as exc:
         upstream.failed(exc)
         await upstream.aclose()
@@ -153,8 +212,7 @@ async def read_opening(upstream: UpstreamResponse, max_event_bytes: int) -> Open
     except BaseException:
         await upstream.aclose()
         raise
-    opening.data = b"".join(read)
-    return opening
+    return Opening(b"", framer, first_byte_at)
 
 
 UsageHook = Callable[[StreamOutcome], dict[str, Any] | None]
@@ -189,9 +247,11 @@ class StreamRelay:
         self._before_done = before_done
         self._on_close = on_close
         self._on_first_byte = on_first_byte
-        self._framer = EventFramer(max_event_bytes)
-        self._opening = opening or Opening()
-        self.outcome.first_byte_at = self._opening.first_byte_at
+        if opening is None:
+            opening = Opening(b"", EventFramer(max_event_bytes))
+        self._opening: Opening | None = opening
+        self.outcome.first_byte_at = opening.first_byte_at
+        self._tool_calls: set[tuple[object, object]] | None = None
         self._failure: TollwayError | None = None
         self._gen: AsyncGenerator[bytes, None] | None = None
         self._released = False
@@ -227,7 +287,8 @@ class StreamRelay:
                 self._on_close(self.outcome, cancelled)
 
     def _event(self, event: bytes) -> bytes | None:
-        """Inspect one usage-bearing event; return what to forward (None drops it)."""
+        """Inspect one event that mentions ``usage`` (no blank line after it); return
+        what to forward (None drops it)."""
         if not _has_usage(event):
             return event
         data = event[event.find(b"{") :].rstrip()
@@ -244,13 +305,13 @@ class StreamRelay:
             if extra:
                 usage.update(extra)
                 if self.include_usage:
-                    return b"data: " + orjson.dumps(payload) + b"\n\n"
+                    return b"data: " + orjson.dumps(payload)
         if self.include_usage:
             return event
         if not payload.get("choices"):
             return None
         payload["usage"] = None
-        return b"data: " + orjson.dumps(payload) + b"\n\n"
+        return b"data: " + orjson.dumps(payload)
 
     def _process(self, ready: bytes) -> tuple[bytes, bytes]:
         """(bytes to send now, ``[DONE]`` and after — empty until the stream's end).
@@ -261,83 +322,89 @@ class StreamRelay:
         if self._rewrite is not None:
             ready = ready.replace(*self._rewrite)
         outcome = self.outcome
+        if _TOOL_CALLS_KEY in ready:  # every SGLang delta; elsewhere, tool-call deltas
+            ready = without_null_delta_fields(ready)
+            if _TOOL_CALLS in ready:
+                calls = self._tool_calls
+                if calls is None:
+                    calls = self._tool_calls = set()
+                calls.update(tool_call_keys(ready))
+                outcome.tool_calls = len(calls)
         outcome.content_events += ready.count(_CONTENT) - ready.count(_EMPTY_CONTENT)
-        outcome.tool_calls += ready.count(_TOOL_CALL)
         errors = _ERROR in ready
-        if not errors and _USAGE not in ready and _DONE not in ready:
-            return ready, b""
+        if not errors and _DONE not in ready and not _has_usage(ready):
+            return ready, b""  # the usual block: content events, sent as they came
         before: list[bytes] = []
         after: list[bytes] = []
-        for event in ready.split(b"\n\n"):
+        # The events before the first that mentions usage, [DONE] or an error need
+        # nothing: they go as they came, in one piece (a stream's last block is
+        # usually its content, then the usage event and [DONE]).
+        cut = 0
+        if not outcome.finished:
+            size = len(ready) + 1  # not found (-1) sorts last
+            first = min(ready.find(_USAGE) % size, ready.find(_DONE) % size)
+            if errors:
+                first = min(first, ready.find(_ERROR) % size)
+            cut = ready.rfind(b"\n\n", 0, first) + 2
+            if cut > 2:
+                before.append(ready[: cut - 2])
+        for event in ready[cut:].split(b"\n\n") if cut > 2 else ready.split(b"\n\n"):
             if not event.strip():
                 continue
             if event.startswith(_DONE) or outcome.finished:
                 outcome.finished = True
-                after.append(event + b"\n\n")
+                after.append(event)
                 continue
             try:
                 failure = stream_error(event, self.upstream.worker) if errors else None
                 if failure is not None:
                     raise failure
-                kept = self._event(event + b"\n\n")
+                kept = self._event(event) if _USAGE in event else event
             except TollwayError as exc:
                 self._failure = exc
                 break
             if kept is not None:
                 before.append(kept)
-        return b"".join(before), b"".join(after)
-
-    def _first_byte(self) -> None:
-        """The upstream's first byte is known: metering journals its provisional record."""
-        if self._on_first_byte is not None:
-            self._on_first_byte(self.outcome)
-
-    async def _emit(self, ready: bytes) -> AsyncGenerator[bytes, None]:
-        """What to send for ``ready`` (whole events); raises the failure found in it."""
-        now, done = self._process(ready)
-        if now:
-            yield now
-        if self._failure is not None:
-            raise self._failure
-        if done:
-            if self._before_done is not None:
-                await self._before_done(self.outcome)
-            yield done
+        now = b"\n\n".join(before) + b"\n\n" if before else b""
+        return now, b"\n\n".join(after) + b"\n\n" if after else b""
 
     async def _relay(self) -> AsyncGenerator[bytes, None]:
-        if self._released:  # closed before it started
+        if self._released or self._opening is None:  # closed before it started
             return
         outcome = self.outcome
-        framer = self._framer
+        framer, ready = self._opening.framer, self._opening.data
+        self._opening = None
+        if outcome.first_byte_at is not None and self._on_first_byte is not None:
+            self._on_first_byte(outcome)  # read before the response was committed
+        blocks = self.upstream.chunks()
+        ended = False
         cancelled = False
         try:
-            opening, self._opening.data = self._opening.data, b""
-            if outcome.first_byte_at is not None:  # read before the response was committed
-                self._first_byte()
-            if opening:
-                async for out in self._emit(framer.feed(opening)):
-                    yield out
-            async for block in self.upstream.chunks():
+            while True:
+                if ready:
+                    now, done = self._process(ready)
+                    if now:
+                        yield now
+                    if self._failure is not None:
+                        raise self._failure
+                    if done:
+                        if self._before_done is not None:
+                            await self._before_done(outcome)
+                        yield done
+                if ended:
+                    break
+                try:
+                    block = await anext(blocks)
+                except StopAsyncIteration:
+                    ended = True
+                    rest = framer.rest().strip()  # a last event without its blank line
+                    ready = rest + b"\n\n" if rest else b""
+                    continue
                 if outcome.first_byte_at is None:
                     outcome.first_byte_at = time.perf_counter()
-                    self._first_byte()
+                    if self._on_first_byte is not None:
+                        self._on_first_byte(outcome)  # metering journals a provisional record
                 ready = framer.feed(block)
-                if not ready:
-                    continue
-                # Inline for the common case, an event or a few: _emit does the same.
-                now, done = self._process(ready)
-                if now:
-                    yield now
-                if self._failure is not None:
-                    raise self._failure
-                if done:
-                    if self._before_done is not None:
-                        await self._before_done(outcome)
-                    yield done
-            rest = framer.rest()
-            if rest.strip():
-                async for out in self._emit(rest + b"\n\n"):
-                    yield out
             if not outcome.finished:
                 raise UpstreamStreamBroken("the upstream stream ended before it finished")
         except TollwayError as exc:

@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.journal import Journal
@@ -145,3 +146,35 @@ async def test_the_records_of_one_loop_turn_ship_as_one_batch(tmp_path: Path) ->
     await journal.close()
     assert [len(b) for b in batches] == [5, 1]
     assert journal.shipped == 6 and journal.pending == 0
+
+
+async def test_records_written_later_share_one_write_and_the_turns_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches: list[list[bytes]] = []
+
+    async def ship(payloads: list[bytes]) -> None:
+        batches.append(payloads)
+
+    journal = Journal(tmp_path, ship)
+    await journal.open()
+    writes: list[int] = []
+    real_write = os.write
+
+    def counting_write(fd: int, data: bytes) -> int:
+        writes.append(fd)
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", counting_write)
+    later = [make_record(f"p{i}").to_bytes() for i in range(3)]
+    for payload in later:
+        journal.record_later(lambda payload=payload: payload)
+    journal.record_later(lambda: None)  # no longer needed by the turn's end: nothing
+    journal.record(make_record("final").to_bytes())
+    assert len(writes) == 1  # the final record, now; the later ones not yet
+    await asyncio.sleep(0)
+    assert len(writes) == 2  # the later records, together, at the turn's end
+    await journal.close()
+    assert [len(b) for b in batches] == [4]
+    assert sorted(batches[0]) == sorted([*later, make_record("final").to_bytes()])
+    assert journal.shipped == 4 and journal.pending == 0

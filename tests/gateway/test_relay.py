@@ -245,3 +245,89 @@ async def test_the_opening_is_relayed_once() -> None:
 )
 def test_good_usages_pass_unchanged(usage: object) -> None:
     assert checked_usage(usage) is usage
+
+
+def sglang_chunk(finish: str | None = None, **delta: Any) -> bytes:
+    """A chunk as SGLang 0.5.6 streams it (``ChatCompletionStreamResponse``, compact
+    JSON): every ``DeltaMessage`` key, unset ones null, and ``"usage": null``."""
+    data = {
+        "id": "5c1bd5a0c4b54d7a9e1c2f8d3b6a7e90",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "upstream-model",
+        "choices": [
+            {
+                "index": 0,
+                "delta": {
+                    "role": None,
+                    "content": None,
+                    "reasoning_content": None,
+                    "tool_calls": None,
+                    **delta,
+                },
+                "logprobs": None,
+                "finish_reason": finish,
+                "matched_stop": None,
+            }
+        ],
+        "usage": None,
+    }
+    return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+def sglang_call(index: int, call_id: str | None, name: str | None, arguments: str) -> Any:
+    """One streamed tool-call delta as SGLang sends it: the header carries the id and
+    name, argument deltas null ones, and every delta ``"type": "function"``."""
+    function = {"name": name, "arguments": arguments}
+    return [{"id": call_id, "index": index, "type": "function", "function": function}]
+
+
+def deltas(out: bytes) -> list[dict[str, Any]]:
+    chunks = [orjson.loads(e.removeprefix(b"data: ")) for e in events(out)[:-1]]
+    return [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+
+
+async def test_sglang_null_delta_fields_are_dropped() -> None:
+    blob = b"".join(
+        [
+            sglang_chunk(role="assistant", content=""),
+            sglang_chunk(content="Hi"),
+            sglang_chunk(reasoning_content="hmm"),
+            sglang_chunk(tool_calls=sglang_call(0, "call_1", "f", "")),
+            sglang_chunk(finish="stop"),
+            b"data: [DONE]\n\n",
+        ]
+    )
+    out, relay = await run(split(blob, [150, 700]), include_usage=False)
+    assert deltas(out) == [
+        {"role": "assistant", "content": ""},
+        {"content": "Hi"},
+        {"reasoning_content": "hmm"},
+        {"tool_calls": sglang_call(0, "call_1", "f", "")},
+        {},
+    ]
+    assert relay.outcome.finished and relay.outcome.content_events == 1
+
+
+@pytest.mark.parametrize("blocks", ["one", "per event"])
+async def test_streamed_tool_calls_count_distinct_calls(blocks: str) -> None:
+    text = '{"note": "\\"type\\":\\"function\\", \\"index\\":7", "x": "\\"type\\":\\"function\\""}'
+    stream = [
+        sglang_chunk(role="assistant", content=""),
+        sglang_chunk(tool_calls=sglang_call(0, "call_a", "lookup", "")),
+        *(sglang_chunk(tool_calls=sglang_call(0, None, None, part)) for part in text),
+        sglang_chunk(tool_calls=sglang_call(1, "call_b", "lookup", "")),
+        sglang_chunk(tool_calls=sglang_call(1, None, None, '{"type":"function"}')),
+        sglang_chunk(finish="tool_calls"),
+        b"data: [DONE]\n\n",
+    ]
+    out, relay = await run([b"".join(stream)] if blocks == "one" else stream, False)
+    assert relay.outcome.finished
+    assert relay.outcome.tool_calls == 2
+    arguments = "".join(
+        call["function"]["arguments"]
+        for delta in deltas(out)
+        for call in delta.get("tool_calls", ())
+        if call["index"] == 0
+    )
+    assert arguments == text
