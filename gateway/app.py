@@ -29,6 +29,7 @@ from gateway.compressing import Compressor
 from gateway.config import TollwayConfig
 from gateway.database import create_engine, default_database_url, migrate
 from gateway.dispatch import Dispatcher
+from gateway.embeddings import EMBEDDINGS_PATH
 from gateway.idempotency import build_idempotency
 from gateway.limits import BudgetResync, build_admission
 from gateway.metering import Metering
@@ -304,6 +305,7 @@ def create_app(config: TollwayConfig, settings: Settings | None = None) -> Gatew
                 "/v1/chat/completions", pipeline.chat, "Create a chat completion (OpenAI's API)"
             ),
             InferenceRoute("/v1/completions", pipeline.completions, "Create a completion"),
+            InferenceRoute(EMBEDDINGS_PATH, pipeline.embeddings, "Create embeddings"),
             InferenceRoute(
                 MESSAGES_PATH,
                 anthropic.messages,

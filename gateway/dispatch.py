@@ -21,6 +21,10 @@ pass over the header list (:func:`scan_headers`) and then, in this order:
    counting it, and refuses it at the limit (:func:`gateway.body.read_body`);
    then hands the request to FastAPI (a route that takes no body ignores it).
 
+An inference route's client that hangs up after sending its body cancels the
+handler (:class:`gateway.sending.Departure`): the pipeline releases what the
+request holds (a worker slot, a connection to a hung upstream) and bills it once.
+
 So on every route: duplicate headers (400), then credentials (401/403), then
 the body's size (413), then the body. A request answered before its body was
 read closes its connection (:mod:`gateway.protocol`).
@@ -31,6 +35,7 @@ Errors are rendered in OpenAI's shape and written by
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -42,7 +47,7 @@ from gateway.body import read_body
 from gateway.requestid import HEADER, RequestIds
 from gateway.responses import error_response
 from gateway.routes import Handler, RouteTable
-from gateway.sending import send_response
+from gateway.sending import Departure, send_response
 from tollway.errors import InvalidRequest, MethodNotAllowed, TollwayError
 
 log = logging.getLogger("tollway")
@@ -138,7 +143,8 @@ class Dispatcher:
             # The handler authenticates, then reads the body within the limit (413 for a
             # declared length over it before reading anything).
             response = await answer(route.handler, rid, scope, receive)
-            await send_response(response, receive, send)
+            if response is not None:  # None: the client left while it was handled
+                await send_response(response, receive, send)
             return
         await self._other(scope, receive, send, head, rid)
 
@@ -206,10 +212,20 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return inner
 
 
-async def answer(handler: Handler, rid: str, scope: Scope, receive: Receive) -> Response:
-    """Run an inference route's handler and turn any error into OpenAI's shape."""
+async def answer(handler: Handler, rid: str, scope: Scope, receive: Receive) -> Response | None:
+    """Run an inference route's handler and turn any error into OpenAI's shape; None
+    when the client hung up after sending its body (the handler was cancelled, and its
+    pipeline released and billed the request)."""
+    departure = Departure(receive)
     try:
-        response = await handler(Request(scope, receive))
+        response = await handler(Request(scope, departure.receive))
+    except asyncio.CancelledError:
+        if not departure.fired:
+            raise
+        task = asyncio.current_task()
+        assert task is not None
+        task.uncancel()  # our own cancellation: the client is gone, nothing to send
+        return None
     except TollwayError as exc:
         return error_response(exc, rid)
     except Exception:
@@ -217,5 +233,7 @@ async def answer(handler: Handler, rid: str, scope: Scope, receive: Receive) -> 
         return error_response(
             TollwayError("The server had an error while processing your request."), rid
         )
+    finally:
+        departure.stop()
     response.raw_headers.append((HEADER, rid.encode("ascii")))  # errors name it themselves
     return response

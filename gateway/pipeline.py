@@ -31,6 +31,13 @@ from gateway.auth import Authenticator
 from gateway.body import parse_json_object, read_body
 from gateway.compressing import Compressor
 from gateway.config import AgentTypeConfig, RequestTimeouts
+from gateway.embeddings import (
+    EMBEDDINGS_PATH,
+    EmbeddingView,
+    shape_response,
+    upstream_body,
+    validate_embedding,
+)
 from gateway.idempotency import (
     IdempotencyCoordinator,
     Replay,
@@ -50,7 +57,13 @@ from gateway.tracing import NullTracer, Tracer, trace_id_of
 from gateway.translation import Translation
 from gateway.validation import validate_chat, validate_completion
 from policies.tokens import EstimateCounter, TokenCounter
-from tollway.errors import RateLimited, TollwayError, UpstreamError, UpstreamRejected
+from tollway.errors import (
+    InvalidRequest,
+    RateLimited,
+    TollwayError,
+    UpstreamError,
+    UpstreamRejected,
+)
 
 log = logging.getLogger("tollway.request")
 
@@ -67,6 +80,7 @@ class _Call:
     model: str
     stream: bool
     include_usage: bool
+    embedding: EmbeddingView | None = None
 
 
 def _timeouts(
@@ -92,8 +106,9 @@ class _AfterSend(BackgroundTask):
 
 
 class InferencePipeline:
-    """Handles ``/v1/chat/completions`` and ``/v1/completions``, and the APIs served by
-    translation to chat completions (:meth:`translated`: ``/v1/messages``)."""
+    """Handles ``/v1/chat/completions``, ``/v1/completions`` and ``/v1/embeddings``, and
+    the APIs served by translation to chat completions (:meth:`translated`:
+    ``/v1/messages``)."""
 
     def __init__(
         self,
@@ -139,6 +154,11 @@ class InferencePipeline:
     async def completions(self, request: Request) -> Response:
         """``POST /v1/completions``."""
         return await self._handle(request, COMPLETIONS_PATH)
+
+    async def embeddings(self, request: Request) -> Response:
+        """``POST /v1/embeddings`` (:mod:`gateway.embeddings`): no output tokens, never
+        streamed, served only by models whose route serves embeddings."""
+        return await self._handle(request, EMBEDDINGS_PATH)
 
     async def translated(self, request: Request, translation: Translation) -> Response:
         """A request of another API, translated to a chat completion at the edge: the
@@ -252,6 +272,8 @@ class InferencePipeline:
         entry = self.registry.entry(agent.model)
         record.model = entry.name
         principal.check_model(entry.name)
+        if entry.embedding != (call.embedding is not None):
+            raise _wrong_task(entry.name, entry.embedding)
         backend = self.registry.backend(entry)
         record.route = backend.route
         headers: dict[str, str] = {}
@@ -268,10 +290,12 @@ class InferencePipeline:
                 record.http_status = outcome.response.status
                 return replay_response(outcome.response)
             record.lease = outcome.lease
-        max_tokens = apply_max_tokens(body, agent.profile)
+        max_tokens = apply_max_tokens(body, agent.profile) if call.embedding is None else None
         policy = agent.profile.compression if agent.profile is not None else None
         if principal.compression is not None:  # the key's own choice wins
             policy = None if principal.compression == "none" else principal.compression
+        if call.embedding is not None:  # no conversation to compress
+            policy = None
         if self.compressor is not None and policy is not None:
             with span("tollway.compress"):
                 report = await self.compressor.apply(policy, body, record)
@@ -283,7 +307,7 @@ class InferencePipeline:
             if record.tokens_after_compression is not None
             else len(raw) // 4
         )
-        output = (max_tokens or self.default_output_tokens) * n
+        output = (max_tokens or self.default_output_tokens) * n if call.embedding is None else 0
         chain = self.registry.routes_for(
             entry, tuple(agent.profile.fallbacks) if agent.profile else ()
         )
@@ -354,6 +378,16 @@ class InferencePipeline:
         headers["x-tollway-route"] = upstream.route
         if agent.agent_type is not None:
             headers["x-tollway-agent-type"] = agent.agent_type
+        if call.embedding is not None:
+            view = call.embedding
+            return await self.responder.json(
+                upstream,
+                record,
+                entry.name,
+                body,
+                headers,
+                shape=lambda data: shape_response(data, view.encoding_format, view.inputs),
+            )
         if not call.stream:
             return await self.responder.json(upstream, record, entry.name, body, headers)
         record.stream = True
@@ -396,6 +430,9 @@ class InferencePipeline:
         if path == CHAT_PATH:
             chat = validate_chat(body, max_messages=max_messages)
             return _Call(chat.model, chat.stream, chat.include_usage)
+        if path == EMBEDDINGS_PATH:
+            view = validate_embedding(body)
+            return _Call(view.model, False, False, view)
         comp = validate_completion(body)
         return _Call(comp.model, comp.stream, comp.include_usage)
 
@@ -403,8 +440,19 @@ class InferencePipeline:
     def _prepare_upstream_body(body: dict[str, Any], call: _Call, upstream_model: str) -> None:
         """Name the upstream's model and always ask it for usage."""
         body["model"] = upstream_model
+        if call.embedding is not None:
+            upstream_body(body)
         if call.stream:
             options = body.get("stream_options")
             merged = dict(options) if isinstance(options, dict) else {}
             merged["include_usage"] = True
             body["stream_options"] = merged
+
+
+def _wrong_task(model: str, embedding: bool) -> InvalidRequest:
+    """400 for a chat model asked for embeddings, or an embedding model asked to chat."""
+    if embedding:
+        message = f"The model `{model}` is an embedding model: use /v1/embeddings."
+    else:
+        message = f"The model `{model}` does not serve embeddings."
+    return InvalidRequest(message, param="model", code="model_not_supported")
