@@ -55,6 +55,13 @@ async def _disconnected(receive: Receive) -> None:
             return
 
 
+async def _left(receive: Receive) -> bool:
+    """Whether the next message, after the whole body, is the client's departure (ASGI's
+    next message then; a server that answers anything else is not watched)."""
+    message: Message = await receive()
+    return bool(message["type"] == "http.disconnect")
+
+
 class _Watch:
     """Cancels the streaming task if the client disconnects while it streams."""
 
@@ -65,7 +72,7 @@ class _Watch:
         self.streaming = True
         self.fired = False
 
-    def __call__(self, waiter: asyncio.Future[None]) -> None:
+    def __call__(self, waiter: asyncio.Future[Any]) -> None:
         if waiter.cancelled() or waiter.exception() is not None or not self.streaming:
             return
         self.fired = True
@@ -87,7 +94,7 @@ class Departure:
         assert task is not None
         self._receive = receive
         self._watch = _Watch(task)
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[bool] | None = None
 
     @property
     def fired(self) -> bool:
@@ -103,9 +110,13 @@ class Departure:
             and message["type"] == "http.request"
             and not message.get("more_body", False)
         ):
-            self._waiter = asyncio.ensure_future(_disconnected(self._receive))
-            self._waiter.add_done_callback(self._watch)
+            self._waiter = asyncio.ensure_future(_left(self._receive))
+            self._waiter.add_done_callback(self._done)
         return message
+
+    def _done(self, waiter: asyncio.Future[bool]) -> None:
+        if not waiter.cancelled() and waiter.exception() is None and waiter.result():
+            self._watch(waiter)
 
     def stop(self) -> None:
         """Stop watching (the handler returned)."""

@@ -186,3 +186,33 @@ async def test_a_worker_without_embeddings_answers_sglangs_error(
     )
     assert response.json()["object"] == "error" and response.json()["code"] == 400
     assert chat.status_code == 400 and "embedding model" in chat.json()["message"]
+
+
+@pytest.mark.parametrize("transport", ["litellm", "direct_openai"])
+async def test_a_catalog_embedding_model_is_served_priced_and_metered(
+    tmp_path: Path, workers: tuple[str, str], transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOLLWAY_TEST_EMBED_KEY", "sk-test")
+    hosted = {
+        "litellm_model": f"openai/{EMBED_MODEL}",
+        "api_base": f"{workers[0]}/v1",
+        "api_key_env": "TOLLWAY_TEST_EMBED_KEY",
+        "transport": transport,
+        "embedding": True,
+        "price": {"input_per_million": "3.00", "output_per_million": "50.00"},
+    }
+    config = embedding_config(tmp_path, workers, catalog={"hosted": hosted})
+    config["models"]["hosted-embed"] = {"route": "catalog:hosted"}
+    async with running_gateway(config) as (app, client):
+        answer = await sdk(client).embeddings.with_raw_response.create(
+            model="hosted-embed", input=["one", "two", "three"], encoding_format="base64"
+        )
+        rows = await ledger_rows(app)
+    vectors = answer.parse()
+    assert answer.headers["x-tollway-route"] == "catalog:hosted"
+    assert [len(base64.b64decode(str(d.embedding))) for d in vectors.data] == [4096] * 3
+    tokens = vectors.usage.prompt_tokens
+    row = rows[answer.headers["x-request-id"]]
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (tokens, 0)
+    assert row["cost_micros"] == tokens * 1  # the book's default rate: 1 USD per million
+    assert row["internal_cost_micros"] == tokens * 3  # the provider's input price
