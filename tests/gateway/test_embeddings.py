@@ -5,9 +5,11 @@ OpenAI's shape for every bad input and for a model that serves the other task.""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import math
 import struct
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,15 @@ books:
       - {id: embed, model: embed, input_per_million: "20.00", output_per_million: "99.00"}
 """
 EMBED_MODEL = "qwen3-embedding-0.6b"
+
+
+async def ledger(app: Any, count: int) -> dict[str, Any]:
+    """The ledger's rows once it holds ``count`` (the inline writer may be mid-round)."""
+    deadline = time.monotonic() + 10
+    while len(rows := await ledger_rows(app)) < count:
+        assert time.monotonic() < deadline, f"{len(rows)} of {count} rows in the ledger"
+        await asyncio.sleep(0.01)
+    return rows
 
 
 @pytest.fixture
@@ -76,7 +87,7 @@ async def test_the_sdk_gets_floats_and_base64_priced_and_metered_once(
         raw = await client.post(
             "/v1/embeddings", headers=AUTH, json={"model": "embed", "input": "hello world"}
         )
-        rows = await ledger_rows(app)
+        rows = await ledger(app, 5)
     assert [d.index for d in floats.data] == [0, 1]
     first = floats.data[0].embedding
     assert len(first) == 1024 and math.isclose(math.fsum(x * x for x in first), 1.0, rel_tol=1e-6)
@@ -164,7 +175,7 @@ async def test_agent_type_limits_apply_to_embeddings(
     async with running_gateway(config) as (app, client):
         first = await client.post("/v1/embeddings", headers=headers, json=body)
         second = await client.post("/v1/embeddings", headers=headers, json=body)
-        rows = await ledger_rows(app)
+        rows = await ledger(app, 1)
     assert first.status_code == 200
     assert second.status_code == 429 and second.json()["error"]["type"]
     billed = [r for r in rows.values() if r["status"] == "ok"]
@@ -207,7 +218,7 @@ async def test_a_catalog_embedding_model_is_served_priced_and_metered(
         answer = await sdk(client).embeddings.with_raw_response.create(
             model="hosted-embed", input=["one", "two", "three"], encoding_format="base64"
         )
-        rows = await ledger_rows(app)
+        rows = await ledger(app, 1)
     vectors = answer.parse()
     assert answer.headers["x-tollway-route"] == "catalog:hosted"
     assert [len(base64.b64decode(str(d.embedding))) for d in vectors.data] == [4096] * 3
