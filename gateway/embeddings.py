@@ -25,7 +25,7 @@ from typing import Any
 from gateway.chat_messages import invalid, is_int
 from gateway.shapes import checked_usage
 from policies.tokens import TokenCounter
-from tollway.errors import UpstreamUnusableAnswer
+from tollway.errors import InvalidRequest, UpstreamUnusableAnswer
 
 EMBEDDINGS_PATH = "/v1/embeddings"
 #: OpenAI's limit on the inputs of one request.
@@ -112,6 +112,15 @@ def validate_embedding(body: dict[str, Any]) -> EmbeddingView:
     if body.get("stream"):
         raise invalid("embeddings cannot be streamed", "stream")
     return EmbeddingView(model, inputs, encoding)
+
+
+def wrong_task(model: str, embedding: bool) -> InvalidRequest:
+    """400 for a chat model asked for embeddings, or an embedding model asked to chat."""
+    if embedding:
+        message = f"The model `{model}` is an embedding model: use /v1/embeddings."
+    else:
+        message = f"The model `{model}` does not serve embeddings."
+    return InvalidRequest(message, param="model", code="model_not_supported")
 
 
 def upstream_body(body: dict[str, Any]) -> None:

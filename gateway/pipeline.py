@@ -37,6 +37,7 @@ from gateway.embeddings import (
     shape_response,
     upstream_body,
     validate_embedding,
+    wrong_task,
 )
 from gateway.idempotency import (
     IdempotencyCoordinator,
@@ -57,13 +58,7 @@ from gateway.tracing import NullTracer, Tracer, trace_id_of
 from gateway.translation import Translation
 from gateway.validation import validate_chat, validate_completion
 from policies.tokens import EstimateCounter, TokenCounter
-from tollway.errors import (
-    InvalidRequest,
-    RateLimited,
-    TollwayError,
-    UpstreamError,
-    UpstreamRejected,
-)
+from tollway.errors import RateLimited, TollwayError, UpstreamError, UpstreamRejected
 
 log = logging.getLogger("tollway.request")
 
@@ -273,7 +268,7 @@ class InferencePipeline:
         record.model = entry.name
         principal.check_model(entry.name)
         if entry.embedding != (call.embedding is not None):
-            raise _wrong_task(entry.name, entry.embedding)
+            raise wrong_task(entry.name, entry.embedding)
         backend = self.registry.backend(entry)
         record.route = backend.route
         headers: dict[str, str] = {}
@@ -447,12 +442,3 @@ class InferencePipeline:
             merged = dict(options) if isinstance(options, dict) else {}
             merged["include_usage"] = True
             body["stream_options"] = merged
-
-
-def _wrong_task(model: str, embedding: bool) -> InvalidRequest:
-    """400 for a chat model asked for embeddings, or an embedding model asked to chat."""
-    if embedding:
-        message = f"The model `{model}` is an embedding model: use /v1/embeddings."
-    else:
-        message = f"The model `{model}` does not serve embeddings."
-    return InvalidRequest(message, param="model", code="model_not_supported")
