@@ -22,6 +22,7 @@ from gateway.anthropic.api import COUNT_TOKENS_PATH, MESSAGES_PATH, MessagesApi
 from gateway.api import admin, health, openai, usage
 from gateway.config import TollwayConfig
 from gateway.dispatch import Dispatcher
+from gateway.embeddings import EMBEDDINGS_PATH
 from gateway.metrics import CONTENT_TYPE
 from gateway.requestid import RequestIds, request_id_of
 from gateway.responses import (
@@ -161,6 +162,7 @@ def inference_routes(services: Services) -> RouteTable:
                 "/v1/chat/completions", pipeline.chat, "Create a chat completion (OpenAI's API)"
             ),
             InferenceRoute("/v1/completions", pipeline.completions, "Create a completion"),
+            InferenceRoute(EMBEDDINGS_PATH, pipeline.embeddings, "Create embeddings"),
             InferenceRoute(
                 RESPONSES_PATH, responses_api.create, "Create a response (OpenAI's Responses API)"
             ),

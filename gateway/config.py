@@ -283,6 +283,14 @@ def _split_route(route: str) -> tuple[str, str]:
     return kind, name
 
 
+def route_serves_embeddings(config: TollwayConfig, route: str) -> bool:
+    """Whether ``route`` (``pool:<name>`` or ``catalog:<name>``, defined) serves embeddings."""
+    kind, name = _split_route(route)
+    if kind == "pool":
+        return config.pools[name].model.embedding
+    return config.catalog[name].embedding
+
+
 def _format_loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
@@ -308,6 +316,7 @@ def _cross_check(config: TollwayConfig) -> None:
                     f"{kind} {name!r} is not defined under '{section}'",
                     path=f"models.{model_name}.{key}",
                 )
+        _same_task(config, model.route, targets, f"models.{model_name}")
     for agent, profile in config.agent_types.items():
         if profile.model not in config.models:
             raise ConfigError(
@@ -321,10 +330,27 @@ def _cross_check(config: TollwayConfig) -> None:
                     f"{kind} {name!r} is not defined",
                     path=f"agent_types.{agent}.fallbacks[{i}]",
                 )
+        fallbacks = [(f"fallbacks[{i}]", f) for i, f in enumerate(profile.fallbacks)]
+        route = config.models[profile.model].route
+        _same_task(config, route, fallbacks, f"agent_types.{agent}")
         if profile.compression is not None and profile.compression not in config.compression:
             raise ConfigError(
                 f"compression policy {profile.compression!r} is not defined under 'compression'",
                 path=f"agent_types.{agent}.compression",
+            )
+
+
+def _same_task(
+    config: TollwayConfig, route: str, targets: list[tuple[str, str]], path: str
+) -> None:
+    """A model's fallbacks serve what its route serves (embeddings, or chat)."""
+    embedding = route_serves_embeddings(config, route)
+    for key, target in targets:
+        if route_serves_embeddings(config, target) != embedding:
+            what = "an embedding" if embedding else "a chat"
+            raise ConfigError(
+                f"{target} does not serve what {route} serves ({what} model)",
+                path=f"{path}.{key}",
             )
 
 

@@ -1,10 +1,10 @@
 """``tollway demo``: the whole system on one machine, as a tour.
 
-Starts two emulated pools (two H100 workers of an 8B model, two H200 workers of
-a 70B FP8 model), creates a demo tenant and a key with a daily budget in the
-demo's database, writes a configuration and a price book (so every response
-shows what it cost), starts the gateway, and prints the lines scripts read
-(``TOLLWAY_BASE_URL=…``, ``TOLLWAY_API_KEY=…``, ``TOLLWAY_ADMIN_TOKEN=…``).
+Starts three emulated pools (two H100 workers of an 8B model, two H200 workers of
+a 70B FP8 model, one L4 worker of an embedding model), creates a demo tenant and
+a key with a daily budget in the demo's database, writes a configuration and a
+price book (so every response shows what it cost), starts the gateway, and prints
+the lines scripts read (``TOLLWAY_BASE_URL=…``, ``TOLLWAY_API_KEY=…``, ``TOLLWAY_ADMIN_TOKEN=…``).
 
 An emulated worker that dies (kill one to watch the gateway fail over to its
 pool's other worker) is restarted by :class:`gateway.supervisor.Supervisor`
@@ -53,6 +53,7 @@ DEMO_PRICE_BOOK: dict[str, Any] = {
                     "cached_input_per_million": "0.05",
                     "output_per_million": "0.60",
                 },
+                {"id": "embed", "model": "embed-small", "input_per_million": "0.02"},
                 {
                     "id": "large",
                     "model": "agent-large",
@@ -76,11 +77,14 @@ class EmulatedPool:
     model: str
     weights_dtype: str
     workers: int
+    #: An embedding pool (SGLang's ``--is-embedding``; ``emulate --embedding``).
+    embedding: bool = False
 
 
 DEMO_POOLS = (
     EmulatedPool("h100-small", "h100", "llama-3.1-8b-instruct", "bf16", 2),
     EmulatedPool("h200-large", "h200", "llama-3.3-70b-instruct", "fp8", 2),
+    EmulatedPool("l4-embed", "l4", "qwen3-embedding-0.6b", "bf16", 1, embedding=True),
 )
 
 
@@ -139,9 +143,10 @@ def demo_config(
     """The demo's configuration file as data (``pricing``: the price book's path)."""
     pools: dict[str, Any] = {}
     for pool in DEMO_POOLS:
+        model = {"name": pool.model, "weights_dtype": pool.weights_dtype, "tp": 1}
         pools[pool.name] = {
             "gpu": pool.gpu,
-            "model": {"name": pool.model, "weights_dtype": pool.weights_dtype, "tp": 1},
+            "model": {**model, "embedding": True} if pool.embedding else model,
             "workers": [f"http://127.0.0.1:{p}" for p in pool_ports[pool.name]],
             "health": {"interval_s": 1.0},
         }
@@ -154,6 +159,7 @@ def demo_config(
             "agent-large": {"route": "pool:h200-large"},
             "llama-3.1-8b-instruct": {"route": "pool:h100-small", "owned_by": "meta"},
             "llama-3.3-70b-instruct": {"route": "pool:h200-large", "owned_by": "meta"},
+            "embed-small": {"route": "pool:l4-embed"},
         },
         "agent_types": {
             "coordinator": {"model": "agent-small", "priority": 10},
@@ -194,7 +200,15 @@ Try it:
   reply = client.chat.completions.create(
       model="agent-large", messages=[{{"role": "user", "content": "Plan a trip."}}])
   print(reply.choices[0].message.content, reply.usage)
+  vectors = client.embeddings.create(model="embed-small", input=["a", "b"])
+  print(len(vectors.data[0].embedding), vectors.usage)
   PY
+
+Claude Code (npm @anthropic-ai/claude-code) against the gateway:
+
+  ANTHROPIC_BASE_URL={base_url.removesuffix("/v1")} ANTHROPIC_API_KEY={api_key} \
+  ANTHROPIC_MODEL=agent-small ANTHROPIC_SMALL_FAST_MODEL=agent-small \
+  DISABLE_TELEMETRY=1 CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 claude -p "Hello!"
 
 The key has a daily budget of {DEMO_DAILY_BUDGET_USD} USD; every answer carries its cost
 (usage.cost, x-tollway-cost-usd) from the demo's price book. Kill an emulated
@@ -208,6 +222,8 @@ def _worker_args(pool: EmulatedPool, port: int, speed: float) -> list[str]:
     args += ["--model", pool.model, "--port", str(port), "--speed", str(speed)]
     if pool.weights_dtype != "bf16":
         args += ["--weights-dtype", pool.weights_dtype]
+    if pool.embedding:
+        args.append("--embedding")
     return args
 
 

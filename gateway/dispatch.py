@@ -21,6 +21,10 @@ pass over the header list (:func:`scan_headers`) and then, in this order:
    counting it, and refuses it at the limit (:func:`gateway.body.read_body`);
    then hands the request to FastAPI (a route that takes no body ignores it).
 
+An inference route's client that hangs up after sending its body cancels the
+handler (:class:`gateway.sending.Departure`): the pipeline releases what the
+request holds (a worker slot, a connection to a hung upstream) and bills it once.
+
 So on every route: duplicate headers (400), then credentials (401/403), then
 the body's size (413), then the body. A request answered before its body was
 read closes its connection (:mod:`gateway.protocol`).
@@ -33,6 +37,7 @@ response writer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -44,7 +49,7 @@ from gateway.body import read_body
 from gateway.requestid import HEADER, RequestIds
 from gateway.responses import error_response
 from gateway.routes import OPENAI, Handler, RouteTable
-from gateway.sending import send_response
+from gateway.sending import Departure, send_response
 from tollway.errors import InvalidRequest, MethodNotAllowed, TollwayError
 
 log = logging.getLogger("tollway")
@@ -142,7 +147,8 @@ class Dispatcher:
             # The handler authenticates, then reads the body within the limit (413 for a
             # declared length over it before reading anything).
             response = await answer(route.handler, rid, scope, receive, route.api)
-            await send_response(response, receive, send)
+            if response is not None:  # None: the client left while it was handled
+                await send_response(response, receive, send)
             return
         await self._other(scope, receive, send, head, rid)
 
@@ -212,10 +218,20 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 async def answer(
     handler: Handler, rid: str, scope: Scope, receive: Receive, api: str = OPENAI
-) -> Response:
-    """Run an inference route's handler and turn any error into its API's shape."""
+) -> Response | None:
+    """Run an inference route's handler and turn any error into its API's shape; None
+    when the client hung up after sending its body (the handler was cancelled, and its
+    pipeline released and billed the request)."""
+    departure = Departure(receive)
     try:
-        response = await handler(Request(scope, receive))
+        response = await handler(Request(scope, departure.receive))
+    except asyncio.CancelledError:
+        if not departure.fired:
+            raise
+        task = asyncio.current_task()
+        assert task is not None
+        task.uncancel()  # our own cancellation: the client is gone, nothing to send
+        return None
     except TollwayError as exc:
         return error_response(exc, rid, api)
     except Exception:
@@ -223,5 +239,7 @@ async def answer(
         return error_response(
             TollwayError("The server had an error while processing your request."), rid, api
         )
+    finally:
+        departure.stop()
     response.raw_headers.append((HEADER, rid.encode("ascii")))  # errors name it themselves
     return response

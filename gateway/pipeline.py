@@ -42,6 +42,14 @@ from gateway.auth import Authenticator, Principal
 from gateway.body import parse_json_object, read_body
 from gateway.compressing import Compressor
 from gateway.config import AgentTypeConfig, RequestTimeouts
+from gateway.embeddings import (
+    EMBEDDINGS_PATH,
+    EmbeddingView,
+    shape_response,
+    upstream_body,
+    validate_embedding,
+    wrong_task,
+)
 from gateway.fallback import send_along
 from gateway.finishing import Finisher, RecordFinisher
 from gateway.idempotency import (
@@ -77,6 +85,7 @@ class _Call:
     model: str
     stream: bool
     include_usage: bool
+    embedding: EmbeddingView | None = None
 
 
 def _timeouts(
@@ -90,8 +99,9 @@ def _timeouts(
 
 
 class InferencePipeline:
-    """Handles ``/v1/chat/completions`` and ``/v1/completions``, and the APIs served by
-    translation to chat completions (:meth:`translated`: ``/v1/messages``)."""
+    """Handles ``/v1/chat/completions``, ``/v1/completions`` and ``/v1/embeddings``, and
+    the APIs served by translation to chat completions (:meth:`translated`:
+    ``/v1/messages``)."""
 
     def __init__(
         self,
@@ -139,6 +149,11 @@ class InferencePipeline:
     async def completions(self, request: Request) -> Response:
         """``POST /v1/completions``."""
         return await self._handle(request, COMPLETIONS_PATH)
+
+    async def embeddings(self, request: Request) -> Response:
+        """``POST /v1/embeddings`` (:mod:`gateway.embeddings`): no output tokens, never
+        streamed, served only by models whose route serves embeddings."""
+        return await self._handle(request, EMBEDDINGS_PATH)
 
     async def translated(self, request: Request, translation: Translation) -> Response:
         """A request of another API, translated to a chat completion at the edge: the
@@ -200,15 +215,19 @@ class InferencePipeline:
             if replay is not None:
                 return replay
         headers: dict[str, str] = {}
-        max_tokens = apply_max_tokens(body, agent.profile)
-        await self._compress(body, agent, principal, record, headers)
+        max_tokens = None
+        if call.embedding is None:  # embeddings: no output tokens, no conversation
+            max_tokens = apply_max_tokens(body, agent.profile)
+            await self._compress(body, agent, principal, record, headers)
+        else:
+            upstream_body(body)
         prompt = (
             record.tokens_after_compression
             if record.tokens_after_compression is not None
             else estimate_json_tokens(raw)
         )
         n = body["n"] if isinstance(body.get("n"), int) else 1
-        output = (max_tokens or self.default_output_tokens) * n
+        output = (max_tokens or self.default_output_tokens) * n if call.embedding is None else 0
         chain = self.registry.routes_for(
             entry, tuple(agent.profile.fallbacks) if agent.profile else ()
         )
@@ -231,6 +250,16 @@ class InferencePipeline:
         headers["x-tollway-route"] = upstream.route
         if agent.agent_type is not None:
             headers["x-tollway-agent-type"] = agent.agent_type
+        if call.embedding is not None:
+            view = call.embedding
+            return await self.responder.json(
+                upstream,
+                record,
+                entry.name,
+                body,
+                headers,
+                shape=lambda data: shape_response(data, view.encoding_format, view.inputs),
+            )
         if not call.stream:
             return await self.responder.json(upstream, record, entry.name, body, headers)
         record.stream = True
@@ -292,6 +321,8 @@ class InferencePipeline:
         entry = self.registry.entry(agent.model)
         record.model = entry.name
         principal.check_model(entry.name)
+        if entry.embedding != (call.embedding is not None):
+            raise wrong_task(entry.name, entry.embedding)
         record.route = self.registry.backend(entry).route
         return agent, entry
 
@@ -395,5 +426,8 @@ class InferencePipeline:
         if path == CHAT_PATH:
             chat = validate_chat(body, max_messages=max_messages)
             return _Call(chat.model, chat.stream, chat.include_usage)
+        if path == EMBEDDINGS_PATH:
+            view = validate_embedding(body)
+            return _Call(view.model, False, False, view)
         comp = validate_completion(body)
         return _Call(comp.model, comp.stream, comp.include_usage)

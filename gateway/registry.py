@@ -11,7 +11,7 @@ from backends.base import Backend, ShareMeter
 from backends.catalog import CatalogBackend
 from backends.sglang.pool import SGLangPool
 from billing.money import usd_to_micros
-from gateway.config import RequestTimeouts, TollwayConfig
+from gateway.config import RequestTimeouts, TollwayConfig, route_serves_embeddings
 from tollway.errors import ModelNotFound, UpstreamUnavailable
 
 
@@ -25,6 +25,8 @@ class ModelEntry:
     created: int
     fallbacks: tuple[str, ...] = ()
     timeouts: RequestTimeouts | None = None
+    #: Served on ``/v1/embeddings`` (an embedding pool or catalog model), not on chat.
+    embedding: bool = False
 
 
 class ModelRegistry:
@@ -48,6 +50,7 @@ class ModelRegistry:
                 created=created,
                 fallbacks=tuple(m.fallbacks),
                 timeouts=m.timeouts,
+                embedding=route_serves_embeddings(config, m.route),
             )
             for name, m in config.models.items()
         }

@@ -25,6 +25,7 @@ from backends.base import UpstreamResponse
 from billing.cost import CostQuote
 from billing.money import micros_to_usd_str
 from billing.usage import UsageSource
+from gateway.embeddings import input_tokens
 from gateway.idempotency import StoredResponse, recorded_stream, replayable_headers
 from gateway.metering import Metering, usage_fields
 from gateway.outcome import RequestRecord
@@ -35,6 +36,8 @@ from policies.tokens import TokenCounter
 from tollway.errors import UpstreamUnusableAnswer
 
 Closer = Callable[[RequestRecord, float], None]
+#: Brings a parsed body to its API's shape in place; returns the usage billed (or None).
+Shaper = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 
 def _stream_rewrite(upstream_model: str, public: str) -> tuple[bytes, bytes] | None:
@@ -68,11 +71,14 @@ class Responder:
         public_model: str,
         body: dict[str, Any],
         headers: dict[str, str],
+        shape: Shaper | None = None,
     ) -> Response:
+        """The JSON response; ``shape`` brings the body to its API's shape and returns
+        its billable usage (default: a completion's ``usage``)."""
         data = normalize_body(upstream.body, public_model)
         if data is None:
             raise UpstreamUnusableAnswer("The upstream's answer is not a JSON object.")
-        record.usage = usage_of(data)
+        record.usage = usage_of(data) if shape is None else shape(data)
         record.tool_calls = tool_calls_of(data)
         if self.metering is not None and record.tenant_id:
             gpu_seconds = upstream.gpu_seconds()
@@ -113,6 +119,8 @@ class Responder:
         messages = body.get("messages")
         if isinstance(messages, list):
             prompt = self.counter.count_messages(messages)
+        elif "input" in body:  # embeddings
+            prompt = input_tokens(body["input"], self.counter)
         else:
             prompt = self.counter.count_text(str(body.get("prompt", "")))
         return {

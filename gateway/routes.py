@@ -1,7 +1,7 @@
 """The route table of the inference routes, read by everything that dispatches.
 
-``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/responses``, ``/v1/messages`` and
-``/v1/messages/count_tokens`` are served by the
+``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``, ``/v1/responses``,
+``/v1/messages`` and ``/v1/messages/count_tokens`` are served by the
 dispatcher (:mod:`gateway.dispatch`) straight from this table, ahead of
 FastAPI's router; the OpenAPI description (``/openapi.json``, ``/docs``) lists
 them from the same table (:meth:`RouteTable.openapi_paths`). No other copy of

@@ -248,6 +248,21 @@ MODELS: MappingProxyType[str, ModelSpec] = MappingProxyType(
             params=72.71e9,
             active_params=72.71e9,
         ),
+        # An embedding model (served with SGLang's --is-embedding); 1024-dim vectors.
+        "qwen3-embedding-0.6b": ModelSpec(
+            name="qwen3-embedding-0.6b",
+            hf_name="Qwen/Qwen3-Embedding-0.6B",
+            num_layers=28,
+            hidden_size=1024,
+            num_attention_heads=16,
+            num_kv_heads=8,
+            head_dim=128,
+            vocab_size=151669,
+            context_length=32768,
+            params=0.596e9,
+            active_params=0.596e9,
+            tie_word_embeddings=True,
+        ),
         "mixtral-8x7b-instruct": ModelSpec(
             name="mixtral-8x7b-instruct",
             hf_name="mistralai/Mixtral-8x7B-Instruct-v0.1",

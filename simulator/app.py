@@ -2,7 +2,8 @@
 
 Routes (SGLang's, except ``/_emulator/faults``)::
 
-    POST /v1/chat/completions   POST /v1/completions   GET /v1/models
+    POST /v1/chat/completions   POST /v1/completions   POST /v1/embeddings
+    GET  /v1/models
     POST /generate              GET  /health           GET /health_generate
     GET  /get_server_info       GET  /server_info      GET /get_model_info  GET /model_info
     GET  /get_load              GET|POST /flush_cache  GET /metrics
@@ -21,7 +22,7 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from simulator import chat, completions, native
+from simulator import chat, completions, embeddings, native
 from simulator.clock import Clock
 from simulator.config import EmulatorConfig
 from simulator.engine import Engine, resolve_model
@@ -56,11 +57,14 @@ def create_emulator_app(config: EmulatorConfig, *, clock: Clock | None = None) -
         finally:
             await state.engine.stop()
 
+    # An embedding worker (SGLang's --is-embedding) refuses to generate.
+    refuse = embeddings.not_generating if config.embedding else None
     routes = [
-        Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
-        Route("/v1/completions", completions.completions, methods=["POST"]),
+        Route("/v1/chat/completions", refuse or chat.chat_completions, methods=["POST"]),
+        Route("/v1/completions", refuse or completions.completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings.embeddings, methods=["POST"]),
         Route("/v1/models", native.models, methods=["GET"]),
-        Route("/generate", native.generate, methods=["POST", "PUT"]),
+        Route("/generate", refuse or native.generate, methods=["POST", "PUT"]),
         Route("/health", native.health, methods=["GET"]),
         Route("/health_generate", native.health, methods=["GET"]),
         Route("/get_server_info", native.get_server_info, methods=["GET"]),

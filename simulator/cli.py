@@ -86,6 +86,14 @@ def emulate(
         bool, typer.Option(help="Answer at once (latencies still accounted).")
     ] = False,
     served_model_name: Annotated[str | None, typer.Option(help="Name in /v1/models.")] = None,
+    embedding: Annotated[
+        bool,
+        typer.Option(help="An embedding worker (SGLang's --is-embedding): /v1/embeddings only."),
+    ] = False,
+    dimensions: Annotated[
+        int | None,
+        typer.Option(min=1, help="Size of the embeddings (default: the model's hidden size)."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of outputs and fault draws.")] = 0,
     error_rate: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Fraction answered 500.")
@@ -132,6 +140,8 @@ def emulate(
             weights_dtype=weights_dtype,
             kv_dtype=kv_dtype,
             served_model_name=served_model_name,
+            embedding=embedding,
+            dimensions=dimensions,
             max_total_tokens=max_total_tokens,
             mem_fraction_static=mem_fraction_static,
             max_running_requests=max_running_requests,

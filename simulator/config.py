@@ -56,6 +56,9 @@ class EmulatorConfig:
     latency on a virtual clock. ``on_die`` is what ``die_after`` calls (the CLI
     passes a real process exit); ``None`` makes the app stop answering instead.
     ``timings`` are SGLang's API timings (health wait, disconnect aborts).
+    ``embedding`` makes it an embedding worker (SGLang's ``--is-embedding``: it answers
+    ``/v1/embeddings`` and refuses to generate), with vectors of ``dimensions``
+    (default: the model's hidden size).
     """
 
     gpu: str = "h100"
@@ -84,3 +87,9 @@ class EmulatorConfig:
     faults: FaultConfig = field(default_factory=FaultConfig)
     timings: ApiTimings = field(default_factory=ApiTimings)
     on_die: Callable[[], None] | None = None
+    embedding: bool = False
+    dimensions: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.dimensions is not None and self.dimensions < 1:
+            raise ValueError("dimensions must be >= 1")

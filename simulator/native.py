@@ -255,7 +255,7 @@ async def model_info(request: Request) -> Response:
         {
             "model_path": name,
             "tokenizer_path": name,
-            "is_generation": True,
+            "is_generation": not state.config.embedding,
             "preferred_sampling_params": None,
             "weight_version": "default",
         }

@@ -43,6 +43,11 @@ class WorkerState:
         return self.engine.tokenizer
 
     @property
+    def embedding_dimensions(self) -> int:
+        """The size of this worker's embeddings (``--dimensions``, else the hidden size)."""
+        return self.config.dimensions or self.engine.model.hidden_size
+
+    @property
     def starting(self) -> bool:
         """Still "loading": SGLang's health answers 503 until its warm-up finished."""
         return time.monotonic() < self.up_at

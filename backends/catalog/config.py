@@ -123,6 +123,11 @@ class CatalogEntryConfig(_Strict):
         default=False, description="Let litellm drop parameters the provider does not support."
     )
     max_connections: int = Field(default=256, ge=1, le=65536)
+    embedding: bool = Field(
+        default=False,
+        description="An embedding model: served on /v1/embeddings (litellm's `aembedding`), "
+        "not on chat.",
+    )
     owned_by: str | None = Field(
         default=None, description="Owner shown in /v1/models; defaults to the provider."
     )

@@ -1,4 +1,5 @@
-"""The ``litellm`` transport: one ``litellm.acompletion`` call per request.
+"""The ``litellm`` transport: one ``litellm.acompletion`` call per request
+(``litellm.aembedding`` for ``/v1/embeddings``).
 
 The request body is re-parsed from its bytes (a private copy litellm may
 change at will), OpenAI's parameters are passed as keyword arguments and any
@@ -26,6 +27,9 @@ from backends.catalog.wire import StreamEncoder, completion_body
 from tollway.errors import InvalidRequest
 
 CHAT_PATH = "/v1/chat/completions"
+EMBEDDINGS_PATH = "/v1/embeddings"
+#: Embeddings parameters passed to litellm by name (the gateway asks for floats).
+EMBEDDING_PARAMETERS = frozenset({"input", "dimensions", "encoding_format", "user"})
 
 #: Chat-completions parameters passed to litellm by name (it maps them per provider).
 OPENAI_PARAMETERS = frozenset(
@@ -116,9 +120,12 @@ class LitellmTransport:
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         """Call the provider; raise :mod:`tollway.errors` on failure."""
+        if request.path == EMBEDDINGS_PATH:
+            return await self._embed(request)
         if request.path != CHAT_PATH:
             raise InvalidRequest(
-                f"{self.label} serves {CHAT_PATH} only", code="unsupported_endpoint"
+                f"{self.label} serves {CHAT_PATH} and {EMBEDDINGS_PATH} only",
+                code="unsupported_endpoint",
             )
         kwargs = call_arguments(orjson.loads(request.body))
         kwargs.update(self._fixed)
@@ -148,6 +155,28 @@ class LitellmTransport:
             worker=self.label,
             stream=self._events(stream, first, encoder, deadline),
             _close=lambda: _close(stream),
+        )
+
+    async def _embed(self, request: UpstreamRequest) -> UpstreamResponse:
+        """``litellm.aembedding``: an OpenAI ``CreateEmbeddingResponse`` body."""
+        payload = orjson.loads(request.body)
+        kwargs = {k: v for k, v in payload.items() if k in EMBEDDING_PARAMETERS}
+        kwargs.update(self._fixed)
+        with translate_litellm_errors(self._litellm, self.label):
+            async with asyncio.timeout(self.config.timeouts.total_s):
+                response = await self._litellm.aembedding(**kwargs)
+            data = response.model_dump()
+        body: dict[str, Any] = {
+            "object": "list",
+            "data": data.get("data") or [],
+            "model": self.upstream_model,
+        }
+        usage = data.get("usage")
+        if isinstance(usage, dict) and usage.get("prompt_tokens") is not None:
+            prompt = usage["prompt_tokens"]  # checked by the gateway, as every usage
+            body["usage"] = {"prompt_tokens": prompt, "total_tokens": prompt}
+        return UpstreamResponse(
+            status=200, route=self.label, worker=self.label, body=orjson.dumps(body)
         )
 
     async def _next(self, stream: Any, deadline: float) -> Any | None:

@@ -37,6 +37,11 @@ class PoolModelConfig(_Strict):
         description="The model name the workers expect in requests (SGLang's --served-model-name). "
         "Defaults to `name`.",
     )
+    embedding: bool = Field(
+        default=False,
+        description="The workers serve an embedding model (SGLang's --is-embedding): "
+        "the pool answers /v1/embeddings, not chat or completions.",
+    )
 
     @property
     def upstream_name(self) -> str:

@@ -122,9 +122,11 @@ def launch_args(
         args += ["--quantization", "fp8"]
     if options.max_total_tokens is not None:
         args += ["--max-total-tokens", str(options.max_total_tokens)]
-    parser = tool_call_parser(model.name)
+    parser = None if model.embedding else tool_call_parser(model.name)
     if parser is not None:
         args += ["--tool-call-parser", parser]
+    if model.embedding:
+        args.append("--is-embedding")
     if options.priority:
         args.append("--enable-priority-scheduling")
     args += ["--enable-metrics", "--enable-cache-report", *options.extra_args]
@@ -163,4 +165,6 @@ def emulate_command(config: PoolConfig, options: LaunchOptions = LaunchOptions()
         command += ["--mem-fraction-static", f"{options.mem_fraction_static:g}"]
     if options.max_total_tokens is not None:
         command += ["--max-total-tokens", str(options.max_total_tokens)]
+    if model.embedding:
+        command.append("--embedding")
     return command

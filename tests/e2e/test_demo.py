@@ -74,8 +74,10 @@ def test_demo_runs_and_stops_cleanly(tmp_path: Path) -> None:
         )
         assert reply.parse().choices[0].message.content
         assert reply.headers["x-tollway-route"].startswith("pool:h100-small/")
+        vectors = client.embeddings.create(model="embed-small", input=["a", "b"])
+        assert len(vectors.data) == 2 and len(vectors.data[0].embedding) == 1024
         children = children_of(proc.pid)
-        assert len(children) == 5  # four emulated workers and the gateway
+        assert len(children) == 6  # five emulated workers and the gateway
     finally:
         proc.send_signal(signal.SIGINT)
         try:

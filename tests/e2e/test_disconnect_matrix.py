@@ -32,7 +32,7 @@ MODEL = "llama-3.1-8b-instruct"
 KV_TOKENS = 6000
 DEADLINE_S = 8.0
 #: Statuses of a non-streamed request whose client left after sending it all: the
-#: gateway learns of the departure only when it writes the answer (billed in full).
+#: departure cancels the request, unless the answer was ready first (billed in full).
 NOT_NOTICED = {"ok", "client_cancelled"}
 
 
@@ -299,6 +299,6 @@ def test_leaving_during_an_idempotency_wait(
         answer += read_until(first, b"data: [DONE]" if stream else b'"usage"')
         assert answer.startswith(b"HTTP/1.1 200")
     settled(stack, holder_id, {"ok"})
-    # The waiter gets the holder's answer as a replay: billed once, by the holder.
-    settled(stack, waiter_id, None)
-    counted(2)  # the waiter is answered (and counted) too, only not billed
+    # The waiter's departure ends its wait: recorded once, free; billed once, by the holder.
+    settled(stack, waiter_id, {"client_cancelled"}, free=True)
+    counted(2)

@@ -83,6 +83,7 @@ ROUTES = [
         200,
         "anthropic",
     ),
+    Route("POST", "/v1/embeddings", b'{"model":"e","input":"hi"}', 200),
     Route("POST", "/admin/v1/tenants", b'{"name":"parity"}', 201),
     Route("GET", "/v1/models", b"", 200),
     Route("GET", "/v1/usage", b"", 200),
@@ -103,12 +104,20 @@ PROBLEMS: dict[str, tuple[int, str]] = {
 @pytest.fixture(scope="module")
 def address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     tmp = tmp_path_factory.mktemp("parity")
+    embedding = "qwen3-embedding-0.6b"
     with (
         emulator("--instant") as (worker, _),
+        emulator("--instant", "--embedding", model=embedding) as (embedder, _),
         gateway(
             tmp,
-            {"p": pool([worker])},
-            {"m": {"route": "pool:p"}},
+            {
+                "p": pool([worker]),
+                "e": {
+                    **pool([embedder], embedding),
+                    "model": {"name": embedding, "embedding": True},
+                },
+            },
+            {"m": {"route": "pool:p"}, "e": {"route": "pool:e"}},
             server=LIMITS,
             admin_token=ADMIN,
         ) as url,

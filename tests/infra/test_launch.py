@@ -205,3 +205,12 @@ def test_scaled_object_scales_between_min_and_the_listed_workers() -> None:
     assert "sglang:num_queue_reqs" in queries[1] and "sglang:token_usage" in queries[2]
     with pytest.raises(ConfigError):
         render_pool_scaled_object(pool(), "p", min_replicas=3)
+
+
+def test_an_embedding_pool_launches_with_is_embedding_and_no_tool_parser() -> None:
+    config = pool(name="qwen3-embedding-0.6b", embedding=True)
+    args = launch_args(config)
+    assert "--is-embedding" in args and "--tool-call-parser" not in args
+    assert value(args, "--model-path") == "Qwen/Qwen3-Embedding-0.6B"
+    assert "--embedding" in emulate_command(config)
+    assert "--is-embedding" not in launch_args(pool())

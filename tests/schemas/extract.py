@@ -23,6 +23,7 @@ ROOTS = [
     "ListModelsResponse",
     "Model",
     "ErrorResponse",
+    "CreateEmbeddingResponse",
 ]
 PREFIX = "#/components/schemas/"
 

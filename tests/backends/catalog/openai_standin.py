@@ -10,11 +10,16 @@ The requested ``model`` picks the behaviour, so one server serves every test:
 - ``error-401``, ``error-429``, ``error-500``, ``error-503``, ``error-context``,
   ``error-400``: answers with that error in OpenAI's shape.
 - ``slow``: waits (until the server stops) before answering.
+
+``POST /v1/embeddings`` answers each input with the unit vector :data:`EMBEDDING`
+(base64 when asked) and :data:`EMBEDDING_TOKENS` prompt tokens per input.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import struct
 from typing import Any
 
 import orjson
@@ -27,6 +32,8 @@ USAGE = {
     "prompt_tokens_details": {"cached_tokens": 16, "audio_tokens": 0},
     "completion_tokens_details": {"reasoning_tokens": 3, "audio_tokens": 0},
 }
+EMBEDDING = [0.6, 0.8]
+EMBEDDING_TOKENS = 5
 TEXT_PIECES = ("It is", " sunny", " in Paris.")
 TOOL_ARGUMENTS = ('{"city"', ': "Paris"}')
 
@@ -94,7 +101,36 @@ class OpenAIStandIn:
         """The aiohttp application."""
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/embeddings", self.embeddings)
         return app
+
+    async def embeddings(self, request: web.Request) -> web.Response:
+        """``POST /v1/embeddings``."""
+        body = orjson.loads(await request.read())
+        self.requests.append(body)
+        self.headers.append(dict(request.headers))
+        model = body.get("model", "")
+        if model in _ERRORS:
+            status, error, headers = _ERRORS[model]
+            return web.json_response({"error": error}, status=status, headers=headers)
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        if inputs and isinstance(inputs[0], int):
+            inputs = [inputs]
+        vector: Any = EMBEDDING
+        if body.get("encoding_format") == "base64":
+            vector = base64.b64encode(struct.pack("<2f", *EMBEDDING)).decode()
+        tokens = EMBEDDING_TOKENS * len(inputs)
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": vector}
+                    for i in range(len(inputs))
+                ],
+                "model": model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/chat/completions``."""
