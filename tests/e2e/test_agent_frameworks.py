@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from agents import (
     Agent,
@@ -90,14 +91,16 @@ async def test_openai_agents_sdk_runs_a_function_tool_round_trip(
         return f"Sunny in {city}."
 
     set_tracing_disabled(True)
-    set_default_openai_client(
-        AsyncOpenAI(base_url=f"{base}/v1", api_key=API_KEY), use_for_tracing=False
-    )
+    client = AsyncOpenAI(base_url=f"{base}/v1", api_key=API_KEY)
+    set_default_openai_client(client, use_for_tracing=False)
     # A model name only: the SDK's default model class (the Responses API) serves it.
     agent = Agent(
         name="weather", instructions="Answer with the tool.", model=MODEL, tools=[get_weather]
     )
-    result = await Runner.run(agent, "What is the weather in Paris?")
+    try:
+        result = await Runner.run(agent, "What is the weather in Paris?")
+    finally:
+        await client.close()  # its connections belong to this test's event loop
 
     # The emulator answers the first turn with a call, the tool's output with text.
     assert len(asked) == 1
@@ -123,8 +126,15 @@ def _one_turn(answer: Any, data_dir: Path) -> None:
 
 async def test_langchain_chat_openai_on_the_responses_api(served: tuple[str, Path]) -> None:
     base, data_dir = served
-    chat = ChatOpenAI(model=MODEL, base_url=f"{base}/v1", api_key=API_KEY, use_responses_api=True)
-    answer = await chat.ainvoke("Say hello.")
+    async with httpx.AsyncClient() as http:  # closed here, not whenever GC finds it
+        chat = ChatOpenAI(
+            model=MODEL,
+            base_url=f"{base}/v1",
+            api_key=API_KEY,
+            use_responses_api=True,
+            http_async_client=http,
+        )
+        answer = await chat.ainvoke("Say hello.")
     assert answer.response_metadata["id"].startswith("resp_")  # served by /v1/responses
     _one_turn(answer, data_dir)
 
@@ -132,6 +142,9 @@ async def test_langchain_chat_openai_on_the_responses_api(served: tuple[str, Pat
 async def test_langchain_chat_anthropic_on_messages(served: tuple[str, Path]) -> None:
     base, data_dir = served
     chat = ChatAnthropic(model_name=MODEL, base_url=base, api_key=API_KEY, max_tokens=64)
-    answer = await chat.ainvoke("Say hello.")
+    try:
+        answer = await chat.ainvoke("Say hello.")
+    finally:
+        await chat._async_client.close()  # its connections belong to this test's event loop
     assert answer.response_metadata["id"].startswith("msg_")  # served by /v1/messages
     _one_turn(answer, data_dir)
