@@ -22,7 +22,8 @@ pass over the header list (:func:`scan_headers`) and then, in this order:
    then hands the request to FastAPI (a route that takes no body ignores it).
 
 An inference route's client that hangs up after sending its body cancels the
-handler (:class:`gateway.sending.Departure`): the pipeline releases what the
+handler (:class:`gateway.sending.Departure`; on the gateway's own server the protocol
+calls it back, no task waits for the disconnect): the pipeline releases what the
 request holds (a worker slot, a connection to a hung upstream) and bills it once.
 
 So on every route: duplicate headers (400), then credentials (401/403), then
@@ -136,19 +137,19 @@ class Dispatcher:
         except TollwayError as exc:
             rid = state["request_id"] = self.ids.new()
             api = route.api if route is not None else OPENAI
-            await send_response(error_response(exc, rid, api), receive, send)
+            await send_response(error_response(exc, rid, api), scope, receive, send)
             return
         rid = state["request_id"] = self.ids.of(head.single.get(HEADER))
         if route is not None:
             if scope["method"] != route.method:
                 refusal = error_response(_not_allowed(route.method), rid, route.api)
-                await send_response(refusal, receive, send)
+                await send_response(refusal, scope, receive, send)
                 return
             # The handler authenticates, then reads the body within the limit (413 for a
             # declared length over it before reading anything).
             response = await answer(route.handler, rid, scope, receive, route.api)
             if response is not None:  # None: the client left while it was handled
-                await send_response(response, receive, send)
+                await send_response(response, scope, receive, send)
             return
         await self._other(scope, receive, send, head, rid)
 
@@ -172,7 +173,7 @@ class Dispatcher:
         except TollwayError as exc:
             if has_body:  # refused before its body was read: the connection closes
                 exc.headers.setdefault("connection", "close")
-            await send_response(error_response(exc, rid), receive, send)
+            await send_response(error_response(exc, rid), scope, receive, send)
             return
         started = False
         header = (HEADER, rid.encode("ascii"))
@@ -193,7 +194,7 @@ class Dispatcher:
                 return
             log.exception("request %s failed", rid)
             error = TollwayError("The server had an error while processing your request.")
-            await send_response(error_response(error, rid), receive, send)
+            await send_response(error_response(error, rid), scope, receive, send)
 
 
 def _not_allowed(method: str) -> MethodNotAllowed:
@@ -222,7 +223,7 @@ async def answer(
     """Run an inference route's handler and turn any error into its API's shape; None
     when the client hung up after sending its body (the handler was cancelled, and its
     pipeline released and billed the request)."""
-    departure = Departure(receive)
+    departure = Departure(scope, receive)
     try:
         response = await handler(Request(scope, departure.receive))
     except asyncio.CancelledError:

@@ -41,7 +41,11 @@ The protocol reads its limits from :class:`GatewayServerConfig`, a uvicorn
 ``Config`` that carries them (it is pickled to worker processes with the rest of
 the config). Every request runs in uvicorn's own request cycle; its response
 head is held by a :class:`~gateway.headholder.HeadHolder` so that it leaves with
-the body. The names of uvicorn's this module relies on are pinned and checked
+the body; its scope carries a :class:`~gateway.hangup.HangUp`, fired when the
+request's cycle is marked ``disconnected`` (the connection is lost, or the protocol
+closes it under the request: a body timeout, input it refuses; a write deadline's
+reset is a lost connection), so the app hears of a client that left without a task
+waiting in ``receive``. The names of uvicorn's this module relies on are pinned and checked
 by ``tests/gateway/test_uvicorn_pin.py``.
 """
 
@@ -57,6 +61,7 @@ import uvicorn
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from gateway.hangup import hang_up_of, install
 from gateway.headholder import HeadHolder
 from gateway.responses import error_json
 from gateway.routes import OPENAI, RouteTable
@@ -101,6 +106,13 @@ def error_bytes(exc: TollwayError, api: str = OPENAI) -> bytes:
         "connection: close\r\n\r\n"
     )
     return head.encode("ascii") + body
+
+
+def _hang_up(cycle: RequestResponseCycle) -> None:
+    """Tell the request of ``cycle`` that its client left (its :class:`~gateway.hangup.HangUp`)."""
+    hang_up = hang_up_of(cycle.scope)
+    if hang_up is not None:
+        hang_up.hang_up()
 
 
 class _Flow(FlowControl):
@@ -171,6 +183,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._cancel_timers()
         self.write_deadline.stop()
         super().connection_lost(exc)
+        cycle = self.cycle
+        if cycle is not None and cycle.disconnected:  # marked by uvicorn: the app hears it
+            _hang_up(cycle)
 
     def data_received(self, data: bytes) -> None:
         if self.refused:
@@ -231,6 +246,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is not previous:  # a new request (not an upgrade), its task not run yet
             cycle.transport = HeadHolder(self.transport, self.loop)
+            install(cycle.scope)
             if not (self.pipeline and self.pipeline[0][0] is cycle):
                 self._front = cycle  # started at once; else it waits for the one before
         self._arm(self.limits.body_read_timeout_s, body=True)
@@ -386,6 +402,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             # The app sees a disconnect: its receive() returns, its sends are dropped.
             about.disconnected = True
             about.message_event.set()
+            _hang_up(about)
         self.transport.write(response)
         self.transport.close()
 

@@ -40,6 +40,7 @@ CYCLE_STATE = [
     "keep_alive",
     "disconnected",
     "message_event",
+    "scope",
 ]
 FLOW_NAMES = [
     "read_paused",

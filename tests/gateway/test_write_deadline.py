@@ -64,7 +64,7 @@ async def test_a_stream_to_a_client_that_never_reads_is_cut_and_released() -> No
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         response = StreamingResponse(chunks(), background=BackgroundTask(seen.settle))
-        await send_response(response, receive, send)
+        await send_response(response, scope, receive, send)
         seen.returned = True
 
     async with served(app, LIMITS) as port:
@@ -81,7 +81,7 @@ async def test_a_large_answer_to_a_client_that_never_reads_is_cut() -> None:
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         response = Response(b"x" * BIG, background=BackgroundTask(seen.settle))
-        await send_response(response, receive, send)
+        await send_response(response, scope, receive, send)
         seen.returned = True
 
     async with served(app, LIMITS) as port:
@@ -98,7 +98,7 @@ async def test_a_client_that_reads_slowly_but_steadily_is_not_cut() -> None:
     size = 2 * 1024 * 1024
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await send_response(Response(b"y" * size), receive, send)
+        await send_response(Response(b"y" * size), scope, receive, send)
 
     async with served(app, ConnectionLimits(client_write_timeout_s=5.0)) as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
