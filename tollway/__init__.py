@@ -1,8 +1,9 @@
 """Tollway's shared base layer, which every package may import.
 
-Owns: the error hierarchy (:mod:`tollway.errors`), the retry/backoff helper
-(:mod:`tollway.backoff`), the RESP client (:mod:`tollway.resp`), SQL and
-schema helpers (:mod:`tollway.database`, :mod:`tollway.schema`), CLI tables
+Owns: the error hierarchy (:mod:`tollway.errors`; Anthropic's error types by
+status in :mod:`tollway.anthropic_errors`), the retry/backoff helper
+(:mod:`tollway.backoff`), the RESP client (:mod:`tollway.resp`), SQL and schema
+helpers (:mod:`tollway.database`, :mod:`tollway.schema`), CLI tables
 (:mod:`tollway.clitable`), eager task helpers (:mod:`tollway.eager`), a request's
 effective output limit (:mod:`tollway.output_tokens`) and the one token estimate
 from JSON bytes (:mod:`tollway.token_estimate`).
