@@ -8,6 +8,8 @@ The request path builds a :class:`billing.usage.UsageRecord`, prices it
 (:func:`billing.cost.with_cost`) and makes it durable in a
 :class:`billing.buffer.UsageBuffer` (Redis stream, else a local spool); a
 :class:`billing.writer.LedgerWriter` moves it into the SQL ledger exactly once.
+Its commands are given the data directory and the stores' URLs
+(:class:`billing.database.Stores`), read in one place above this package.
 
 May import: :mod:`tollway` only; never :mod:`gateway`, :mod:`backends`,
 :mod:`policies` or :mod:`simulator` (``tests/test_import_rules.py`` checks this).

@@ -4,7 +4,9 @@ Every command works against the billing database directly: ``DATABASE_URL``, els
 SQLite file ``tollway.db`` in ``TOLLWAY_DATA_DIR`` (default ``.tollway``). Each one
 says on stderr which database it uses (password masked) and brings its schema up to
 date first (:func:`tollway.schema.migrate`, as ``tollway serve`` does). Output is rich
-tables; ``--json`` prints JSON for scripts. Register with :func:`register`.
+tables; ``--json`` prints JSON for scripts. Register with :func:`register`, which is
+given the settings (:class:`billing.database.Stores`): the environment is read where
+the command line is composed, not here.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billing.database import create_engine, data_dir, database_url_from_env, default_database_url
+from billing.database import Stores, create_engine, database_url
 from billing.pricing import PriceBook, document_json, load_price_book
 from billing.pricing_store import PriceBookStore
 from billing.queries import GroupBy, UsageFilter, usage_totals
@@ -35,10 +37,22 @@ T = TypeVar("T")
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-def announce_database(url: str) -> None:
+#: Where the commands' settings come from, given by :func:`register` (the environment
+#: is read in one place, where the command line is composed).
+_stores: list[Callable[[], Stores]] = []
+
+
+def stores() -> Stores:
+    """The settings for the command being run (read when it runs)."""
+    if not _stores:
+        raise RuntimeError("billing.cli.register() was not called")
+    return _stores[-1]()
+
+
+def announce_database(url: str, settings: Stores) -> None:
     """Say on stderr which database a command uses (see
     :func:`tollway.database.database_notice`)."""
-    directory = None if database_url_from_env() else data_dir()
+    directory = None if settings.database_url else settings.data_dir
     for line in database_notice(url, directory):
         typer.echo(line, err=True)
 
@@ -53,8 +67,9 @@ def fail(message: str) -> typer.Exit:
 def run(work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
     """Run ``work`` with an engine on the billing database; errors exit with status 2."""
 
-    url = default_database_url()
-    announce_database(url)
+    settings = stores()
+    url = database_url(settings)
+    announce_database(url, settings)
 
     async def main() -> T:
         engine = create_engine(url)
@@ -260,10 +275,12 @@ def usage(
     )
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``pricing``, ``usage`` and ``billing`` to the ``tollway`` command line."""
+def register(app: typer.Typer, settings: Callable[[], Stores]) -> None:
+    """Add ``pricing``, ``usage`` and ``billing`` to the ``tollway`` command line;
+    ``settings`` reads the data directory and the stores' URLs when a command runs."""
     from billing.cli_billing import billing_app
 
+    _stores[:] = [settings]
     app.add_typer(pricing_app, name="pricing")
     app.command("usage")(usage)
     app.add_typer(billing_app, name="billing")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,9 +14,8 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billing.cli import JsonOption, fail, parse_time, print_json, run
+from billing.cli import JsonOption, fail, parse_time, print_json, run, stores
 from billing.customers import customers_from_tenants, merge_customers
-from billing.database import data_dir
 from billing.ledger import Ledger
 from billing.meters import StripeSettings
 from billing.reconcile import reconcile
@@ -212,8 +210,9 @@ def worker(
     as_json: JsonOption = False,
 ) -> None:
     """Move buffered usage (Redis stream at REDIS_URL, local spool) into the ledger."""
-    directory = spool_dir or data_dir() / "spool"
-    redis_url = os.environ.get("REDIS_URL")
+    settings = stores()
+    directory = spool_dir or settings.data_dir / "spool"
+    redis_url = settings.redis_url
     prefix = key_prefix if key_prefix is not None else _key_prefix_of(config)
 
     async def work(engine: AsyncEngine) -> int:

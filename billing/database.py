@@ -1,31 +1,41 @@
-"""The billing database's URL: ``DATABASE_URL``, else the embedded SQLite file.
+"""The billing database: ``DATABASE_URL``, else the embedded SQLite file.
 
-Engines come from :func:`tollway.database.create_engine`, shared with the gateway.
+The settings it is chosen by (the data directory and ``DATABASE_URL``) are read
+from the environment in one place, above this package, and passed in as
+:class:`Stores`. Engines come from :func:`tollway.database.create_engine`, shared
+with the gateway.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import Protocol
 
 from tollway.database import DEFAULT_DATA_DIR, create_engine, sqlite_url
 
-__all__ = ["DEFAULT_DATA_DIR", "create_engine", "data_dir", "default_database_url"]
+__all__ = ["DEFAULT_DATA_DIR", "Stores", "create_engine", "database_url"]
 
 
-def data_dir() -> Path:
-    """``TOLLWAY_DATA_DIR`` (default ``.tollway``)."""
-    return Path(os.environ.get("TOLLWAY_DATA_DIR", str(DEFAULT_DATA_DIR)))
+class Stores(Protocol):
+    """The settings the billing commands read: where local state lives and which
+    shared stores to use (``None``: SQLite under :attr:`data_dir`, no Redis)."""
+
+    @property
+    def data_dir(self) -> Path:
+        """The data directory (``TOLLWAY_DATA_DIR``, default ``.tollway``)."""
+        ...
+
+    @property
+    def database_url(self) -> str | None:
+        """``DATABASE_URL``."""
+        ...
+
+    @property
+    def redis_url(self) -> str | None:
+        """``REDIS_URL``."""
+        ...
 
 
-def database_url_from_env() -> str | None:
-    """``DATABASE_URL`` when set (else the SQLite file under :func:`data_dir`)."""
-    return os.environ.get("DATABASE_URL") or None
-
-
-def default_database_url(directory: Path | None = None) -> str:
-    """``DATABASE_URL``, else a SQLite file ``tollway.db`` in the data directory.
-
-    The data directory is ``TOLLWAY_DATA_DIR`` (default ``.tollway``).
-    """
-    return database_url_from_env() or sqlite_url(directory or data_dir())
+def database_url(stores: Stores) -> str:
+    """``stores.database_url``, else a SQLite file ``tollway.db`` in the data directory."""
+    return stores.database_url or sqlite_url(stores.data_dir)

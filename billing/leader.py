@@ -13,7 +13,8 @@ from __future__ import annotations
 import uuid
 
 from billing.boundary import foreign_errors
-from tollway.resp import RespClient, Script
+from tollway.resp import RespClient
+from tollway.resp_script import Script
 
 _RENEW = Script("""
 if redis.call('get', KEYS[1]) == ARGV[1] then

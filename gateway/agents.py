@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from gateway.auth import Principal
-from gateway.config import AgentTypeConfig, RoutingConfig
+from gateway.config import AgentTypeConfig, RequestTimeouts, RoutingConfig
 from tollway.errors import InvalidRequest, UnknownAgentType
 from tollway.output_tokens import OUTPUT_TOKEN_FIELDS, effective_max_tokens
 
@@ -142,6 +142,17 @@ def apply_max_tokens(body: dict[str, Any], profile: AgentTypeConfig | None) -> i
                 if isinstance(value, int) and not isinstance(value, bool) and value > cap:
                     body[field] = cap
     return effective_max_tokens(body)
+
+
+def request_timeouts(
+    model: RequestTimeouts | None, profile: AgentTypeConfig | None
+) -> tuple[float | None, float | None]:
+    """First-byte and total timeouts: the agent type's, else the model's, else the pool's
+    (``None``: the pool's own)."""
+    chosen = [t for t in (profile.timeouts if profile else None, model) if t is not None]
+    first_byte = next((t.first_byte_s for t in chosen if t.first_byte_s is not None), None)
+    total = next((t.total_s for t in chosen if t.total_s is not None), None)
+    return first_byte, total
 
 
 def prefix_affinity(body: dict[str, Any]) -> str | None:

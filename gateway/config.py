@@ -2,9 +2,10 @@
 
 One YAML file, parsed strictly (unknown keys are errors) into frozen pydantic
 models, then cross-checked (every route names a pool or catalog entry that
-exists). A bad file raises :class:`tollway.errors.ConfigError` whose ``path``
-is the YAML path of the bad key (``pools.h100-small.workers[1]``) and whose
-message says why. Environment overrides live in :mod:`gateway.settings`.
+exists: :mod:`gateway.configrefs`). A bad file raises
+:class:`tollway.errors.ConfigError` whose ``path`` is the YAML path of the bad
+key (``pools.h100-small.workers[1]``) and whose message says why. Environment
+overrides live in :mod:`gateway.settings`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from backends.catalog import CatalogEntryConfig
 from backends.sglang.config import PoolConfig
+from gateway.configrefs import check_references, split_route
 from gateway.idempotency.config import IdempotencyConfig
 from gateway.limits.config import LimitsConfig
 from gateway.logconfig import LoggingConfig
@@ -114,14 +116,14 @@ class ModelConfig(_Strict):
     @field_validator("route")
     @classmethod
     def _check_route(cls, value: str) -> str:
-        _split_route(value)
+        split_route(value)
         return value
 
     @field_validator("fallbacks")
     @classmethod
     def _check_fallbacks(cls, values: list[str]) -> list[str]:
         for value in values:
-            _split_route(value)
+            split_route(value)
         return values
 
 
@@ -167,7 +169,7 @@ class AgentTypeConfig(_Strict):
     @classmethod
     def _check_fallbacks(cls, values: list[str]) -> list[str]:
         for value in values:
-            _split_route(value)
+            split_route(value)
         return values
 
 
@@ -276,21 +278,6 @@ class TollwayConfig(_Strict):
         return value
 
 
-def _split_route(route: str) -> tuple[str, str]:
-    kind, sep, name = route.partition(":")
-    if not sep or kind not in ("pool", "catalog") or not name:
-        raise ValueError(f"route {route!r} must be 'pool:<name>' or 'catalog:<name>'")
-    return kind, name
-
-
-def route_serves_embeddings(config: TollwayConfig, route: str) -> bool:
-    """Whether ``route`` (``pool:<name>`` or ``catalog:<name>``, defined) serves embeddings."""
-    kind, name = _split_route(route)
-    if kind == "pool":
-        return config.pools[name].model.embedding
-    return config.catalog[name].embedding
-
-
 def _format_loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
@@ -299,78 +286,6 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
         else:
             out += f".{part}" if out else str(part)
     return out
-
-
-def _cross_check(config: TollwayConfig) -> None:
-    """References between sections must resolve."""
-    for model_name, model in config.models.items():
-        targets = [("route", model.route)] + [
-            (f"fallbacks[{i}]", f) for i, f in enumerate(model.fallbacks)
-        ]
-        for key, target in targets:
-            kind, name = _split_route(target)
-            known = config.pools if kind == "pool" else config.catalog
-            section = "pools" if kind == "pool" else "catalog"
-            if name not in known:
-                raise ConfigError(
-                    f"{kind} {name!r} is not defined under '{section}'",
-                    path=f"models.{model_name}.{key}",
-                )
-        _same_task(config, model.route, targets, f"models.{model_name}")
-    for agent, profile in config.agent_types.items():
-        if profile.model not in config.models:
-            raise ConfigError(
-                f"model {profile.model!r} is not defined under 'models'",
-                path=f"agent_types.{agent}.model",
-            )
-        for i, target in enumerate(profile.fallbacks):
-            kind, name = _split_route(target)
-            if name not in (config.pools if kind == "pool" else config.catalog):
-                raise ConfigError(
-                    f"{kind} {name!r} is not defined",
-                    path=f"agent_types.{agent}.fallbacks[{i}]",
-                )
-        fallbacks = [(f"fallbacks[{i}]", f) for i, f in enumerate(profile.fallbacks)]
-        route = config.models[profile.model].route
-        _same_task(config, route, fallbacks, f"agent_types.{agent}")
-        if profile.compression is not None and profile.compression not in config.compression:
-            raise ConfigError(
-                f"compression policy {profile.compression!r} is not defined under 'compression'",
-                path=f"agent_types.{agent}.compression",
-            )
-
-
-def _same_task(
-    config: TollwayConfig, route: str, targets: list[tuple[str, str]], path: str
-) -> None:
-    """A model's fallbacks serve what its route serves (embeddings, or chat)."""
-    embedding = route_serves_embeddings(config, route)
-    for key, target in targets:
-        if route_serves_embeddings(config, target) != embedding:
-            what = "an embedding" if embedding else "a chat"
-            raise ConfigError(
-                f"{target} does not serve what {route} serves ({what} model)",
-                path=f"{path}.{key}",
-            )
-
-
-def _check_routing(config: TollwayConfig) -> None:
-    default = config.routing.default_agent_type
-    if default is not None and default not in config.agent_types:
-        raise ConfigError(
-            f"agent type {default!r} is not defined under 'agent_types'",
-            path="routing.default_agent_type",
-        )
-    if config.routing.unknown_agent_type == "default" and default is None:
-        raise ConfigError(
-            "'default' needs routing.default_agent_type", path="routing.unknown_agent_type"
-        )
-    clash = sorted(set(config.agent_types) & set(config.models))
-    if clash:
-        raise ConfigError(
-            f"{clash[0]!r} is both a model and an agent type; aliases must be unambiguous",
-            path=f"agent_types.{clash[0]}",
-        )
 
 
 def parse_config(data: Any) -> TollwayConfig:
@@ -388,8 +303,7 @@ def parse_config(data: Any) -> TollwayConfig:
         if first["type"] == "extra_forbidden":
             msg = "unknown key"
         raise ConfigError(msg, path=loc) from None
-    _cross_check(config)
-    _check_routing(config)
+    check_references(config)
     if config.idempotency.key_prefix is None:  # one prefix for every Redis key by default
         shared = config.idempotency.model_copy(update={"key_prefix": config.limits.key_prefix})
         config = config.model_copy(update={"idempotency": shared})

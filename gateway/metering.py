@@ -39,7 +39,6 @@ from billing.gpu_share import GpuShareAccountant, internal_cost_micros
 from billing.journal import Journal
 from billing.leader import LeaderLock
 from billing.ledger import Ledger
-from billing.money import micros_to_usd_float
 from billing.pricing import ActivePriceBook, PriceBook, load_price_book
 from billing.pricing_store import PriceBookStore
 from billing.spool import Spool
@@ -47,6 +46,7 @@ from billing.stream import RedisStream
 from billing.usage import UsageRecord, UsageSource, UsageStatus
 from billing.writer import LedgerWriter, WriterSettings
 from gateway.outcome import RequestRecord
+from gateway.usagefields import catalog_of, pool_of, request_fields
 from tollway.errors import TollwayError
 from tollway.resp import RespClient
 
@@ -214,7 +214,7 @@ class Metering:
         if quote.rate_id is None and record.status == "ok":
             passed = self.provider_cost(record.route, record.usage)
             if passed is not None:
-                return CostQuote(passed, _catalog_of(record.route), quote.price_book_version)
+                return CostQuote(passed, catalog_of(record.route), quote.price_book_version)
         return quote if book is not None else CostQuote(quote.cost_micros, None, 0)
 
     def max_cost(self, record: RequestRecord, prompt: int, output: int) -> int:
@@ -248,7 +248,7 @@ class Metering:
             book,
             tenant_id=record.tenant_id,
             model=record.model,
-            pool=_pool_of(record.route),
+            pool=pool_of(record.route),
             agent_type=record.agent_type,
             at=record.created_at,
             status=status,
@@ -267,11 +267,11 @@ class Metering:
         usage = record.usage or {}
         details = usage.get("completion_tokens_details")
         reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
-        pool = _pool_of(record.route)
+        pool = pool_of(record.route)
         rate = self.gpu_hour_usd.get(pool) if pool else None
         provider = self.provider_cost(record.route, record.usage)
         return UsageRecord(
-            **_request_fields(record, pool),
+            **request_fields(record, pool),
             prompt_tokens=prompt,
             cached_tokens=cached,
             completion_tokens=completion,
@@ -353,7 +353,7 @@ class Metering:
             # Built directly (not usage_record() then replace()): this runs once per
             # stream on the request path, and is half the cost that way.
             return UsageRecord(
-                **_request_fields(record, _pool_of(record.route)),
+                **request_fields(record, pool_of(record.route)),
                 prompt_tokens=prompt_tokens,
                 latency_ms=record.latency_s * 1000,
                 status=UsageStatus.PROVISIONAL,
@@ -365,38 +365,3 @@ class Metering:
         except Exception:  # noqa: BLE001 - metering must never break the stream
             log.exception("building the provisional record of %s failed", record.request_id)
             return None
-
-
-def _request_fields(record: RequestRecord, pool: str | None) -> dict[str, Any]:
-    """The usage record's fields that say which request it is and whose."""
-    return {
-        "request_id": record.request_id,
-        "tenant_id": record.tenant_id or "",
-        "key_id": record.key_id or "",
-        "model": record.model or "",
-        "created_at": record.created_at,
-        "agent_type": record.agent_type,
-        "session_id": record.session_id,
-        "pool": pool,
-        "worker": record.worker,
-        "catalog_model": _catalog_of(record.route),
-        "tokens_before_compression": record.tokens_before_compression,
-        "tokens_after_compression": record.tokens_after_compression,
-    }
-
-
-def _pool_of(route: str | None) -> str | None:
-    if route and route.startswith("pool:"):
-        return route[5:].split("/", 1)[0]
-    return None
-
-
-def _catalog_of(route: str | None) -> str | None:
-    if route and route.startswith("catalog:"):
-        return route[8:]
-    return None
-
-
-def usage_fields(quote: CostQuote) -> dict[str, Any]:
-    """What metering adds to the response's ``usage`` object (USD, as OpenRouter does)."""
-    return {"cost": micros_to_usd_float(quote.cost_micros)}

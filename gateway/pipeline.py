@@ -7,7 +7,7 @@ stage                  where
 =====================  ==============================================================
 authenticate           :meth:`~InferencePipeline._authenticate` (:mod:`gateway.auth`)
 parse and validate     :meth:`~InferencePipeline._parse` (:mod:`gateway.body`,
-                       :mod:`gateway.validation`)
+                       :mod:`gateway.calls`)
 agent and model        :meth:`~InferencePipeline._resolve_agent` (:mod:`gateway.agents`,
                        :mod:`gateway.registry`)
 idempotency            :meth:`~InferencePipeline._claim_idempotency_key`
@@ -29,7 +29,6 @@ after parsing, and the rest is this pipeline.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -37,19 +36,18 @@ from starlette.responses import Response
 
 from backends.base import Backend, UpstreamRequest, UpstreamResponse
 from gateway.admitting import Admitter, Pending
-from gateway.agents import AgentContext, AgentResolver, apply_max_tokens, prefix_affinity
+from gateway.agents import (
+    AgentContext,
+    AgentResolver,
+    apply_max_tokens,
+    prefix_affinity,
+    request_timeouts,
+)
 from gateway.auth import Authenticator, Principal
 from gateway.body import parse_json_object, read_body
+from gateway.calls import CHAT_PATH, COMPLETIONS_PATH, Call, call_of
 from gateway.compressing import Compressor
-from gateway.config import AgentTypeConfig, RequestTimeouts
-from gateway.embeddings import (
-    EMBEDDINGS_PATH,
-    EmbeddingView,
-    shape_response,
-    upstream_body,
-    validate_embedding,
-    wrong_task,
-)
+from gateway.embeddings import EMBEDDINGS_PATH, shape_response, upstream_body, wrong_task
 from gateway.fallback import send_along
 from gateway.finishing import Finisher, RecordFinisher
 from gateway.idempotency import (
@@ -69,33 +67,11 @@ from gateway.requestid import new_request_id, request_id_of
 from gateway.responding import Responder
 from gateway.tracing import NullTracer, Tracer, trace_id_of
 from gateway.translation import Translation
-from gateway.validation import validate_chat, validate_completion
 from policies.tokens import EstimateCounter, TokenCounter
 from tollway.errors import TollwayError, UpstreamError
 from tollway.token_estimate import estimate_json_tokens
 
 log = logging.getLogger("tollway.request")
-
-CHAT_PATH = "/v1/chat/completions"
-COMPLETIONS_PATH = "/v1/completions"
-
-
-@dataclass(slots=True, frozen=True)
-class _Call:
-    model: str
-    stream: bool
-    include_usage: bool
-    embedding: EmbeddingView | None = None
-
-
-def _timeouts(
-    model: RequestTimeouts | None, profile: AgentTypeConfig | None
-) -> tuple[float | None, float | None]:
-    """First-byte and total timeouts: the agent type's, else the model's, else the pool's."""
-    chosen = [t for t in (profile.timeouts if profile else None, model) if t is not None]
-    first_byte = next((t.first_byte_s for t in chosen if t.first_byte_s is not None), None)
-    total = next((t.total_s for t in chosen if t.total_s is not None), None)
-    return first_byte, total
 
 
 class InferencePipeline:
@@ -286,7 +262,7 @@ class InferencePipeline:
         path: str,
         principal: Principal,
         translation: Translation | None,
-    ) -> tuple[bytes, dict[str, Any], _Call]:
+    ) -> tuple[bytes, dict[str, Any], Call]:
         """The body read within the limit, parsed once, translated (with what the
         translation loads for the caller first, e.g. a stored chain), and validated."""
         with self.tracer.span("tollway.parse"):
@@ -296,7 +272,7 @@ class InferencePipeline:
                 if translation.load is not None:
                     await translation.load(body, principal)
                 body = translation.to_chat(body)
-            return raw, body, self._validate(path, body, self.max_messages)
+            return raw, body, call_of(path, body, self.max_messages)
 
     def _idempotency_key(self, headers_in: dict[str, str], body: dict[str, Any]) -> str | None:
         """The request's ``Idempotency-Key`` (read before agent resolution strips metadata)."""
@@ -309,7 +285,7 @@ class InferencePipeline:
         self,
         headers_in: dict[str, str],
         body: dict[str, Any],
-        call: _Call,
+        call: Call,
         principal: Principal,
         record: RequestRecord,
     ) -> tuple[AgentContext, ModelEntry]:
@@ -381,7 +357,7 @@ class InferencePipeline:
         entry: ModelEntry,
         chain: list[Backend],
         body: dict[str, Any],
-        call: _Call,
+        call: Call,
         kv_tokens: int,
         pending: Pending | None,
     ) -> tuple[Backend, UpstreamResponse, Opening | None]:
@@ -390,7 +366,7 @@ class InferencePipeline:
         When it fails, a speculative admission's refusal wins over its error.
         """
         affinity = "s:" + agent.session_id if agent.session_id else prefix_affinity(body)
-        first_byte_s, total_s = _timeouts(entry.timeouts, agent.profile)
+        first_byte_s, total_s = request_timeouts(entry.timeouts, agent.profile)
         priority = agent.profile.priority if agent.profile else 0
 
         def request_for(data: bytes) -> UpstreamRequest:
@@ -420,14 +396,3 @@ class InferencePipeline:
             if pending is not None and self.admitter is not None:
                 self.admitter.abandon(pending, record)
             raise
-
-    @staticmethod
-    def _validate(path: str, body: dict[str, Any], max_messages: int) -> _Call:
-        if path == CHAT_PATH:
-            chat = validate_chat(body, max_messages=max_messages)
-            return _Call(chat.model, chat.stream, chat.include_usage)
-        if path == EMBEDDINGS_PATH:
-            view = validate_embedding(body)
-            return _Call(view.model, False, False, view)
-        comp = validate_completion(body)
-        return _Call(comp.model, comp.stream, comp.include_usage)

@@ -11,7 +11,8 @@ from backends.base import Backend, ShareMeter
 from backends.catalog import CatalogBackend
 from backends.sglang.pool import SGLangPool
 from billing.money import usd_to_micros
-from gateway.config import RequestTimeouts, TollwayConfig, route_serves_embeddings
+from gateway.config import RequestTimeouts, TollwayConfig
+from gateway.configrefs import route_serves_embeddings
 from tollway.errors import ModelNotFound, UpstreamUnavailable
 
 

@@ -3,10 +3,11 @@
 Blocks are forwarded as they arrive, cut at event boundaries
 (:class:`~gateway.sseframing.EventFramer`: linear time, no event over
 ``max_event_bytes``); only events that carry a ``usage`` object, an ``error``
-object or the ``[DONE]`` marker are parsed, so ordinary content chunks are never
-re-encoded. SGLang's null delta members (``role``, ``content``,
-``reasoning_content``, ``tool_calls``: it sends all four in every delta) are
-dropped, as OpenAI omits them (:func:`without_null_delta_fields`: a few byte
+object or the ``[DONE]`` marker are parsed (found by their bytes:
+:mod:`gateway.sseevents`), so ordinary content chunks are never re-encoded.
+SGLang's null delta members (``role``, ``content``, ``reasoning_content``,
+``tool_calls``: it sends all four in every delta) are dropped, as OpenAI omits
+them (:func:`~gateway.sseevents.without_null_delta_fields`: a few byte
 replacements per block). Tool calls are counted by their distinct indexes; only
 events that carry tool-call deltas are parsed for that. The gateway always asks
 the upstream for usage; the usage event is
@@ -50,33 +51,25 @@ from typing import Any
 import orjson
 
 from backends.base import UpstreamResponse
-from backends.sglang.transport import error_from_upstream
 from gateway.shapes import checked_usage
+from gateway.sseevents import (
+    CONTENT,
+    DONE,
+    EMPTY_CONTENT,
+    ERROR,
+    TOOL_CALLS,
+    TOOL_CALLS_KEY,
+    USAGE,
+    error_event,
+    has_usage,
+    stream_error,
+    tool_call_keys,
+    without_null_delta_fields,
+)
 from gateway.sseframing import EventFramer
-from tollway.errors import TollwayError, UpstreamError, UpstreamStreamBroken
+from tollway.errors import TollwayError, UpstreamStreamBroken
 
 log = logging.getLogger("tollway.relay")
-
-_DONE = b"data: [DONE]"
-_USAGE = b'"usage"'
-_NULL_USAGE = (b'"usage":null', b'"usage": null')
-_CONTENT = b'"content":"'
-_EMPTY_CONTENT = b'"content":""'
-_TOOL_CALLS_KEY = b'"tool_calls":'
-_TOOL_CALLS = b'"tool_calls":['
-_ERROR = b'"error"'
-#: SGLang's stream deltas carry every ``DeltaMessage`` key, unset ones ``null``
-#: (``{"role":null,"content":"Hi","reasoning_content":null,"tool_calls":null}``);
-#: OpenAI's omit them, and strict clients refuse a null ``role`` or ``tool_calls``.
-#: A block without a ``"tool_calls":`` key has no SGLang delta: it is not searched.
-#: SGLang writes compact JSON with the delta's ``role`` first: the other null members
-#: are ``,"<key>":null``, and once they are gone a null role is ``{"role":null,`` or
-#: ``{"role":null}``. Inside a JSON string a quote is escaped, so none of these can
-#: match text.
-_NULL_ROLE = (b'{"role":null,', b'{"role":null}')
-_NULL_CONTENT = b',"content":null'
-_NULL_REASONING = b',"reasoning_content":null'
-_NULL_TOOL_CALLS = b',"tool_calls":null'
 
 #: The default limit on one SSE event from an upstream. A streamed tool call
 #: usually arrives in small deltas, but some parsers send a call's whole
@@ -96,82 +89,6 @@ class StreamOutcome:
     #: Events with non-empty content, and distinct tool calls begun, as delivered so far.
     content_events: int = 0
     tool_calls: int = 0
-
-
-def _has_usage(block: bytes) -> bool:
-    count = block.count(_USAGE)
-    if not count:
-        return False
-    nulls = block.count(_NULL_USAGE[0])  # SGLang: ``"usage":null`` in every chunk
-    return nulls != count and count != nulls + block.count(_NULL_USAGE[1])
-
-
-def without_null_delta_fields(ready: bytes) -> bytes:
-    """``ready`` (whole SSE events) without the ``null`` ``role``, ``content``,
-    ``reasoning_content`` and ``tool_calls`` members SGLang puts in every delta."""
-    return (
-        ready.replace(_NULL_CONTENT, b"")
-        .replace(_NULL_REASONING, b"")
-        .replace(_NULL_TOOL_CALLS, b"")
-        .replace(_NULL_ROLE[0], b"{")
-        .replace(_NULL_ROLE[1], b"{}")
-    )
-
-
-def tool_call_keys(ready: bytes) -> set[tuple[object, object]]:
-    """The (choice index, tool-call index) of every tool-call delta in ``ready``.
-
-    A call's deltas all carry its ``index`` (SGLang repeats ``"type":"function"`` in
-    each, and a call's arguments may hold any text), so distinct indexes count calls.
-    Only events that mention ``"tool_calls":[`` are parsed.
-    """
-    keys: set[tuple[object, object]] = set()
-    for event in ready.split(b"\n\n"):
-        if _TOOL_CALLS not in event:
-            continue
-        try:
-            payload = orjson.loads(event[event.find(b"{") :])
-        except orjson.JSONDecodeError:
-            continue
-        choices = payload.get("choices") if isinstance(payload, dict) else None
-        for choice in choices if isinstance(choices, list) else ():
-            delta = choice.get("delta") if isinstance(choice, dict) else None
-            calls = delta.get("tool_calls") if isinstance(delta, dict) else None
-            for call in calls if isinstance(calls, list) else ():
-                if isinstance(call, dict):
-                    index = call.get("index")
-                    keys.add((choice.get("index"), index if index is not None else call.get("id")))
-    return keys
-
-
-def error_event(exc: TollwayError) -> bytes:
-    """An SSE event carrying an OpenAI error object."""
-    return b"data: " + orjson.dumps(exc.to_body()) + b"\n\n"
-
-
-def stream_error(event: bytes, worker: str) -> UpstreamError | None:
-    """The error an upstream reported as an event of its 200 stream, if ``event`` is one.
-
-    ``{"error": {...}}`` without ``choices`` is an error event; its ``code``, when it
-    is an HTTP status (SGLang's), maps like that status answered up front
-    (:func:`backends.sglang.transport.error_from_upstream`: a 4xx is the client's,
-    relayed with its status); without one it is the upstream's internal error.
-    """
-    if _ERROR not in event:
-        return None
-    try:
-        payload = orjson.loads(event[event.find(b"{") :])
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(payload, dict) or payload.get("choices"):
-        return None
-    error = payload.get("error")
-    if not isinstance(error, dict):
-        return None
-    code = error.get("code")
-    status = code if type(code) is int and 400 <= code <= 599 else 500
-    exc = error_from_upstream(status, orjson.dumps(error), worker)
-    return exc if isinstance(exc, UpstreamError) else UpstreamError(exc.message)
 
 
 @dataclass(slots=True)
@@ -200,7 +117,7 @@ async def read_opening(upstream: UpstreamResponse, max_event_bytes: int) -> Open
                 first_byte_at = time.perf_counter()
             ready = framer.feed(block)
             if ready:
-                if _ERROR in ready:
+                if ERROR in ready:
                     exc = stream_error(ready[: ready.find(b"\n\n")], upstream.worker)
                     if exc is not None:
                         raise exc
@@ -289,7 +206,7 @@ class StreamRelay:
     def _event(self, event: bytes) -> bytes | None:
         """Inspect one event that mentions ``usage`` (no blank line after it); return
         what to forward (None drops it)."""
-        if not _has_usage(event):
+        if not has_usage(event):
             return event
         data = event[event.find(b"{") :].rstrip()
         try:
@@ -322,17 +239,17 @@ class StreamRelay:
         if self._rewrite is not None:
             ready = ready.replace(*self._rewrite)
         outcome = self.outcome
-        if _TOOL_CALLS_KEY in ready:  # every SGLang delta; elsewhere, tool-call deltas
+        if TOOL_CALLS_KEY in ready:  # every SGLang delta; elsewhere, tool-call deltas
             ready = without_null_delta_fields(ready)
-            if _TOOL_CALLS in ready:
+            if TOOL_CALLS in ready:
                 calls = self._tool_calls
                 if calls is None:
                     calls = self._tool_calls = set()
                 calls.update(tool_call_keys(ready))
                 outcome.tool_calls = len(calls)
-        outcome.content_events += ready.count(_CONTENT) - ready.count(_EMPTY_CONTENT)
-        errors = _ERROR in ready
-        if not errors and _DONE not in ready and not _has_usage(ready):
+        outcome.content_events += ready.count(CONTENT) - ready.count(EMPTY_CONTENT)
+        errors = ERROR in ready
+        if not errors and DONE not in ready and not has_usage(ready):
             return ready, b""  # the usual block: content events, sent as they came
         before: list[bytes] = []
         after: list[bytes] = []
@@ -342,16 +259,16 @@ class StreamRelay:
         cut = 0
         if not outcome.finished:
             size = len(ready) + 1  # not found (-1) sorts last
-            first = min(ready.find(_USAGE) % size, ready.find(_DONE) % size)
+            first = min(ready.find(USAGE) % size, ready.find(DONE) % size)
             if errors:
-                first = min(first, ready.find(_ERROR) % size)
+                first = min(first, ready.find(ERROR) % size)
             cut = ready.rfind(b"\n\n", 0, first) + 2
             if cut > 2:
                 before.append(ready[: cut - 2])
         for event in ready[cut:].split(b"\n\n") if cut > 2 else ready.split(b"\n\n"):
             if not event.strip():
                 continue
-            if event.startswith(_DONE) or outcome.finished:
+            if event.startswith(DONE) or outcome.finished:
                 outcome.finished = True
                 after.append(event)
                 continue
@@ -359,7 +276,7 @@ class StreamRelay:
                 failure = stream_error(event, self.upstream.worker) if errors else None
                 if failure is not None:
                     raise failure
-                kept = self._event(event) if _USAGE in event else event
+                kept = self._event(event) if USAGE in event else event
             except TollwayError as exc:
                 self._failure = exc
                 break

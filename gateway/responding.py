@@ -27,11 +27,12 @@ from billing.money import micros_to_usd_str
 from billing.usage import UsageSource
 from gateway.embeddings import input_tokens
 from gateway.idempotency import StoredResponse, recorded_stream, replayable_headers
-from gateway.metering import Metering, usage_fields
+from gateway.metering import Metering
 from gateway.outcome import RequestRecord
 from gateway.relay import DEFAULT_MAX_EVENT_BYTES, Opening, StreamOutcome, StreamRelay
 from gateway.responses import JSON
 from gateway.shapes import normalize_body, tool_calls_of, usage_of
+from gateway.usagefields import usage_fields
 from policies.tokens import TokenCounter
 from tollway.errors import UpstreamUnusableAnswer
 

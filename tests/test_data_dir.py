@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from billing.cli import register
 from gateway.demo import _banner
+from gateway.settings import StoreSettings
 from tests.billing.test_pricing import BOOK_YAML
 from tollway.database import create_engine, database_notice, sqlite_url
 
@@ -42,7 +43,7 @@ def in_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _cli() -> typer.Typer:
     root = typer.Typer()
-    register(root)
+    register(root, StoreSettings)
     return root
 
 

@@ -21,9 +21,9 @@ from tollway.resp import (
     RespConnectionError,
     RespError,
     RespTimeout,
-    Script,
     _Connection,
 )
+from tollway.resp_script import Script
 
 Handler = Callable[[list[bytes], asyncio.StreamWriter], Awaitable[None]]
 

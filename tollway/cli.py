@@ -16,12 +16,13 @@ def build() -> typer.Typer:
     from billing.cli import register as register_billing
     from gateway.cli import app
     from gateway.manifests_cli import register as register_manifests
+    from gateway.settings import StoreSettings
     from gateway.tenancy.cli import register as register_tenancy
     from simulator.capacity_cli import register as register_planner
     from simulator.cli import register as register_emulator
 
     register_tenancy(app)
-    register_billing(app)
+    register_billing(app, StoreSettings)  # the environment, read in gateway.settings
     register_emulator(app)
     register_planner(app)
     register_manifests(app)

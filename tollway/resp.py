@@ -25,8 +25,8 @@ It serves every role of the gateway (limits, the usage stream and its writer, th
 leader lock, idempotency, summaries). A blocking read (``XREADGROUP BLOCK``) would
 stall every caller behind it on the shared connection: send those through a
 :meth:`RespClient.dedicated` client, with ``wait_s`` telling the timer how long the
-server may hold the reply. :class:`Script` runs a Lua script by its SHA1, loading it
-when the server lacks it. Errors are
+server may hold the reply. Lua scripts run by their SHA1
+(:class:`tollway.resp_script.Script`). Errors are
 :class:`RespError` (an error reply, e.g. ``NOSCRIPT``), :class:`RespTimeout` and
 :class:`RespConnectionError`; the last two are :class:`OSError` subclasses, so
 callers that translate ``OSError`` into an outage see them as one.
@@ -35,11 +35,10 @@ callers that translate ``OSError`` into an outage see them as one.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
@@ -371,34 +370,3 @@ class RespClient:
             self._conn.close()
             self._conn = None
         await asyncio.sleep(0)  # let the transport's close callbacks run
-
-
-class Script:
-    """A Lua script run by ``EVALSHA``; loaded (``SCRIPT LOAD``) when the server lacks
-    it (a restart, a flush, a failover) and run again."""
-
-    __slots__ = ("sha", "source")
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
-
-    async def __call__(
-        self,
-        client: RespClient,
-        keys: Sequence[Arg],
-        args: Sequence[Arg] = (),
-        *,
-        defer_s: float = 0.0,
-        urgent: bool = False,
-    ) -> Any:
-        """The script's reply (raises :class:`RespError` on an error reply)."""
-        try:
-            return await client.execute(
-                "EVALSHA", self.sha, len(keys), *keys, *args, defer_s=defer_s, urgent=urgent
-            )
-        except RespError as exc:
-            if exc.kind != "NOSCRIPT":
-                raise
-        await client.execute("SCRIPT", "LOAD", self.source)
-        return await client.execute("EVALSHA", self.sha, len(keys), *keys, *args)

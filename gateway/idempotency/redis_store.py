@@ -27,7 +27,8 @@ from typing import Any
 
 from gateway.idempotency.store import Claimed, ClaimResult, Done, Running
 from tollway.errors import ServiceUnavailable
-from tollway.resp import RespClient, RespError, Script
+from tollway.resp import RespClient, RespError
+from tollway.resp_script import Script
 
 CLAIM = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then

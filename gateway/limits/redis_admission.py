@@ -31,7 +31,8 @@ from gateway.limits.plan import Planner
 from gateway.limits.specs import WINDOW_MS, AdmissionRequest, Ticket
 from gateway.limits.verdict import Verdict, conclude
 from tollway.errors import ServiceUnavailable
-from tollway.resp import RespClient, RespError, Script
+from tollway.resp import RespClient, RespError
+from tollway.resp_script import Script
 
 _ADMIT = Script(scripts.ADMIT)
 _SETTLE = Script(scripts.SETTLE)

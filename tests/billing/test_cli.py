@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from billing.cli import register
 from billing.spool import Spool
+from gateway.settings import StoreSettings
 from tests.billing.conftest import make_record
 from tests.billing.test_pricing import BOOK_YAML
 
@@ -22,7 +23,7 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
     monkeypatch.delenv("REDIS_URL", raising=False)
     monkeypatch.setenv("TOLLWAY_DATA_DIR", str(tmp_path / "data"))
     root = typer.Typer()
-    register(root)
+    register(root, StoreSettings)
     return root
 
 

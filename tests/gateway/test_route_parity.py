@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.e2e.processes import API_KEY, emulator, gateway, pool
-from tollway.errors import anthropic_type
+from tollway.anthropic_errors import anthropic_type
 
 pytestmark = pytest.mark.e2e
 
