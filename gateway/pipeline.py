@@ -72,7 +72,7 @@ from gateway.translation import Translation
 from gateway.validation import validate_chat, validate_completion
 from policies.tokens import EstimateCounter, TokenCounter
 from tollway.errors import TollwayError, UpstreamError
-from tollway.token_estimate import estimate_json_tokens
+from tollway.token_estimate import estimate_json_tokens, least_tokens
 
 log = logging.getLogger("tollway.request")
 
@@ -86,6 +86,15 @@ class _Call:
     stream: bool
     include_usage: bool
     embedding: EmbeddingView | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class _Size:
+    """A request's KV size: the estimate admission reserves, and what a size refusal reads."""
+
+    kv_tokens: int
+    least_prompt_tokens: int
+    max_output_tokens: int
 
 
 def _timeouts(
@@ -239,8 +248,9 @@ class InferencePipeline:
             )
             if record.ticket is not None:
                 headers.update(ticket_headers(record.ticket))
+        size = _Size(prompt + output, least_tokens(prompt), (max_tokens or 0) * n)
         backend, upstream, opening = await self._forward(
-            path, record, principal, agent, entry, chain, body, call, prompt + output, pending
+            path, record, principal, agent, entry, chain, body, call, size, pending
         )
         if pending is not None and self.admitter is not None:
             await self.admitter.conclude(pending, upstream, record)
@@ -382,7 +392,7 @@ class InferencePipeline:
         chain: list[Backend],
         body: dict[str, Any],
         call: _Call,
-        kv_tokens: int,
+        size: _Size,
         pending: Pending | None,
     ) -> tuple[Backend, UpstreamResponse, Opening | None]:
         """The fallback chain (:mod:`gateway.fallback`) with the request's routing hints.
@@ -402,7 +412,9 @@ class InferencePipeline:
                 affinity=affinity,
                 tenant=principal.tenant_id,
                 priority=priority,
-                kv_tokens=kv_tokens,
+                kv_tokens=size.kv_tokens,
+                least_prompt_tokens=size.least_prompt_tokens,
+                max_output_tokens=size.max_output_tokens,
                 payload=body,
                 first_byte_timeout_s=first_byte_s,
                 total_timeout_s=total_s,
