@@ -309,6 +309,11 @@ class SGLangPool:
                 f"pool {self.name}: every worker's circuit breaker is open",
                 headers={"retry-after": str(max(1, math.ceil(wait)))},
             )
+        if not refused and any(b.available() for b in blocked):
+            # Healthy workers are left, none whose whole KV pool can hold the request.
+            return UpstreamUnavailable(
+                f"pool {self.name} has no healthy worker whose KV cache can hold the request"
+            )
         why = "reachable" if refused else "healthy"
         return UpstreamUnavailable(f"pool {self.name} has no {why} worker")
 

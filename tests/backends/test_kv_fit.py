@@ -126,3 +126,17 @@ async def test_the_pool_refuses_before_sending_and_reserves_nothing() -> None:
         assert pool.too_large == 1 and pool.admission.admitted == 0
         reply = await pool.send(chat(400, 100))  # fits: served
         assert reply.status == 200 and a.calls + b.calls == 1
+
+
+async def test_while_the_only_worker_that_can_hold_it_is_down_the_pool_answers_503() -> None:
+    small, large = Scripted(), Scripted()
+    async with (
+        serve(small, large),
+        running_pool([small.url, large.url], max_total_tokens=1000) as pool,
+    ):
+        pool.workers[1].capacity_tokens = 4000
+        pool.workers[1].mark_down()
+        with pytest.raises(UpstreamUnavailable) as caught:
+            await pool.send(chat(2000, 10))
+        assert "can hold the request" in caught.value.message
+        assert small.calls == large.calls == 0 and pool.workers[0].projected_tokens == 0
