@@ -32,6 +32,11 @@ class UpstreamRequest:
     tenant: str = ""
     priority: int = 0
     kv_tokens: int = 0
+    #: What a size refusal reads (see :mod:`backends.sglang.capacity`): the fewest
+    #: prompt tokens the body plausibly holds, and the output the client asked for
+    #: (its effective ``max_tokens`` times ``n``; 0 when it set no limit).
+    least_prompt_tokens: int = 0
+    max_output_tokens: int = 0
     #: Timeouts overriding the backend's own, per model or agent type (None: its own).
     first_byte_timeout_s: float | None = None
     total_timeout_s: float | None = None

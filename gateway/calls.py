@@ -41,3 +41,13 @@ def call_of(path: str, body: dict[str, Any], max_messages: int) -> Call:
         return Call(view.model, False, False, view)
     comp = validate_completion(body)
     return Call(comp.model, comp.stream, comp.include_usage)
+
+
+@dataclass(slots=True, frozen=True)
+class RequestSize:
+    """A request's KV size: the estimate admission reserves (``kv_tokens``), and what a
+    size refusal reads (the fewest prompt tokens it can have, the output it asked for)."""
+
+    kv_tokens: int
+    least_prompt_tokens: int
+    max_output_tokens: int

@@ -10,7 +10,10 @@ like an error answered up front.
 The next route is tried only before any byte reached the client, and never
 for the client's own mistake (the upstream's 4xx, :class:`UpstreamRejected`)
 or a tenant's limit (a :class:`RateLimited` other than a saturated route);
-the last route's error is the request's.
+the last route's error is the request's. A pool's refusal of a request no
+worker of its can hold (:class:`ContextLengthExceeded`, raised before
+anything is sent) does fall back: the next route may have larger workers or
+a hosted model's longer context.
 """
 
 from __future__ import annotations
@@ -24,7 +27,13 @@ import orjson
 
 from backends.base import Backend, UpstreamRequest, UpstreamResponse
 from gateway.relay import Opening, read_opening
-from tollway.errors import RateLimited, TollwayError, UpstreamError, UpstreamRejected
+from tollway.errors import (
+    ContextLengthExceeded,
+    RateLimited,
+    TollwayError,
+    UpstreamError,
+    UpstreamRejected,
+)
 
 log = logging.getLogger("tollway.request")
 
@@ -49,6 +58,8 @@ def prepare_upstream_body(body: dict[str, Any], stream: bool, upstream_model: st
 
 def falls_back(exc: TollwayError) -> bool:
     """Whether a route's failure lets the next route try (see the module docstring)."""
+    if isinstance(exc, ContextLengthExceeded):
+        return True  # too large for this route's workers; the next may hold it
     if isinstance(exc, UpstreamRejected):
         return False
     return not isinstance(exc, RateLimited) or exc.code in SATURATED
@@ -71,7 +82,7 @@ async def send_along(
                 upstream = await backend.send(request_for(orjson.dumps(body)))
                 opening = await read_opening(upstream, max_event_bytes) if stream else None
             return backend, upstream, opening
-        except (UpstreamError, RateLimited) as exc:
+        except (UpstreamError, RateLimited, ContextLengthExceeded) as exc:
             if attempt == last or not falls_back(exc):
                 raise
             log.warning("route %s failed (%s); falling back", backend.route, exc.code)

@@ -94,6 +94,7 @@ class StateCollector(Collector):
             depth.add_metric([backend.name], backend.admission.depth)
             admission.add_metric([backend.name, "admitted"], backend.admission.admitted)
             admission.add_metric([backend.name, "shed"], backend.admission.shed)
+            admission.add_metric([backend.name, "too_large"], backend.too_large)
             won = backend.admission.home_won
             home.add_metric([backend.name, "won"], won)
             home.add_metric([backend.name, "not_won"], backend.admission.home_waited - won)

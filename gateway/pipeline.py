@@ -45,7 +45,7 @@ from gateway.agents import (
 )
 from gateway.auth import Authenticator, Principal
 from gateway.body import parse_json_object, read_body
-from gateway.calls import CHAT_PATH, COMPLETIONS_PATH, Call, call_of
+from gateway.calls import CHAT_PATH, COMPLETIONS_PATH, Call, RequestSize, call_of
 from gateway.compressing import Compressor
 from gateway.embeddings import EMBEDDINGS_PATH, shape_response, upstream_body, wrong_task
 from gateway.fallback import send_along
@@ -69,7 +69,7 @@ from gateway.tracing import NullTracer, Tracer, trace_id_of
 from gateway.translation import Translation
 from policies.tokens import EstimateCounter, TokenCounter
 from tollway.errors import TollwayError, UpstreamError
-from tollway.token_estimate import estimate_json_tokens
+from tollway.token_estimate import estimate_json_tokens, least_tokens
 
 log = logging.getLogger("tollway.request")
 
@@ -215,8 +215,9 @@ class InferencePipeline:
             )
             if record.ticket is not None:
                 headers.update(ticket_headers(record.ticket))
+        size = RequestSize(prompt + output, least_tokens(prompt), (max_tokens or 0) * n)
         backend, upstream, opening = await self._forward(
-            path, record, principal, agent, entry, chain, body, call, prompt + output, pending
+            path, record, principal, agent, entry, chain, body, call, size, pending
         )
         if pending is not None and self.admitter is not None:
             await self.admitter.conclude(pending, upstream, record)
@@ -358,7 +359,7 @@ class InferencePipeline:
         chain: list[Backend],
         body: dict[str, Any],
         call: Call,
-        kv_tokens: int,
+        size: RequestSize,
         pending: Pending | None,
     ) -> tuple[Backend, UpstreamResponse, Opening | None]:
         """The fallback chain (:mod:`gateway.fallback`) with the request's routing hints.
@@ -378,7 +379,9 @@ class InferencePipeline:
                 affinity=affinity,
                 tenant=principal.tenant_id,
                 priority=priority,
-                kv_tokens=kv_tokens,
+                kv_tokens=size.kv_tokens,
+                least_prompt_tokens=size.least_prompt_tokens,
+                max_output_tokens=size.max_output_tokens,
                 payload=body,
                 first_byte_timeout_s=first_byte_s,
                 total_timeout_s=total_s,

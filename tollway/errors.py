@@ -23,6 +23,7 @@ with ``raise ... from exc``. Nothing ever picks a status by matching text.
     ├── ConfigError                     bad configuration file or environment (start-up)
     ├── InvalidRequest (400 invalid_request_error)
     │   ├── UnknownAgentType (400, code unknown_agent_type)
+    │   ├── ContextLengthExceeded (400, code context_length_exceeded; no worker can hold it)
     │   └── RequestTimeout (408, code request_timeout; the request arrived too slowly)
     ├── AuthenticationFailed (401 invalid_request_error, code invalid_api_key)
     ├── PermissionDenied (403 permission_error)
@@ -130,6 +131,17 @@ class UnknownAgentType(InvalidRequest):
     """The agent type named by the request is not configured (400)."""
 
     default_code = "unknown_agent_type"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    """The request cannot fit any worker's whole KV cache, even read conservatively (400).
+
+    Raised by a pool before anything is sent (``param`` is ``messages`` when the
+    prompt alone is too long, else ``max_tokens``); the fallback chain tries the
+    next route, if any, before the client sees it.
+    """
+
+    default_code = "context_length_exceeded"
 
 
 class RequestTimeout(InvalidRequest):

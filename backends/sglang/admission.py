@@ -3,7 +3,12 @@
 A request needs KV cache for its prompt plus the output it may produce
 (:class:`KvNeed`). It is admitted to the first worker, in the picker's order,
 whose projected use stays at or below ``headroom`` × capacity; a worker with
-nothing in flight always admits (so an oversized request cannot wait forever).
+nothing in flight always admits (so an oversized request cannot wait forever),
+unless its whole pool is smaller than the fewest tokens the request can need
+(``KvNeed.least``): such a worker is never a candidate for it, and when no
+usable worker can hold it the request gets 503 at once rather than waiting
+(the pool refuses one that no worker at all can hold with 400 beforehand; see
+:mod:`backends.sglang.capacity`).
 The amount reserved on that worker is recorded in a :class:`Reservation` and
 given back, exactly once, by :meth:`KvAdmission.release`.
 
@@ -46,6 +51,9 @@ from tollway.errors import RateLimited, UpstreamUnavailable
 
 Order = Callable[[], list[Worker]]
 
+#: The 503 when no usable worker is left (or none whose whole pool can hold the request).
+_NO_HOLDER = "no healthy worker in the pool can hold the request"
+
 
 @dataclass(frozen=True, slots=True)
 class KvNeed:
@@ -60,6 +68,14 @@ class KvNeed:
     tokens: int
     home: str | None = None
     cached: int = 0
+    #: The fewest tokens the request can need (its prompt read conservatively, plus
+    #: the output asked for): a worker whose whole pool is smaller can never hold it.
+    #: 0: not known, any worker may.
+    least: int = 0
+
+    def held_by(self, worker: Worker) -> bool:
+        """Whether ``worker``'s whole KV pool can hold the request (unknown: yes)."""
+        return worker.capacity_tokens is None or self.least <= worker.capacity_tokens
 
     def on(self, worker: Worker) -> int:
         """Tokens to reserve on ``worker``."""
@@ -191,11 +207,20 @@ class KvAdmission:
             return True
         return worker.kv_used_tokens + tokens <= self.headroom * worker.capacity_tokens
 
+    def _room(self, worker: Worker, need: KvNeed) -> bool:
+        """Whether ``worker`` can hold ``need`` at all and has room for it now."""
+        return need.held_by(worker) and self.fits(worker, need.on(worker))
+
     def _first_fit(self, candidates: list[Worker], need: KvNeed) -> Worker | None:
         for worker in candidates:
-            if self.fits(worker, need.on(worker)):
+            if self._room(worker, need):
                 return worker
         return None
+
+    @staticmethod
+    def _holders(order: Order, need: KvNeed) -> list[Worker]:
+        """The usable workers, in order, whose whole pool can hold ``need``."""
+        return [w for w in order() if need.held_by(w)]
 
     def _reserve(self, worker: Worker, need: KvNeed) -> Reservation:
         tokens = need.on(worker)
@@ -207,9 +232,9 @@ class KvAdmission:
         self, order: Order, need: KvNeed, *, tenant: str, priority: int
     ) -> Reservation:
         """A worker with KV room for ``need``, reserved; waits for it if none has room now."""
-        candidates = order()
+        candidates = self._holders(order, need)
         if not candidates:
-            raise UpstreamUnavailable("no healthy worker in the pool", code="upstream_unavailable")
+            raise UpstreamUnavailable(_NO_HOLDER, code="upstream_unavailable")
         started = time.monotonic()
         if self.queued == 0:
             worker = self._first_fit(candidates, need)
@@ -232,9 +257,9 @@ class KvAdmission:
         """The first worker with room now, reserved, unless the queue is ahead."""
         if self.queued:
             return None
-        candidates = order()
+        candidates = self._holders(order, need)
         if not candidates:
-            raise UpstreamUnavailable("no healthy worker in the pool", code="upstream_unavailable")
+            raise UpstreamUnavailable(_NO_HOLDER, code="upstream_unavailable")
         worker = self._first_fit(candidates, need)
         return None if worker is None else self._reserve(worker, need)
 
@@ -339,7 +364,7 @@ class KvAdmission:
                 self._home_waits.remove(wait)
                 wait.future.set_result(None)
                 continue
-            if self.fits(wait.home, wait.need.on(wait.home)):
+            if self._room(wait.home, wait.need):
                 self._home_waits.remove(wait)
                 wait.future.set_result(self._reserve(wait.home, wait.need))
 
@@ -353,12 +378,10 @@ class KvAdmission:
                 if waiter.future.done():
                     queue.pop(waiter)
                     continue
-                candidates = waiter.order()
+                candidates = self._holders(waiter.order, waiter.need)
                 if not candidates:
                     queue.pop(waiter)
-                    waiter.future.set_exception(
-                        UpstreamUnavailable("no healthy worker in the pool")
-                    )
+                    waiter.future.set_exception(UpstreamUnavailable(_NO_HOLDER))
                     continue
                 worker = self._first_fit(candidates, waiter.need)
                 if worker is None:

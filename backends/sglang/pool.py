@@ -1,6 +1,8 @@
 """A pool of SGLang workers behind the :class:`backends.base.Backend` interface.
 
-For each request the pool's policy orders the usable workers (healthy, and
+A request no worker's whole KV pool can hold is refused with 400 before
+anything else (:mod:`backends.sglang.capacity`). For each request the pool's
+policy orders the usable workers (healthy, and
 their circuit breaker admits traffic; cache-aware by default), KV admission
 takes the first with room under the ceiling (or lets the request wait briefly
 for its session's home worker, or queues it fairly), and the request is
@@ -43,6 +45,7 @@ from backends.http1 import Http1Pool
 from backends.ratelimit import UpstreamRateLimiter
 from backends.retry import is_retryable, retry_call
 from backends.sglang.admission import KvAdmission, KvNeed, Reservation
+from backends.sglang.capacity import check_fits, least_kv_tokens
 from backends.sglang.circuit import CircuitBreaker, CircuitState
 from backends.sglang.config import PoolConfig
 from backends.sglang.health import HealthChecks
@@ -58,6 +61,7 @@ from backends.sglang.transport import (
 from backends.sglang.verdict import Verdict, watched
 from backends.sglang.worker import Worker
 from tollway.errors import (
+    ContextLengthExceeded,
     TollwayError,
     UpstreamError,
     UpstreamRejected,
@@ -122,6 +126,8 @@ class SGLangPool:
         self.health = HealthChecks(
             name, self.workers, config, on_change=self.admission.wake, on_probe=self._probed
         )
+        #: Requests refused because no worker's whole KV pool can hold them.
+        self.too_large = 0
         #: Each worker's request connections, by URL (one keep-alive pool per worker).
         self._clients: dict[str, Http1Pool] = {}
 
@@ -175,6 +181,11 @@ class SGLangPool:
         Returning is the point of no return (see the module docstring): every
         retry happens inside this call, none after it.
         """
+        try:
+            check_fits(request, self.workers, self.config.model.name)
+        except ContextLengthExceeded:
+            self.too_large += 1
+            raise
         if self.rate_limiter is not None:
             await self.rate_limiter.acquire()
         body = request.body
@@ -271,16 +282,17 @@ class SGLangPool:
 
         After a failed attempt the next one prefers other workers, so it has no home.
         """
+        least = least_kv_tokens(request)
         if request.affinity is None or tries.tried:
-            return KvNeed(request.kv_tokens)
+            return KvNeed(request.kv_tokens, least=least)
         usable = [w for w in self.workers if w.healthy and self.breakers[w.url].available()]
         home = self.picker.home(usable, request.affinity)
         if home is None:
-            return KvNeed(request.kv_tokens)
+            return KvNeed(request.kv_tokens, least=least)
         cached = 0
         if self.config.admission.home_prefix_discount:
             cached = min(previous_prompt_tokens(request.payload), request.kv_tokens)
-        return KvNeed(request.kv_tokens, home.url, cached)
+        return KvNeed(request.kv_tokens, home.url, cached, least)
 
     @staticmethod
     def _remaining(deadline: float, total: float) -> float:
@@ -296,6 +308,11 @@ class SGLangPool:
             return UpstreamUnavailable(
                 f"pool {self.name}: every worker's circuit breaker is open",
                 headers={"retry-after": str(max(1, math.ceil(wait)))},
+            )
+        if not refused and any(b.available() for b in blocked):
+            # Healthy workers are left, none whose whole KV pool can hold the request.
+            return UpstreamUnavailable(
+                f"pool {self.name} has no healthy worker whose KV cache can hold the request"
             )
         why = "reachable" if refused else "healthy"
         return UpstreamUnavailable(f"pool {self.name} has no {why} worker")
