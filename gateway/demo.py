@@ -210,6 +210,23 @@ Claude Code (npm @anthropic-ai/claude-code) against the gateway:
   ANTHROPIC_MODEL=agent-small ANTHROPIC_SMALL_FAST_MODEL=agent-small \
   DISABLE_TELEMETRY=1 CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 claude -p "Hello!"
 
+Codex CLI (npm @openai/codex) against the gateway: in $CODEX_HOME/config.toml
+(default ~/.codex/config.toml; more in docs/responses.md, "Codex")
+
+  model = "agent-small"
+  model_provider = "tollway"
+  approval_policy = "never"
+  sandbox_mode = "read-only"
+  [model_providers.tollway]
+  name = "Tollway"
+  base_url = "{base_url}"
+  env_key = "TOLLWAY_API_KEY"
+  wire_api = "responses"
+
+then
+
+  TOLLWAY_API_KEY={api_key} codex exec --skip-git-repo-check "Hello!"
+
 The key has a daily budget of {DEMO_DAILY_BUDGET_USD} USD; every answer carries its cost
 (usage.cost, x-tollway-cost-usd) from the demo's price book. Kill an emulated
 worker to watch the gateway fail over and the worker come back.

@@ -81,3 +81,11 @@ def test_the_database_url_is_printed_without_its_password() -> None:
 def test_the_demo_prints_its_data_directory(tmp_path: Path) -> None:
     banner = _banner("http://127.0.0.1:8000/v1", "tw-key", "tw-admin", tmp_path)
     assert f"TOLLWAY_DATA_DIR={tmp_path}" in banner.splitlines()
+
+
+def test_the_demo_prints_a_codex_provider_for_its_own_address(tmp_path: Path) -> None:
+    banner = _banner("http://127.0.0.1:8123/v1", "tw-key", "tw-admin", tmp_path)
+    lines = [line.strip() for line in banner.splitlines()]
+    assert 'base_url = "http://127.0.0.1:8123/v1"' in lines
+    assert 'wire_api = "responses"' in lines
+    assert 'TOLLWAY_API_KEY=tw-key codex exec --skip-git-repo-check "Hello!"' in lines
